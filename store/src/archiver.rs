@@ -1,0 +1,689 @@
+//! The snapshot pipeline.
+//!
+//! ```text
+//! walker (this thread: lstat, read, chunk, hash, dedup check)
+//!   -> bounded channel -> compress + encrypt workers (one pack writer each)
+//!   -> bounded channel -> uploaders (as many as the backend wants)
+//!   -> indexer (after a pack is stored) -> index segment -> snapshot object
+//! ```
+//! Every edge is bounded, so a slow backend slows reading rather than
+//! filling memory. Files whose size, mtime, ctime and inode match the parent
+//! snapshot's node reuse its chunk list without being read. Packs land first,
+//! then index segments, then the snapshot: a crash at any point leaves a
+//! valid repository.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use crate::error::{Error, Result};
+use crate::format::BlobKind;
+use crate::format::snapshot::{SNAPSHOT_VERSION, Snapshot, SnapshotSummary};
+use crate::format::tree::{Node, NodeKind, Time, Tree};
+use crate::fsmeta::node_from_metadata;
+use crate::id::{BlobId, SnapshotId};
+use crate::index::Indexer;
+use crate::pack::{CompressionLevel, FinishedPack, PackWriter};
+use crate::repository::{Repository, store_pack};
+
+/// Live counters for a progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Files finished.
+    pub files: AtomicU64,
+    /// Content bytes processed (read or reused).
+    pub bytes: AtomicU64,
+    /// Total files, when a scan has counted them.
+    pub total_files: AtomicU64,
+    /// Total bytes, when a scan has counted them.
+    pub total_bytes: AtomicU64,
+    /// True once the scan finished.
+    pub scan_done: AtomicBool,
+    /// Errors so far.
+    pub errors: AtomicU64,
+}
+
+/// Where to take the parent snapshot from.
+#[derive(Debug, Clone, Default)]
+pub enum ParentChoice {
+    /// The latest snapshot of the same host and paths.
+    #[default]
+    Auto,
+    /// No parent: read every file.
+    None,
+    /// This snapshot.
+    Id(SnapshotId),
+}
+
+/// What to back up and how to label it.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotOptions {
+    /// Host name recorded.
+    pub host: String,
+    /// User name recorded.
+    pub user: String,
+    /// Tags recorded.
+    pub tags: Vec<String>,
+    /// Glob patterns to exclude (a pattern without `/` matches a name anywhere).
+    pub excludes: Vec<String>,
+    /// Don't descend into other file systems.
+    pub one_file_system: bool,
+    /// Parent for change detection.
+    pub parent: ParentChoice,
+}
+
+/// One problem with a source entry; the snapshot goes on without it.
+#[derive(Debug, Clone)]
+pub struct SourceError {
+    /// The path.
+    pub path: PathBuf,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The result of a snapshot run.
+#[derive(Debug, Clone)]
+pub struct SnapshotResult {
+    /// The new snapshot's id.
+    pub id: SnapshotId,
+    /// The snapshot object.
+    pub snapshot: Snapshot,
+    /// Source entries that could not be (fully) read.
+    pub errors: Vec<SourceError>,
+}
+
+/// Builds the exclude matcher: each pattern matches the whole absolute
+/// path, and a pattern without `/` also matches any single name.
+pub fn exclude_matcher(patterns: &[String]) -> Result<GlobSet> {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        let g = GlobBuilder::new(p)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| Error::Invalid(format!("exclude pattern {p:?}: {e}")))?;
+        b.add(g);
+    }
+    b.build().map_err(|e| Error::Invalid(format!("exclude patterns: {e}")))
+}
+
+fn is_excluded(set: &GlobSet, path: &Path) -> bool {
+    if set.is_empty() {
+        return false;
+    }
+    set.is_match(path) || path.file_name().is_some_and(|n| set.is_match(Path::new(n)))
+}
+
+/// Counts files and bytes under `paths` (for a progress ETA).
+pub fn scan(paths: &[PathBuf], excludes: &[String], progress: &Progress) {
+    let Ok(set) = exclude_matcher(excludes) else { return };
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(p) = stack.pop() {
+        if is_excluded(&set, &p) {
+            continue;
+        }
+        let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+        if m.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.filter_map(|e| e.ok()).map(|e| e.path()));
+            }
+        } else {
+            progress.total_files.fetch_add(1, Ordering::Relaxed);
+            if m.is_file() {
+                progress.total_bytes.fetch_add(m.len(), Ordering::Relaxed);
+            }
+        }
+    }
+    progress.scan_done.store(true, Ordering::Relaxed);
+}
+
+/// A blob on its way to a worker.
+struct Job {
+    id: BlobId,
+    data: Vec<u8>,
+}
+
+/// Shared state of the background stages.
+struct Shared<'r> {
+    repo: &'r Repository,
+    indexer: Mutex<Indexer>,
+    failure: Mutex<Option<Error>>,
+    failed: AtomicBool,
+    bytes_added: AtomicU64,
+    bytes_added_raw: AtomicU64,
+    blobs_added: AtomicU64,
+}
+
+impl Shared<'_> {
+    fn fail(&self, e: Error) {
+        let mut slot = self.failure.lock().expect("no panics while locked");
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+        self.failed.store(true, Ordering::SeqCst);
+    }
+
+    fn take_failure(&self) -> Option<Error> {
+        self.failure.lock().expect("no panics while locked").take()
+    }
+}
+
+fn worker(shared: &Shared<'_>, jobs: Receiver<Job>, uploads: Sender<FinishedPack>) {
+    let repo = shared.repo;
+    let pack_size = repo.config().pack_size as usize;
+    let level = CompressionLevel(repo.config().compression_level);
+    let mut writer = PackWriter::new(repo.keys(), BlobKind::Data, level, pack_size + (1 << 20));
+    for job in jobs {
+        if shared.failed.load(Ordering::Relaxed) {
+            continue; // drain so the walker never blocks
+        }
+        match writer.add(job.id, &job.data) {
+            Ok(n) => {
+                shared.bytes_added.fetch_add(n as u64, Ordering::Relaxed);
+                shared.bytes_added_raw.fetch_add(job.data.len() as u64, Ordering::Relaxed);
+                shared.blobs_added.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                shared.fail(e);
+                continue;
+            }
+        }
+        if writer.len() >= pack_size {
+            let full = std::mem::replace(&mut writer, PackWriter::new(repo.keys(), BlobKind::Data, level, pack_size + (1 << 20)));
+            if uploads.send(full.finish()).is_err() {
+                return;
+            }
+        }
+    }
+    if !writer.is_empty() && !shared.failed.load(Ordering::Relaxed) {
+        let _ = uploads.send(writer.finish());
+    }
+}
+
+fn uploader(shared: &Shared<'_>, packs: Receiver<FinishedPack>) {
+    let repo = shared.repo;
+    for p in packs {
+        if shared.failed.load(Ordering::Relaxed) {
+            continue;
+        }
+        let res = store_pack(repo.backend(), &p).and_then(|()| {
+            shared.indexer.lock().expect("no panics while locked").add(p.index, repo.backend(), repo.keys(), repo.index())
+        });
+        if let Err(e) = res {
+            shared.fail(e);
+        }
+    }
+}
+
+/// The walker's state.
+struct Walker<'a, 'r> {
+    repo: &'r Repository,
+    shared: &'a Shared<'r>,
+    jobs: Sender<Job>,
+    uploads: Sender<FinishedPack>,
+    chunker: vault_chunker::Chunker,
+    seen: HashSet<BlobId>,
+    tree_writer: PackWriter,
+    excludes: GlobSet,
+    one_file_system: bool,
+    summary: SnapshotSummary,
+    errors: Vec<SourceError>,
+    progress: &'a Progress,
+    /// Content of multiply-linked files already read in this run.
+    hardlinks: HashMap<(u64, u64), (Vec<BlobId>, u64)>,
+}
+
+impl Walker<'_, '_> {
+    fn error(&mut self, path: &Path, message: impl Into<String>) {
+        self.summary.errors += 1;
+        self.progress.errors.fetch_add(1, Ordering::Relaxed);
+        self.errors.push(SourceError { path: path.to_path_buf(), message: message.into() });
+    }
+
+    fn check_failed(&self) -> Result<()> {
+        if self.shared.failed.load(Ordering::Relaxed) {
+            return Err(self.shared.take_failure().unwrap_or_else(|| Error::Pipeline("a pipeline stage failed".into())));
+        }
+        Ok(())
+    }
+
+    /// Queues a blob unless it is stored or queued already.
+    fn add_data_blob(&mut self, id: BlobId, data: Vec<u8>) -> Result<()> {
+        if self.seen.contains(&id) || self.repo.index().contains(&id)? {
+            return Ok(());
+        }
+        self.seen.insert(id);
+        self.jobs.send(Job { id, data }).map_err(|_| {
+            self.shared.take_failure().unwrap_or_else(|| Error::Pipeline("compression workers stopped".into()))
+        })
+    }
+
+    fn add_tree(&mut self, nodes: Vec<Node>) -> Result<BlobId> {
+        let bytes = Tree::new(nodes).encode();
+        let id = self.repo.keys().blob_id(&bytes);
+        if self.seen.contains(&id) || self.repo.index().contains(&id)? {
+            return Ok(id);
+        }
+        self.seen.insert(id);
+        self.tree_writer.add(id, &bytes)?;
+        self.summary.blobs_added += 1;
+        if self.tree_writer.len() >= self.repo.config().pack_size as usize {
+            self.flush_trees()?;
+        }
+        Ok(id)
+    }
+
+    fn flush_trees(&mut self) -> Result<()> {
+        if self.tree_writer.is_empty() {
+            return Ok(());
+        }
+        let level = CompressionLevel(self.repo.config().compression_level.max(1));
+        let full = std::mem::replace(&mut self.tree_writer, PackWriter::new(self.repo.keys(), BlobKind::Tree, level, 1 << 20));
+        let p = full.finish();
+        self.shared.bytes_added.fetch_add(p.bytes.len() as u64, Ordering::Relaxed);
+        self.uploads.send(p).map_err(|_| self.shared.take_failure().unwrap_or_else(|| Error::Pipeline("uploaders stopped".into())))
+    }
+
+    /// Chunks a stream into data blobs; returns the chunk list and length.
+    fn chunk_stream(&mut self, reader: impl Read) -> io::Result<std::result::Result<(Vec<BlobId>, u64), Error>> {
+        let chunker = self.chunker.clone();
+        let mut content = Vec::new();
+        let mut len = 0u64;
+        for chunk in chunker.stream(reader) {
+            let chunk = chunk?;
+            len += chunk.len() as u64;
+            self.progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            let id = self.repo.keys().blob_id(&chunk);
+            content.push(id);
+            if let Err(e) = self.add_data_blob(id, chunk) {
+                return Ok(Err(e));
+            }
+        }
+        Ok(Ok((content, len)))
+    }
+
+    /// Fills a file node's content from the source, or reports why not.
+    /// Returns false when the file must be left out.
+    fn read_file(&mut self, path: &Path, meta: &Metadata, node: &mut Node) -> Result<bool> {
+        let key = (meta.dev(), meta.ino());
+        if meta.nlink() > 1
+            && let Some((content, size)) = self.hardlinks.get(&key)
+        {
+            node.content = content.clone();
+            node.size = *size;
+            return Ok(true);
+        }
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.error(path, format!("cannot open: {e}"));
+                return Ok(false);
+            }
+        };
+        match self.chunk_stream(file) {
+            Err(e) => {
+                self.error(path, format!("read failed: {e}"));
+                Ok(false)
+            }
+            Ok(Err(e)) => Err(e),
+            Ok(Ok((content, len))) => {
+                self.summary.bytes_read += len;
+                if len != meta.len() {
+                    self.error(path, format!("file changed size while being read: {} bytes at start, {len} read; stored what was read", meta.len()));
+                }
+                node.size = len;
+                node.content = content;
+                if meta.nlink() > 1 {
+                    self.hardlinks.insert(key, (node.content.clone(), len));
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Builds the node of one source entry (recursing into directories).
+    /// `None` when the entry is skipped.
+    fn archive_entry(&mut self, path: &Path, name: &OsStr, parent: Option<&Node>, root_dev: u64) -> Result<Option<Node>> {
+        self.check_failed()?;
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                let msg = if e.kind() == io::ErrorKind::NotFound { "vanished before it could be read".to_string() } else { format!("cannot stat: {e}") };
+                self.error(path, msg);
+                return Ok(None);
+            }
+        };
+        let mut node = match node_from_metadata(name, path, &meta) {
+            Ok(n) => n,
+            Err(e) => {
+                self.error(path, format!("cannot read metadata: {e}"));
+                return Ok(None);
+            }
+        };
+        match node.kind {
+            NodeKind::Dir => {
+                self.summary.dirs += 1;
+                let parent_tree = match parent {
+                    Some(p) if p.kind == NodeKind::Dir => p.subtree.and_then(|t| self.repo.load_tree(&t).ok()),
+                    _ => None,
+                };
+                let nodes = if self.one_file_system && meta.dev() != root_dev {
+                    Vec::new()
+                } else {
+                    self.archive_dir_entries(path, parent_tree.as_ref(), root_dev)?
+                };
+                node.subtree = Some(self.add_tree(nodes)?);
+            }
+            NodeKind::File => {
+                let unchanged = parent.is_some_and(|p| {
+                    p.kind == NodeKind::File && p.size == node.size && p.mtime == node.mtime && p.ctime == node.ctime && p.inode == node.inode
+                });
+                if unchanged {
+                    let p = parent.expect("checked above");
+                    node.content = p.content.clone();
+                    self.summary.files_unmodified += 1;
+                    self.progress.bytes.fetch_add(node.size, Ordering::Relaxed);
+                } else {
+                    if !self.read_file(path, &meta, &mut node)? {
+                        return Ok(None);
+                    }
+                    if parent.is_some() {
+                        self.summary.files_changed += 1;
+                    } else {
+                        self.summary.files_new += 1;
+                    }
+                }
+                self.summary.bytes_total += node.size;
+                self.progress.files.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                self.summary.others += 1;
+                self.progress.files.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(Some(node))
+    }
+
+    fn archive_dir_entries(&mut self, dir: &Path, parent: Option<&Tree>, root_dev: u64) -> Result<Vec<Node>> {
+        let rd = match std::fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) => {
+                self.error(dir, format!("cannot list directory: {e}"));
+                return Ok(Vec::new());
+            }
+        };
+        let mut names: Vec<OsString> = Vec::new();
+        for entry in rd {
+            match entry {
+                Ok(e) => names.push(e.file_name()),
+                Err(e) => self.error(dir, format!("error while listing directory: {e}")),
+            }
+        }
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut nodes = Vec::with_capacity(names.len());
+        for name in names {
+            let path = dir.join(&name);
+            if is_excluded(&self.excludes, &path) {
+                continue;
+            }
+            let pnode = parent.and_then(|t| t.get(name.as_bytes()));
+            if let Some(n) = self.archive_entry(&path, &name, pnode, root_dev)? {
+                nodes.push(n);
+            }
+        }
+        Ok(nodes)
+    }
+
+    /// Archives relative paths `rels` below the real directory `base`; the
+    /// result mirrors their full paths (like restic: `/home/a` is stored as
+    /// `home/a`), with intermediate directories holding only what was asked.
+    fn archive_level(&mut self, base: &Path, rels: &[PathBuf], parent: Option<&Tree>) -> Result<Vec<Node>> {
+        let mut groups: Vec<(OsString, Vec<PathBuf>)> = Vec::new();
+        for rel in rels {
+            let mut comps = rel.components();
+            let Some(Component::Normal(first)) = comps.next() else { continue };
+            let rest = comps.as_path().to_path_buf();
+            match groups.iter_mut().find(|(n, _)| n.as_os_str() == first) {
+                Some((_, v)) => v.push(rest),
+                None => groups.push((first.to_os_string(), vec![rest])),
+            }
+        }
+        groups.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let mut nodes = Vec::new();
+        for (name, rests) in groups {
+            let path = base.join(&name);
+            let pnode = parent.and_then(|t| t.get(name.as_bytes()));
+            if rests.iter().any(|r| r.as_os_str().is_empty()) {
+                let dev = std::fs::symlink_metadata(&path).map(|m| m.dev()).unwrap_or(0);
+                if let Some(n) = self.archive_entry(&path, &name, pnode, dev)? {
+                    nodes.push(n);
+                }
+                continue;
+            }
+            // An intermediate directory: follow symlinks to the real one.
+            let meta = match std::fs::metadata(&path) {
+                Ok(m) if m.is_dir() => m,
+                Ok(_) => {
+                    self.error(&path, "is not a directory");
+                    continue;
+                }
+                Err(e) => {
+                    self.error(&path, format!("cannot stat: {e}"));
+                    continue;
+                }
+            };
+            let mut node = match node_from_metadata(&name, &path, &meta) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.error(&path, format!("cannot read metadata: {e}"));
+                    continue;
+                }
+            };
+            node.kind = NodeKind::Dir;
+            node.target.clear();
+            let ptree = pnode.and_then(|p| p.subtree).and_then(|t| self.repo.load_tree(&t).ok());
+            let children = self.archive_level(&path, &rests, ptree.as_ref())?;
+            node.subtree = Some(self.add_tree(children)?);
+            self.summary.dirs += 1;
+            nodes.push(node);
+        }
+        Ok(nodes)
+    }
+}
+
+/// Makes a source path absolute and clean without resolving its last
+/// component (a symlink given on the command line is stored as a symlink).
+pub fn absolute_source(p: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// What a snapshot run reads.
+pub enum Source<'a> {
+    /// Files and directories (absolute, clean paths).
+    Paths(Vec<PathBuf>),
+    /// One stream stored as a file named `name` at the root.
+    Stream {
+        /// File name in the snapshot.
+        name: String,
+        /// The data.
+        reader: Box<dyn Read + Send + 'a>,
+    },
+}
+
+fn find_parent(repo: &Repository, opts: &SnapshotOptions, paths: &[String]) -> Result<Option<(SnapshotId, Snapshot)>> {
+    match &opts.parent {
+        ParentChoice::None => Ok(None),
+        ParentChoice::Id(id) => Ok(Some((*id, repo.load_snapshot(id)?))),
+        ParentChoice::Auto => {
+            let (all, _) = repo.snapshots()?;
+            let mut want = paths.to_vec();
+            want.sort();
+            Ok(all.into_iter().rev().find(|(_, s)| {
+                let mut p = s.paths.clone();
+                p.sort();
+                s.host == opts.host && p == want
+            }))
+        }
+    }
+}
+
+/// Runs one snapshot. `before_commit` runs after all data is stored and
+/// before the snapshot object is written; an error from it (e.g. the
+/// producer of a stream exited non-zero) means no snapshot is recorded.
+pub fn run_snapshot(
+    repo: &Repository,
+    source: Source<'_>,
+    opts: &SnapshotOptions,
+    progress: &Progress,
+    before_commit: impl FnOnce() -> Result<()>,
+) -> Result<SnapshotResult> {
+    let started = Instant::now();
+    let time = jiff::Timestamp::now();
+    let paths: Vec<String> = match &source {
+        Source::Paths(p) => p.iter().map(|p| p.to_string_lossy().into_owned()).collect(),
+        Source::Stream { name, .. } => vec![format!("/{}", name.trim_start_matches('/'))],
+    };
+    let parent = find_parent(repo, opts, &paths)?;
+    let parent_root = match &parent {
+        Some((_, s)) => Some(repo.load_tree(&s.tree)?),
+        None => None,
+    };
+    let excludes = exclude_matcher(&opts.excludes)?;
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(1);
+    let uploaders = repo.backend().connections().max(1);
+    let shared = Shared {
+        repo,
+        indexer: Mutex::new(Indexer::new()),
+        failure: Mutex::new(None),
+        failed: AtomicBool::new(false),
+        bytes_added: AtomicU64::new(0),
+        bytes_added_raw: AtomicU64::new(0),
+        blobs_added: AtomicU64::new(0),
+    };
+    let (job_tx, job_rx) = bounded::<Job>(workers * 2);
+    let (up_tx, up_rx) = bounded::<FinishedPack>(2);
+    let walked: Result<(BlobId, SnapshotSummary, Vec<SourceError>)> = std::thread::scope(|s| {
+        for _ in 0..workers {
+            let (rx, tx, sh) = (job_rx.clone(), up_tx.clone(), &shared);
+            s.spawn(move || worker(sh, rx, tx));
+        }
+        for _ in 0..uploaders {
+            let (rx, sh) = (up_rx.clone(), &shared);
+            s.spawn(move || uploader(sh, rx));
+        }
+        drop(job_rx);
+        drop(up_rx);
+        let level = CompressionLevel(repo.config().compression_level.max(1));
+        let mut w = Walker {
+            repo,
+            shared: &shared,
+            jobs: job_tx,
+            uploads: up_tx,
+            chunker: repo.chunker(),
+            seen: HashSet::new(),
+            tree_writer: PackWriter::new(repo.keys(), BlobKind::Tree, level, 1 << 20),
+            excludes,
+            one_file_system: opts.one_file_system,
+            summary: SnapshotSummary::default(),
+            errors: Vec::new(),
+            progress,
+            hardlinks: HashMap::new(),
+        };
+        let nodes = match source {
+            Source::Paths(paths) => {
+                let rels: Vec<PathBuf> = paths.iter().map(|p| p.strip_prefix("/").unwrap_or(p).to_path_buf()).collect();
+                if rels.iter().any(|r| r.as_os_str().is_empty()) {
+                    let dev = std::fs::symlink_metadata("/").map(|m| m.dev()).unwrap_or(0);
+                    w.archive_dir_entries(Path::new("/"), parent_root.as_ref(), dev)
+                } else {
+                    w.archive_level(Path::new("/"), &rels, parent_root.as_ref())
+                }
+            }
+            Source::Stream { name, reader } => stream_node(&mut w, &name, reader, parent_root.as_ref()),
+        };
+        let root = nodes.and_then(|n| w.add_tree(n)).and_then(|id| w.flush_trees().map(|()| id));
+        let Walker { summary, errors, .. } = w;
+        root.map(|id| (id, summary, errors))
+    });
+    let failure = shared.take_failure();
+    let mut indexer = shared.indexer.into_inner().expect("no panics while locked");
+    // Index what landed even on failure, so a rerun deduplicates against it.
+    let flushed = indexer.flush(repo.backend(), repo.keys(), repo.index());
+    let (tree, mut summary, errors) = walked?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    flushed?;
+    before_commit()?;
+    summary.blobs_added += shared.blobs_added.load(Ordering::Relaxed);
+    summary.bytes_added = shared.bytes_added.load(Ordering::Relaxed);
+    summary.bytes_added_raw = shared.bytes_added_raw.load(Ordering::Relaxed);
+    summary.duration_secs = started.elapsed().as_secs_f64();
+    let snapshot = Snapshot {
+        version: SNAPSHOT_VERSION,
+        time,
+        host: opts.host.clone(),
+        user: opts.user.clone(),
+        paths,
+        tags: opts.tags.clone(),
+        tree,
+        parent: parent.map(|(id, _)| id),
+        excludes: opts.excludes.clone(),
+        program_version: concat!("vault ", env!("CARGO_PKG_VERSION")).to_string(),
+        summary: Some(summary),
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    Ok(SnapshotResult { id, snapshot, errors })
+}
+
+fn stream_node(w: &mut Walker<'_, '_>, name: &str, reader: Box<dyn Read + Send + '_>, parent: Option<&Tree>) -> Result<Vec<Node>> {
+    let name = name.trim_start_matches('/');
+    if name.is_empty() || name.contains('/') || name.contains('\0') || name == "." || name == ".." {
+        return Err(Error::Invalid(format!("stdin name {name:?} must be a plain file name")));
+    }
+    let content = match w.chunk_stream(reader) {
+        Ok(r) => r?,
+        Err(e) => return Err(Error::Pipeline(format!("reading standard input: {e}"))),
+    };
+    let mut node = Node::new(name.as_bytes().to_vec(), NodeKind::File);
+    let now = jiff::Timestamp::now();
+    node.mtime = Time { secs: now.as_second(), nanos: now.subsec_nanosecond() as u32 };
+    node.ctime = node.mtime;
+    node.mode = 0o600;
+    node.uid = nix::unistd::getuid().as_raw();
+    node.gid = nix::unistd::getgid().as_raw();
+    node.user = crate::fsmeta::user_name(node.uid);
+    node.group = crate::fsmeta::group_name(node.gid);
+    node.size = content.1;
+    node.content = content.0;
+    w.summary.bytes_read += node.size;
+    w.summary.bytes_total += node.size;
+    if parent.is_some_and(|t| t.get(name.as_bytes()).is_some()) {
+        w.summary.files_changed += 1;
+    } else {
+        w.summary.files_new += 1;
+    }
+    w.progress.files.fetch_add(1, Ordering::Relaxed);
+    Ok(vec![node])
+}

@@ -1,0 +1,183 @@
+//! A repository in a local directory.
+//!
+//! Writes are atomic and durable: data goes to a temporary file in the same
+//! directory, is fsynced, then hard-linked to its final name (which fails if
+//! the name exists, so nothing is ever overwritten), and the directory is
+//! fsynced. A crash leaves at most a `.tmp-*` file, never a partial object.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::{BResult, Backend, FileType};
+use crate::error::{BackendError, BackendErrorKind};
+
+/// A repository rooted at a directory.
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    /// A backend for the directory `root` (not touched until used).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalBackend { root: root.into() }
+    }
+
+    fn path(&self, t: FileType, name: &str) -> PathBuf {
+        self.root.join(t.path(name))
+    }
+
+    fn err(&self, op: &'static str, path: &Path, e: &io::Error) -> BackendError {
+        BackendError::from_io(op, path.display().to_string(), e)
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn create(&self) -> BResult<()> {
+        for t in FileType::ALL {
+            if t == FileType::Config {
+                continue;
+            }
+            let dir = self.root.join(t.dir());
+            fs::create_dir_all(&dir).map_err(|e| self.err("creating", &dir, &e))?;
+        }
+        sync_dir(&self.root).map_err(|e| self.err("syncing", &self.root, &e))
+    }
+
+    fn is_empty(&self) -> BResult<bool> {
+        match fs::read_dir(&self.root) {
+            Ok(mut it) => Ok(it.next().is_none()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(self.err("reading", &self.root, &e)),
+        }
+    }
+
+    fn list(&self, t: FileType) -> BResult<Vec<(String, u64)>> {
+        let dir = self.root.join(t.dir());
+        let mut out = Vec::new();
+        let mut dirs = vec![dir.clone()];
+        if t == FileType::Config {
+            return match fs::metadata(self.root.join("config")) {
+                Ok(m) => Ok(vec![("config".into(), m.len())]),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(vec![]),
+                Err(e) => Err(self.err("listing", &dir, &e)),
+            };
+        }
+        while let Some(d) = dirs.pop() {
+            let rd = match fs::read_dir(&d) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && d != dir => continue,
+                Err(e) => return Err(self.err("listing", &d, &e)),
+            };
+            for entry in rd {
+                let entry = entry.map_err(|e| self.err("listing", &d, &e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(".tmp-") {
+                    continue;
+                }
+                let ft = entry.file_type().map_err(|e| self.err("listing", &entry.path(), &e))?;
+                if ft.is_dir() {
+                    if t.fanned_out() && d == dir {
+                        dirs.push(entry.path());
+                    }
+                    continue;
+                }
+                let m = match entry.metadata() {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(self.err("listing", &entry.path(), &e)),
+                };
+                out.push((name, m.len()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn size(&self, t: FileType, name: &str) -> BResult<u64> {
+        let p = self.path(t, name);
+        fs::metadata(&p).map(|m| m.len()).map_err(|e| self.err("reading", &p, &e))
+    }
+
+    fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
+        let p = self.path(t, name);
+        fs::read(&p).map_err(|e| self.err("reading", &p, &e))
+    }
+
+    fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> BResult<Vec<u8>> {
+        let p = self.path(t, name);
+        let mut f = File::open(&p).map_err(|e| self.err("reading", &p, &e))?;
+        let size = f.metadata().map_err(|e| self.err("reading", &p, &e))?.len();
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(BackendError {
+                kind: BackendErrorKind::Permanent,
+                op: "reading",
+                location: p.display().to_string(),
+                message: format!("range {offset}+{len} is past the end of the {size}-byte file (truncated?)"),
+            });
+        }
+        let mut buf = vec![0u8; len as usize];
+        f.seek(SeekFrom::Start(offset)).map_err(|e| self.err("reading", &p, &e))?;
+        f.read_exact(&mut buf).map_err(|e| self.err("reading", &p, &e))?;
+        Ok(buf)
+    }
+
+    fn write_new(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()> {
+        let p = self.path(t, name);
+        let dir = p.parent().expect("object paths have a parent").to_path_buf();
+        if let Err(e) = fs::create_dir_all(&dir) {
+            return Err(self.err("creating", &dir, &e));
+        }
+        let tmp = dir.join(format!(".tmp-{}", hex::encode(crate::crypto::random_bytes::<8>())));
+        let write = || -> io::Result<()> {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            fs::hard_link(&tmp, &p)
+        };
+        let res = write();
+        let _ = fs::remove_file(&tmp);
+        res.map_err(|e| self.err("writing", &p, &e))?;
+        sync_dir(&dir).map_err(|e| self.err("syncing", &dir, &e))
+    }
+
+    fn remove(&self, t: FileType, name: &str) -> BResult<()> {
+        let p = self.path(t, name);
+        fs::remove_file(&p).map_err(|e| self.err("removing", &p, &e))
+    }
+
+    fn connections(&self) -> usize {
+        2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_new_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path());
+        b.create().unwrap();
+        let name = "ab".repeat(32);
+        b.write_new(FileType::Data, &name, b"one").unwrap();
+        let e = b.write_new(FileType::Data, &name, b"two").unwrap_err();
+        assert_eq!(e.kind, BackendErrorKind::AlreadyExists);
+        assert_eq!(b.read(FileType::Data, &name).unwrap(), b"one");
+        assert_eq!(b.list(FileType::Data).unwrap(), vec![(name.clone(), 3)]);
+        assert_eq!(b.read_range(FileType::Data, &name, 1, 2).unwrap(), b"ne");
+        assert!(b.read_range(FileType::Data, &name, 2, 2).is_err());
+        let missing = b.read(FileType::Data, &"cd".repeat(32)).unwrap_err();
+        assert!(missing.is_not_found());
+        assert!(missing.to_string().contains("data/cd/"), "{missing}");
+    }
+}

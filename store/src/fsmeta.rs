@@ -1,0 +1,147 @@
+//! File-system metadata: turning `lstat` results into tree nodes on the way
+//! in, and applying a node's metadata to a restored file on the way out.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::Metadata;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::OnceLock;
+
+use nix::sys::stat::{UtimensatFlags, utimensat};
+use nix::sys::time::TimeSpec;
+
+use crate::format::tree::{Node, NodeKind, Time, Xattr};
+
+/// The kind of a file from its metadata.
+pub fn node_kind(meta: &Metadata) -> NodeKind {
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        NodeKind::Dir
+    } else if ft.is_symlink() {
+        NodeKind::Symlink
+    } else if ft.is_fifo() {
+        NodeKind::Fifo
+    } else if ft.is_char_device() {
+        NodeKind::CharDevice
+    } else if ft.is_block_device() {
+        NodeKind::BlockDevice
+    } else if ft.is_socket() {
+        NodeKind::Socket
+    } else {
+        NodeKind::File
+    }
+}
+
+fn names(file: &str) -> HashMap<u32, String> {
+    let mut map = HashMap::new();
+    if let Ok(text) = std::fs::read_to_string(file) {
+        for line in text.lines() {
+            let mut it = line.split(':');
+            if let (Some(name), Some(_), Some(id)) = (it.next(), it.next(), it.next())
+                && let Ok(id) = id.parse()
+            {
+                map.entry(id).or_insert_with(|| name.to_string());
+            }
+        }
+    }
+    map
+}
+
+/// The user name of a uid (from /etc/passwd).
+pub fn user_name(uid: u32) -> Option<String> {
+    static USERS: OnceLock<HashMap<u32, String>> = OnceLock::new();
+    USERS.get_or_init(|| names("/etc/passwd")).get(&uid).cloned()
+}
+
+/// The group name of a gid (from /etc/group).
+pub fn group_name(gid: u32) -> Option<String> {
+    static GROUPS: OnceLock<HashMap<u32, String>> = OnceLock::new();
+    GROUPS.get_or_init(|| names("/etc/group")).get(&gid).cloned()
+}
+
+/// A node for `name` from its `lstat` metadata (content and subtree are
+/// filled in by the caller). Reads xattrs and, for symlinks, the target.
+pub fn node_from_metadata(name: &OsStr, path: &Path, meta: &Metadata) -> io::Result<Node> {
+    let kind = node_kind(meta);
+    let mut node = Node::new(name.as_bytes().to_vec(), kind);
+    node.mode = meta.mode() & 0o7777;
+    node.uid = meta.uid();
+    node.gid = meta.gid();
+    node.user = user_name(node.uid);
+    node.group = group_name(node.gid);
+    node.mtime = Time { secs: meta.mtime(), nanos: meta.mtime_nsec() as u32 };
+    node.ctime = Time { secs: meta.ctime(), nanos: meta.ctime_nsec() as u32 };
+    node.inode = meta.ino();
+    node.device = meta.dev();
+    node.links = meta.nlink();
+    if matches!(kind, NodeKind::CharDevice | NodeKind::BlockDevice) {
+        node.rdev = meta.rdev();
+    }
+    if kind == NodeKind::File {
+        node.size = meta.len();
+    }
+    if kind == NodeKind::Symlink {
+        node.target = std::fs::read_link(path)?.as_os_str().as_bytes().to_vec();
+    }
+    node.xattrs = read_xattrs(path);
+    Ok(node)
+}
+
+/// Extended attributes of a path (not following symlinks), sorted. File
+/// systems without xattr support yield none.
+pub fn read_xattrs(path: &Path) -> Vec<Xattr> {
+    let Ok(list) = xattr::list(path) else { return Vec::new() };
+    let mut out: Vec<Xattr> = list
+        .filter_map(|name| {
+            let value = xattr::get(path, &name).ok().flatten()?;
+            Some(Xattr { name: name.as_bytes().to_vec(), value })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+fn timespec(t: Time) -> TimeSpec {
+    TimeSpec::new(t.secs, i64::from(t.nanos.min(999_999_999)))
+}
+
+/// Applies xattrs, ownership (when `owner`), mode and mtime to a restored
+/// path. Returns the first failure as a message; later steps still run.
+pub fn apply_metadata(path: &Path, node: &Node, owner: bool) -> Result<(), String> {
+    let mut first_err: Option<String> = None;
+    let mut note = |what: &str, e: &dyn std::fmt::Display| {
+        if first_err.is_none() {
+            first_err = Some(format!("{what}: {e}"));
+        }
+    };
+    let is_link = node.kind == NodeKind::Symlink;
+    for x in &node.xattrs {
+        let name = OsStr::from_bytes(&x.name);
+        if let Err(e) = xattr::set(path, name, &x.value) {
+            // Symlinks can't carry user.* xattrs on Linux; other file systems
+            // may not support them at all.
+            if !is_link && e.raw_os_error() != Some(libc::ENOTSUP) {
+                note(&format!("setting xattr {}", name.to_string_lossy()), &e);
+            }
+        }
+    }
+    if owner && let Err(e) = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
+        note("changing owner", &e);
+    }
+    if !is_link
+        && let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777))
+    {
+        note("setting mode", &e);
+    }
+    let atime = timespec(node.mtime);
+    if let Err(e) = utimensat(nix::fcntl::AT_FDCWD, path, &atime, &timespec(node.mtime), UtimensatFlags::NoFollowSymlink) {
+        note("setting times", &e);
+    }
+    match first_err {
+        None => Ok(()),
+        Some(e) => Err(e),
+    }
+}

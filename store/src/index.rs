@@ -1,0 +1,403 @@
+//! The blob index: where each blob lives.
+//!
+//! The repository's `index/` segments are the truth; [`IndexCache`] is a
+//! local RocksDB copy of them (`<cache-dir>/<repo-id>/index`) that answers
+//! lookups without holding the index in memory. On open it ingests segments
+//! it hasn't seen and rebuilds itself if a segment it had ingested is gone. A
+//! missing or damaged cache is rebuilt, never fatal; when another process
+//! holds the cache, this one waits briefly and then works from a private
+//! temporary cache.
+//!
+//! [`Indexer`] is the write side: it collects packs as they land and writes
+//! segments (at checkpoints and at the end of a run).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, DB, Options, WriteBatch};
+
+use crate::backend::{Backend, FileType};
+use crate::crypto::Keys;
+use crate::error::{Error, Result};
+use crate::format::BlobKind;
+use crate::format::envelope;
+use crate::format::index::{self as fmt, IndexPack, IndexSegment};
+use crate::format::pack::{BlobEntry, Compression};
+use crate::id::{BlobId, IndexId, PackId};
+
+const CF_BLOBS: &str = "blobs";
+const CF_PACKS: &str = "packs";
+const CF_SEGMENTS: &str = "segments";
+/// Bump when the cache layout changes: an old cache is then rebuilt.
+const CACHE_LAYOUT: &str = "layout-1";
+
+/// Where a blob is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobLocation {
+    /// The pack holding it.
+    pub pack: PackId,
+    /// Data or tree.
+    pub kind: BlobKind,
+    /// Offset, lengths, compression.
+    pub entry: BlobEntry,
+}
+
+/// What the cache knows of a pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackInfo {
+    /// Data or tree.
+    pub kind: BlobKind,
+    /// File size.
+    pub size: u64,
+    /// Key salt.
+    pub salt: [u8; 32],
+}
+
+fn encode_location(pack: &PackId, kind: BlobKind, e: &BlobEntry) -> [u8; 46] {
+    let mut v = [0u8; 46];
+    v[..32].copy_from_slice(pack.as_bytes());
+    v[32] = kind.to_byte();
+    v[33..37].copy_from_slice(&e.offset.to_le_bytes());
+    v[37..41].copy_from_slice(&e.stored_len.to_le_bytes());
+    v[41..45].copy_from_slice(&e.raw_len.to_le_bytes());
+    v[45] = match e.compression {
+        Compression::None => 0,
+        Compression::Zstd => 1,
+    };
+    v
+}
+
+fn decode_location(id: BlobId, v: &[u8]) -> Option<BlobLocation> {
+    if v.len() != 46 {
+        return None;
+    }
+    let u32_at = |i: usize| u32::from_le_bytes(v[i..i + 4].try_into().expect("4 bytes"));
+    Some(BlobLocation {
+        pack: PackId::from_slice(v)?,
+        kind: BlobKind::from_byte(v[32])?,
+        entry: BlobEntry {
+            id,
+            offset: u32_at(33),
+            stored_len: u32_at(37),
+            raw_len: u32_at(41),
+            compression: match v[45] {
+                0 => Compression::None,
+                1 => Compression::Zstd,
+                _ => return None,
+            },
+        },
+    })
+}
+
+/// How the cache was opened, for `-v`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheMode {
+    /// The shared cache under the cache directory.
+    Shared(PathBuf),
+    /// A private temporary cache (another process held the shared one, or
+    /// it could not be created).
+    Temporary(String),
+}
+
+/// The local RocksDB copy of the repository index.
+pub struct IndexCache {
+    db: DB,
+    path: PathBuf,
+    mode: CacheMode,
+    _temp: Option<tempfile::TempDir>,
+    /// Segments that could not be read, with the reason: their blobs are unknown.
+    pub damaged_segments: Vec<(IndexId, String)>,
+}
+
+fn db_options() -> Options {
+    let mut o = Options::default();
+    o.create_if_missing(true);
+    o.create_missing_column_families(true);
+    o.set_max_open_files(256);
+    o.set_keep_log_file_num(2);
+    o.set_max_log_file_size(1 << 20);
+    o.set_write_buffer_size(8 << 20);
+    o.increase_parallelism(2);
+    o
+}
+
+fn cf_options() -> Options {
+    let mut o = Options::default();
+    let mut b = BlockBasedOptions::default();
+    b.set_bloom_filter(10.0, false);
+    b.set_block_cache(&rocksdb::Cache::new_lru_cache(16 << 20));
+    o.set_block_based_table_factory(&b);
+    o.set_write_buffer_size(8 << 20);
+    o
+}
+
+fn open_db(path: &Path) -> std::result::Result<DB, rocksdb::Error> {
+    let cfs = [CF_BLOBS, CF_PACKS, CF_SEGMENTS].map(|n| ColumnFamilyDescriptor::new(n, cf_options()));
+    DB::open_cf_descriptors(&db_options(), path, cfs)
+}
+
+fn is_lock_error(e: &rocksdb::Error) -> bool {
+    let s = e.to_string();
+    s.contains("lock") || s.contains("Resource temporarily unavailable")
+}
+
+impl IndexCache {
+    /// Opens (or creates) the cache for repository `repo_id` under
+    /// `cache_dir`, or a temporary one when `cache_dir` is `None`.
+    pub fn open(cache_dir: Option<&Path>, repo_id: &str, wait: Duration) -> Result<Self> {
+        if let Some(dir) = cache_dir {
+            let path = dir.join(repo_id).join("index");
+            match Self::open_shared(&path, wait) {
+                Ok(db) => {
+                    return Ok(IndexCache { db, mode: CacheMode::Shared(path.clone()), path, _temp: None, damaged_segments: vec![] });
+                }
+                Err(reason) => return Self::open_temporary(reason),
+            }
+        }
+        Self::open_temporary("no cache directory".to_string())
+    }
+
+    fn open_shared(path: &Path, wait: Duration) -> std::result::Result<DB, String> {
+        std::fs::create_dir_all(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let layout = path.join(CACHE_LAYOUT);
+        let deadline = Instant::now() + wait;
+        loop {
+            match open_db(path) {
+                Ok(db) => {
+                    if !layout.exists() {
+                        drop(db);
+                        let _ = DB::destroy(&Options::default(), path);
+                        let _ = std::fs::create_dir_all(path);
+                        let db = open_db(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+                        std::fs::write(&layout, b"").map_err(|e| format!("cannot write {}: {e}", layout.display()))?;
+                        return Ok(db);
+                    }
+                    return Ok(db);
+                }
+                Err(e) if is_lock_error(&e) => {
+                    if Instant::now() >= deadline {
+                        return Err(format!("{} is in use by another vault process", path.display()));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    // Damaged: rebuild from the repository.
+                    let _ = DB::destroy(&Options::default(), path);
+                    let _ = std::fs::remove_dir_all(path);
+                    std::fs::create_dir_all(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+                    let db = open_db(path).map_err(|e2| format!("cache was damaged ({e}) and could not be recreated: {e2}"))?;
+                    std::fs::write(&layout, b"").map_err(|e| format!("cannot write {}: {e}", layout.display()))?;
+                    return Ok(db);
+                }
+            }
+        }
+    }
+
+    fn open_temporary(reason: String) -> Result<Self> {
+        let temp = tempfile::Builder::new()
+            .prefix("vault-index-")
+            .tempdir()
+            .map_err(|e| Error::Cache { path: std::env::temp_dir(), message: format!("cannot create a temporary cache: {e}") })?;
+        let path = temp.path().to_path_buf();
+        let db = open_db(&path).map_err(|e| Error::Cache { path: path.clone(), message: e.to_string() })?;
+        Ok(IndexCache { db, path, mode: CacheMode::Temporary(reason), _temp: Some(temp), damaged_segments: vec![] })
+    }
+
+    /// How the cache was opened.
+    pub fn mode(&self) -> &CacheMode {
+        &self.mode
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(name).expect("column families are created on open")
+    }
+
+    fn db_err(&self, e: rocksdb::Error) -> Error {
+        Error::Cache { path: self.path.clone(), message: e.to_string() }
+    }
+
+    /// Brings the cache in line with the repository's `index/`: ingests new
+    /// segments, and rebuilds when one it had ingested has disappeared.
+    /// Damaged segments are recorded in `damaged_segments` and skipped.
+    pub fn sync(&mut self, backend: &dyn Backend, keys: &Keys) -> Result<SyncStats> {
+        let listed = backend.list(FileType::Index)?;
+        let mut known = std::collections::HashSet::new();
+        for item in self.db.iterator_cf(self.cf(CF_SEGMENTS), rocksdb::IteratorMode::Start) {
+            let (k, _) = item.map_err(|e| self.db_err(e))?;
+            known.insert(k.to_vec());
+        }
+        let listed_ids: std::collections::HashSet<Vec<u8>> =
+            listed.iter().filter_map(|(n, _)| IndexId::from_hex(n).ok()).map(|i| i.0.to_vec()).collect();
+        let mut stats = SyncStats::default();
+        if known.iter().any(|k| !listed_ids.contains(k)) {
+            self.clear()?;
+            known.clear();
+            stats.rebuilt = true;
+        }
+        let new: Vec<IndexId> = listed
+            .iter()
+            .filter_map(|(n, _)| IndexId::from_hex(n).ok())
+            .filter(|id| !known.contains(id.as_bytes().as_slice()))
+            .collect();
+        let damaged = Mutex::new(Vec::new());
+        let loaded: Vec<(IndexId, IndexSegment)> = new
+            .par_iter()
+            .filter_map(|id| match load_segment(backend, keys, id) {
+                Ok(seg) => Some((*id, seg)),
+                Err(e) => {
+                    damaged.lock().expect("no panics while locked").push((*id, e.to_string()));
+                    None
+                }
+            })
+            .collect();
+        for (id, seg) in &loaded {
+            self.add_segment(*id, seg)?;
+            stats.segments_ingested += 1;
+        }
+        self.damaged_segments = damaged.into_inner().expect("no panics while locked");
+        Ok(stats)
+    }
+
+    fn clear(&mut self) -> Result<()> {
+        for name in [CF_BLOBS, CF_PACKS, CF_SEGMENTS] {
+            self.db.drop_cf(name).map_err(|e| self.db_err(e))?;
+            self.db.create_cf(name, &cf_options()).map_err(|e| self.db_err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Records a segment's packs and blobs, and the segment as ingested.
+    pub fn add_segment(&self, id: IndexId, seg: &IndexSegment) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for p in &seg.packs {
+            let mut pv = Vec::with_capacity(41);
+            pv.push(p.kind.to_byte());
+            pv.extend_from_slice(&p.size.to_le_bytes());
+            pv.extend_from_slice(&p.salt);
+            batch.put_cf(self.cf(CF_PACKS), p.id.as_bytes(), pv);
+            for b in &p.blobs {
+                batch.put_cf(self.cf(CF_BLOBS), b.id.as_bytes(), encode_location(&p.id, p.kind, b));
+            }
+        }
+        batch.put_cf(self.cf(CF_SEGMENTS), id.as_bytes(), b"");
+        self.db.write(batch).map_err(|e| self.db_err(e))
+    }
+
+    /// Where a blob is, if the index knows it.
+    pub fn get(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
+        let v = self.db.get_pinned_cf(self.cf(CF_BLOBS), id.as_bytes()).map_err(|e| self.db_err(e))?;
+        match v {
+            None => Ok(None),
+            Some(v) => decode_location(*id, &v)
+                .map(Some)
+                .ok_or_else(|| Error::Cache { path: self.path.clone(), message: format!("damaged entry for blob {id}; delete the cache directory") }),
+        }
+    }
+
+    /// True when the index knows the blob.
+    pub fn contains(&self, id: &BlobId) -> Result<bool> {
+        if !self.db.key_may_exist_cf(self.cf(CF_BLOBS), id.as_bytes()) {
+            return Ok(false);
+        }
+        Ok(self.get(id)?.is_some())
+    }
+
+    /// What the cache knows of a pack.
+    pub fn pack(&self, id: &PackId) -> Result<Option<PackInfo>> {
+        let v = self.db.get_pinned_cf(self.cf(CF_PACKS), id.as_bytes()).map_err(|e| self.db_err(e))?;
+        let Some(v) = v else { return Ok(None) };
+        if v.len() != 41 {
+            return Err(Error::Cache { path: self.path.clone(), message: format!("damaged entry for pack {id}") });
+        }
+        Ok(Some(PackInfo {
+            kind: BlobKind::from_byte(v[0])
+                .ok_or_else(|| Error::Cache { path: self.path.clone(), message: format!("damaged entry for pack {id}") })?,
+            size: u64::from_le_bytes(v[1..9].try_into().expect("8 bytes")),
+            salt: v[9..41].try_into().expect("32 bytes"),
+        }))
+    }
+}
+
+/// What [`IndexCache::sync`] did.
+#[derive(Debug, Clone, Default)]
+pub struct SyncStats {
+    /// Segments read from the repository.
+    pub segments_ingested: usize,
+    /// Whether the cache was rebuilt from scratch.
+    pub rebuilt: bool,
+}
+
+/// Reads, authenticates and decodes one index segment.
+pub fn load_segment(backend: &dyn Backend, keys: &Keys, id: &IndexId) -> Result<IndexSegment> {
+    let what = format!("index segment {}", FileType::Index.path(&id.to_hex()));
+    let sealed = backend.read(FileType::Index, &id.to_hex())?;
+    let plain = envelope::open(keys, fmt::AAD, &sealed, &what)?;
+    let got = keys.meta_id(&plain);
+    if got != id.0 {
+        return Err(Error::ChecksumMismatch { what, expected: id.to_hex(), got: hex::encode(got) });
+    }
+    IndexSegment::decode(&plain, &what)
+}
+
+/// Writes one index segment; returns its id.
+pub fn save_segment(backend: &dyn Backend, keys: &Keys, seg: &IndexSegment) -> Result<IndexId> {
+    let plain = seg.encode();
+    let id = IndexId(keys.meta_id(&plain));
+    let sealed = envelope::seal(keys, fmt::AAD, &plain);
+    match backend.write_new(FileType::Index, &id.to_hex(), &sealed) {
+        Ok(()) => Ok(id),
+        // Same plaintext, same id: an identical segment is already stored.
+        Err(e) if e.kind == crate::error::BackendErrorKind::AlreadyExists => Ok(id),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The write side: collects landed packs and writes segments.
+pub struct Indexer {
+    pending: Vec<IndexPack>,
+    pending_blobs: usize,
+    /// Segments written so far.
+    pub written: Vec<IndexId>,
+}
+
+/// Packs per checkpoint segment.
+const CHECKPOINT_BLOBS: usize = 20_000;
+
+impl Default for Indexer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Indexer {
+    /// An empty indexer.
+    pub fn new() -> Self {
+        Indexer { pending: Vec::new(), pending_blobs: 0, written: Vec::new() }
+    }
+
+    /// Records a pack that is safely stored. Writes a checkpoint segment
+    /// when enough blobs have accumulated.
+    pub fn add(&mut self, pack: IndexPack, backend: &dyn Backend, keys: &Keys, cache: &IndexCache) -> Result<()> {
+        self.pending_blobs += pack.blobs.len();
+        self.pending.push(pack);
+        if self.pending_blobs >= CHECKPOINT_BLOBS {
+            self.flush(backend, keys, cache)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is pending as one segment and records it in the cache.
+    pub fn flush(&mut self, backend: &dyn Backend, keys: &Keys, cache: &IndexCache) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let seg = IndexSegment { packs: std::mem::take(&mut self.pending) };
+        self.pending_blobs = 0;
+        let id = save_segment(backend, keys, &seg)?;
+        cache.add_segment(id, &seg)?;
+        self.written.push(id);
+        Ok(())
+    }
+}

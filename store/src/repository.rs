@@ -1,0 +1,369 @@
+//! An open repository: backend, keys, config and index, with the operations
+//! every command shares (snapshots, trees, blobs, keys).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::{Backend, FileType};
+use crate::crypto::{KdfParams, KeyFile, Keys};
+use crate::error::{BackendErrorKind, Error, Result};
+use crate::format::config::{ChunkerParams, Config, GC_PROTOCOL};
+use crate::format::snapshot::{self, Snapshot};
+use crate::format::tree::Tree;
+use crate::format::{BlobKind, FORMAT_VERSION, envelope};
+use crate::id::{BlobId, KeyId, RepoId, SnapshotId};
+use crate::index::{CacheMode, IndexCache};
+use crate::pack::open_blob;
+
+/// Options for `init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Chunker parameters.
+    pub chunker: ChunkerParams,
+    /// Target pack size.
+    pub pack_size: u64,
+    /// zstd level for data (0: none).
+    pub compression_level: i32,
+    /// Argon2 costs for the first key.
+    pub kdf: KdfParams,
+    /// Host and user recorded in the key file.
+    pub host: String,
+    /// User recorded in the key file.
+    pub user: String,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunker: ChunkerParams::default(),
+            pack_size: 16 << 20,
+            compression_level: 3,
+            kdf: KdfParams::default(),
+            host: String::new(),
+            user: String::new(),
+        }
+    }
+}
+
+/// Options for opening.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Where the index cache lives; `None` uses a private temporary cache.
+    pub cache_dir: Option<PathBuf>,
+    /// How long to wait for another process's cache lock.
+    pub cache_wait: Duration,
+}
+
+/// An open repository.
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    keys: Keys,
+    config: Config,
+    key_id: KeyId,
+    index: IndexCache,
+}
+
+fn now_string() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+impl Repository {
+    /// Creates a repository at an empty location; returns its id.
+    pub fn init(backend: Arc<dyn Backend>, password: &[u8], opts: &InitOptions) -> Result<RepoId> {
+        if !backend.is_empty()? {
+            return Err(Error::TargetNotEmpty { location: backend.location() });
+        }
+        let config = Config {
+            version: FORMAT_VERSION,
+            id: RepoId(crate::crypto::random_bytes()),
+            chunker: opts.chunker,
+            pack_size: opts.pack_size,
+            compression_level: opts.compression_level,
+            gc_protocol: GC_PROTOCOL,
+        };
+        config.validate()?;
+        vault_chunker::Chunker::new(
+            config.chunker.min_size as usize,
+            config.chunker.avg_size as usize,
+            config.chunker.max_size as usize,
+            None,
+        )
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+        let keys = Keys::generate();
+        backend.create()?;
+        let kf = KeyFile::seal(&keys, password, opts.kdf, &opts.host, &opts.user, &now_string())?;
+        let kbytes = kf.encode();
+        let kid = KeyId(*blake3::hash(&kbytes).as_bytes());
+        backend.write_new(FileType::Key, &kid.to_hex(), &kbytes)?;
+        let mut cfg = Config::header().to_vec();
+        cfg.extend_from_slice(&envelope::seal(&keys, crate::format::config::AAD, &config.encode()));
+        backend.write_new(FileType::Config, "config", &cfg)?;
+        Ok(config.id)
+    }
+
+    /// Opens a repository with a password.
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8], opts: &OpenOptions) -> Result<Self> {
+        let location = backend.location();
+        let cfg_bytes = match backend.read(FileType::Config, "config") {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => {
+                let reason = if backend.is_empty().unwrap_or(false) {
+                    "it does not exist or is empty (create one with `vault init`)".to_string()
+                } else {
+                    "there is no config file".to_string()
+                };
+                return Err(Error::NotARepository { location, reason });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let body = Config::split_header(&cfg_bytes, "config")?;
+        let (keys, key_id) = Self::unlock(&*backend, password)?;
+        let plain = envelope::open(&keys, crate::format::config::AAD, body, "config")?;
+        let config = Config::decode(&plain, "config")?;
+        let index = IndexCache::open(opts.cache_dir.as_deref(), &config.id.to_hex(), opts.cache_wait)?;
+        let mut repo = Repository { backend, keys, config, key_id, index };
+        repo.index.sync(&*repo.backend, &repo.keys)?;
+        Ok(repo)
+    }
+
+    fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<(Keys, KeyId)> {
+        let list = backend.list(FileType::Key)?;
+        let mut last_err = None;
+        for (name, _) in &list {
+            let what = format!("key file keys/{name}");
+            let res = backend
+                .read(FileType::Key, name)
+                .map_err(Error::from)
+                .and_then(|b| KeyFile::decode(&b, &what))
+                .and_then(|kf| kf.open(password, &what));
+            match res {
+                Ok(Some(keys)) => return Ok((keys, KeyId::from_hex(name).unwrap_or(KeyId([0; 32])))),
+                Ok(None) => {}
+                Err(e) => last_err = Some(e),
+            }
+        }
+        match last_err {
+            // Every readable key refused the password, but some key was damaged:
+            // say so, it may have been the one for this password.
+            Some(e) if list.len() == 1 => Err(e),
+            _ if list.is_empty() => Err(Error::NotARepository {
+                location: backend.location(),
+                reason: "it has no key files".into(),
+            }),
+            _ => Err(Error::WrongPassword { location: backend.location(), keys: list.len() }),
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
+    /// The backend, shared.
+    pub fn backend_arc(&self) -> Arc<dyn Backend> {
+        self.backend.clone()
+    }
+
+    /// The keys.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The index.
+    pub fn index(&self) -> &IndexCache {
+        &self.index
+    }
+
+    /// How the index cache was opened.
+    pub fn cache_mode(&self) -> &CacheMode {
+        self.index.mode()
+    }
+
+    /// A chunker for this repository (keyed by the master secret).
+    pub fn chunker(&self) -> vault_chunker::Chunker {
+        let c = &self.config.chunker;
+        vault_chunker::Chunker::new(c.min_size as usize, c.avg_size as usize, c.max_size as usize, Some(self.keys.gear_key()))
+            .expect("config validated on open")
+    }
+
+    /// Reads one blob's plaintext.
+    pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = self.index.get(id)?.ok_or_else(|| Error::BlobNotFound(id.to_hex()))?;
+        let info = self.index.pack(&loc.pack)?.ok_or_else(|| Error::BlobNotFound(id.to_hex()))?;
+        let ft = pack_file_type(loc.kind);
+        let what = format!("pack {}", ft.path(&loc.pack.to_hex()));
+        let sealed = self.backend.read_range(ft, &loc.pack.to_hex(), loc.entry.offset as u64, loc.entry.stored_len as u64)?;
+        open_blob(&self.keys.pack_cipher(&info.salt), loc.kind, &loc.entry, &sealed, &what)
+    }
+
+    /// Reads and decodes a tree.
+    pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
+        let data = self.read_blob(id)?;
+        Tree::decode(&data, &format!("tree {id}"))
+    }
+
+    /// Writes a snapshot object; returns its id.
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
+        let plain = snap.encode();
+        let id = SnapshotId(self.keys.meta_id(&plain));
+        let sealed = envelope::seal(&self.keys, snapshot::AAD, &plain);
+        self.backend.write_new(FileType::Snapshot, &id.to_hex(), &sealed)?;
+        Ok(id)
+    }
+
+    /// Loads one snapshot.
+    pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let what = format!("snapshot {id}");
+        let sealed = self.backend.read(FileType::Snapshot, &id.to_hex())?;
+        let plain = envelope::open(&self.keys, snapshot::AAD, &sealed, &what)?;
+        let got = self.keys.meta_id(&plain);
+        if got != id.0 {
+            return Err(Error::ChecksumMismatch { what, expected: id.to_hex(), got: hex::encode(got) });
+        }
+        Snapshot::decode(&plain, &what)
+    }
+
+    /// All snapshots, oldest first. Damaged ones are returned as errors
+    /// beside the good ones so that one bad object doesn't hide the rest.
+    pub fn snapshots(&self) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<Error>)> {
+        use rayon::prelude::*;
+        let names = self.backend.list(FileType::Snapshot)?;
+        let results: Vec<Result<(SnapshotId, Snapshot)>> = names
+            .par_iter()
+            .map(|(n, _)| {
+                let id = SnapshotId::from_hex(n)
+                    .map_err(|_| Error::corrupt(format!("snapshots/{n}"), "file name is not a snapshot id"))?;
+                Ok((id, self.load_snapshot(&id)?))
+            })
+            .collect();
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for r in results {
+            match r {
+                Ok(s) => good.push(s),
+                Err(e) => bad.push(e),
+            }
+        }
+        good.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok((good, bad))
+    }
+
+    /// Resolves `latest`, a full id or a unique prefix, among snapshots
+    /// matching `host` and `tags` (for `latest`).
+    pub fn find_snapshot(&self, spec: &str, host: Option<&str>, tags: &[String]) -> Result<(SnapshotId, Snapshot)> {
+        let (all, _) = self.snapshots()?;
+        if spec == "latest" {
+            return all
+                .into_iter()
+                .filter(|(_, s)| host.is_none_or(|h| s.host == h) && tags.iter().all(|t| s.tags.contains(t)))
+                .next_back()
+                .ok_or_else(|| Error::SnapshotNotFound("no snapshot matches `latest` with the given filters".into()));
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        let mut matches: Vec<_> = all.into_iter().filter(|(id, _)| id.to_hex().starts_with(&spec_l)).collect();
+        match matches.len() {
+            0 => Err(Error::SnapshotNotFound(format!("no snapshot with id {spec:?}"))),
+            1 => Ok(matches.remove(0)),
+            n => Err(Error::SnapshotNotFound(format!("snapshot id prefix {spec:?} is ambiguous: {n} snapshots match"))),
+        }
+    }
+
+    /// Adds a key for another password; returns its id.
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams, host: &str, user: &str) -> Result<KeyId> {
+        let kf = KeyFile::seal(&self.keys, password, kdf, host, user, &now_string())?;
+        let bytes = kf.encode();
+        let id = KeyId(*blake3::hash(&bytes).as_bytes());
+        self.backend.write_new(FileType::Key, &id.to_hex(), &bytes)?;
+        Ok(id)
+    }
+
+    /// The key this session was opened with.
+    pub fn current_key(&self) -> KeyId {
+        self.key_id
+    }
+
+    /// All keys with their (plaintext) descriptions.
+    pub fn list_keys(&self) -> Result<Vec<(KeyId, std::result::Result<KeyFile, String>)>> {
+        let mut out = Vec::new();
+        for (name, _) in self.backend.list(FileType::Key)? {
+            let Ok(id) = KeyId::from_hex(&name) else { continue };
+            let what = format!("key file keys/{name}");
+            let kf = self
+                .backend
+                .read(FileType::Key, &name)
+                .map_err(Error::from)
+                .and_then(|b| KeyFile::decode(&b, &what))
+                .map_err(|e| e.to_string());
+            out.push((id, kf));
+        }
+        Ok(out)
+    }
+
+    /// Removes a key by id or unique prefix; the last key can't be removed.
+    pub fn remove_key(&self, spec: &str) -> Result<KeyId> {
+        let keys = self.backend.list(FileType::Key)?;
+        let matches: Vec<_> = keys.iter().filter(|(n, _)| n.starts_with(&spec.to_ascii_lowercase())).collect();
+        let name = match matches.as_slice() {
+            [one] => one.0.clone(),
+            [] => return Err(Error::Invalid(format!("no key with id {spec:?}"))),
+            _ => return Err(Error::Invalid(format!("key id prefix {spec:?} is ambiguous"))),
+        };
+        if keys.len() <= 1 {
+            return Err(Error::Invalid("refusing to remove the last key: the repository would be unreadable".into()));
+        }
+        self.backend.remove(FileType::Key, &name)?;
+        KeyId::from_hex(&name).map_err(|e| Error::Invalid(e.to_string()))
+    }
+
+    /// Writes a blob outside the pipeline (used for single tree blobs and
+    /// tests): stores a pack with just this blob unless the index has it.
+    pub fn store_single_blob(&self, kind: BlobKind, data: &[u8]) -> Result<BlobId> {
+        let id = self.keys.blob_id(data);
+        if self.index.contains(&id)? {
+            return Ok(id);
+        }
+        let mut w = crate::pack::PackWriter::new(&self.keys, kind, crate::pack::CompressionLevel(self.config.compression_level), data.len() + 1024);
+        w.add(id, data)?;
+        let p = w.finish();
+        store_pack(&*self.backend, &p)?;
+        let mut indexer = crate::index::Indexer::new();
+        indexer.add(p.index, &*self.backend, &self.keys, &self.index)?;
+        indexer.flush(&*self.backend, &self.keys, &self.index)?;
+        Ok(id)
+    }
+}
+
+/// The file type of packs holding `kind` blobs.
+pub fn pack_file_type(kind: BlobKind) -> FileType {
+    match kind {
+        BlobKind::Data => FileType::Data,
+        BlobKind::Tree => FileType::Tree,
+    }
+}
+
+/// Uploads a finished pack. An existing object with the same (content) id
+/// and size counts as success.
+pub fn store_pack(backend: &dyn Backend, p: &crate::pack::FinishedPack) -> Result<()> {
+    let ft = pack_file_type(p.index.kind);
+    match backend.write_new(ft, &p.id.to_hex(), &p.bytes) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind == BackendErrorKind::AlreadyExists => {
+            let size = backend.size(ft, &p.id.to_hex())?;
+            if size == p.bytes.len() as u64 {
+                Ok(())
+            } else {
+                Err(Error::corrupt(
+                    format!("pack {}", ft.path(&p.id.to_hex())),
+                    format!("already exists with size {size}, expected {}", p.bytes.len()),
+                ))
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
