@@ -11,18 +11,25 @@
 //! println!("{} snapshots", repo.snapshots().unwrap().0.len());
 //! ```
 
+#[cfg(feature = "repository")]
 pub mod archiver;
+#[cfg(feature = "repository")]
 pub mod backend;
 pub mod crypto;
 pub mod error;
 pub mod format;
+#[cfg(feature = "repository")]
 pub mod fsmeta;
 pub mod id;
+#[cfg(feature = "repository")]
 pub mod index;
 pub mod pack;
+#[cfg(feature = "repository")]
 pub mod repository;
+#[cfg(feature = "repository")]
 pub mod restorer;
 
 pub use error::{Error, Result};
 pub use id::{BlobId, IndexId, KeyId, PackId, RepoId, SnapshotId};
+#[cfg(feature = "repository")]
 pub use repository::{InitOptions, OpenOptions, Repository};

@@ -1,1 +1,2 @@
-//! End-to-end test helpers.
+//! End-to-end tests of vault live in `tests/`; this crate only builds the
+//! binary they drive.

@@ -1,0 +1,209 @@
+//! Command-line arguments (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// vault: fast, deduplicating, encrypted backups.
+#[derive(Debug, Parser)]
+#[command(name = "vault", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// Repository location: a directory path or file:///path
+    #[arg(short = 'r', long = "repo", env = "VAULT_REPOSITORY", global = true, value_name = "REPO")]
+    pub repo: Option<String>,
+    /// Read the password from this file (first line)
+    #[arg(long, env = "VAULT_PASSWORD_FILE", global = true, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Run this shell command and use its first line of output as the password
+    #[arg(long, env = "VAULT_PASSWORD_COMMAND", global = true, value_name = "CMD")]
+    pub password_command: Option<String>,
+    /// Directory of the local index cache [default: $XDG_CACHE_HOME/vault]
+    #[arg(long, env = "VAULT_CACHE_DIR", global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Use a temporary index cache instead of the shared one
+    #[arg(long, global = true)]
+    pub no_cache: bool,
+    /// Print only errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more about what happens
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Machine-readable JSON output where a command prints results
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new repository
+    Init(InitArgs),
+    /// Back up files, directories or a stream
+    #[command(alias = "backup")]
+    Snapshot(SnapshotArgs),
+    /// List snapshots
+    Snapshots(SnapshotsArgs),
+    /// List files in a snapshot
+    Ls(LsArgs),
+    /// Write one file from a snapshot to standard output
+    Dump(DumpArgs),
+    /// Restore a snapshot into a directory
+    Restore(RestoreArgs),
+    /// Manage the passwords (keys) that open the repository
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Print a shell completion script
+    Completion(CompletionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Average chunk size (min is a quarter, max four times it), e.g. 1M, 256K
+    #[arg(long, value_name = "SIZE", value_parser = crate::util::parse_size)]
+    pub chunk_size: Option<u64>,
+    /// zstd compression level for file data, 0 (off) to 22
+    #[arg(long, value_name = "LEVEL", default_value_t = 3, value_parser = clap::value_parser!(i32).range(0..=22))]
+    pub compression: i32,
+    /// Target pack file size, e.g. 16M
+    #[arg(long, value_name = "SIZE", value_parser = crate::util::parse_size)]
+    pub pack_size: Option<u64>,
+    /// Argon2id memory cost in KiB for the key (default 65536)
+    #[arg(long, value_name = "KIB", hide = true)]
+    pub kdf_memory: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Files and directories to back up
+    #[arg(value_name = "PATH", required_unless_present_any = ["stdin", "stdin_from_command"])]
+    pub paths: Vec<PathBuf>,
+    /// Tag the snapshot (repeatable)
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Host name to record [default: this machine's]
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Exclude paths matching this glob (repeatable)
+    #[arg(long = "exclude", short = 'e', value_name = "GLOB")]
+    pub excludes: Vec<String>,
+    /// Read exclude globs from a file, one per line
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    pub exclude_files: Vec<PathBuf>,
+    /// Don't cross file system boundaries
+    #[arg(short = 'x', long)]
+    pub one_file_system: bool,
+    /// Compare against this snapshot instead of the latest matching one
+    #[arg(long, value_name = "SNAPSHOT")]
+    pub parent: Option<String>,
+    /// Read every file, ignoring the parent snapshot
+    #[arg(long, conflicts_with = "parent")]
+    pub force: bool,
+    /// Back up standard input as one file
+    #[arg(long, conflicts_with_all = ["paths", "stdin_from_command"])]
+    pub stdin: bool,
+    /// Back up the output of COMMAND (after --); fails if it exits non-zero
+    #[arg(long, conflicts_with = "paths")]
+    pub stdin_from_command: bool,
+    /// File name for --stdin / --stdin-from-command
+    #[arg(long, value_name = "NAME", default_value = "stdin")]
+    pub stdin_name: String,
+    /// The command for --stdin-from-command
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct SnapshotFilter {
+    /// Only snapshots of this host
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Only snapshots with this tag (repeatable: all must match)
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Snapshot id, unique prefix, or `latest`
+    pub snapshot: String,
+    /// Directory or file inside the snapshot
+    pub path: Option<String>,
+    /// Long listing (mode, owner, size, time)
+    #[arg(short, long)]
+    pub long: bool,
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// Snapshot id, unique prefix, or `latest`
+    pub snapshot: String,
+    /// Absolute path of the file inside the snapshot
+    pub path: String,
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// SNAPSHOT or SNAPSHOT:SUBPATH
+    pub snapshot: String,
+    /// Directory to restore into
+    #[arg(short, long, value_name = "DIR")]
+    pub target: PathBuf,
+    /// Restore only paths matching this glob (repeatable)
+    #[arg(long = "include", short = 'i', value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Skip paths matching this glob (repeatable)
+    #[arg(long = "exclude", short = 'e', value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Re-read every restored file and check it against the snapshot
+    #[arg(long)]
+    pub verify: bool,
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List keys
+    List,
+    /// Add a key for another password
+    Add(NewPassword),
+    /// Remove a key (not the last one)
+    Remove {
+        /// Key id or unique prefix
+        id: String,
+    },
+    /// Change the password: add a key for the new one, remove the current one
+    Passwd(NewPassword),
+}
+
+#[derive(Debug, Args)]
+pub struct NewPassword {
+    /// Read the new password from this file (else prompt)
+    #[arg(long, value_name = "FILE")]
+    pub new_password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// Shell
+    pub shell: clap_complete::Shell,
+}

@@ -1,0 +1,76 @@
+//! `vault key list|add|remove|passwd`.
+
+use anyhow::{Result, bail};
+use serde_json::json;
+use vault_store::crypto::KdfParams;
+
+use crate::args::{KeyCommand, NewPassword};
+use crate::context::{Ctx, print_json, read_password_file};
+
+fn new_password(a: &NewPassword) -> Result<Vec<u8>> {
+    if let Some(f) = &a.new_password_file {
+        return read_password_file(f);
+    }
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        bail!("no new password given: use --new-password-file or run on a terminal");
+    }
+    let p = rpassword::prompt_password("enter new password: ")?;
+    let q = rpassword::prompt_password("enter it again: ")?;
+    if p != q {
+        bail!("the passwords do not match");
+    }
+    if p.is_empty() {
+        bail!("an empty password is not allowed");
+    }
+    Ok(p.into_bytes())
+}
+
+pub fn run(ctx: &Ctx, k: KeyCommand) -> Result<u8> {
+    let repo = ctx.open()?;
+    let host = crate::util::hostname();
+    let user = crate::util::username();
+    match k {
+        KeyCommand::List => {
+            let keys = repo.list_keys()?;
+            if ctx.global.json {
+                let v: Vec<_> = keys
+                    .iter()
+                    .map(|(id, kf)| match kf {
+                        Ok(kf) => json!({"id": id.to_hex(), "current": *id == repo.current_key(), "host": kf.host, "user": kf.user, "created": kf.created}),
+                        Err(e) => json!({"id": id.to_hex(), "current": false, "error": e}),
+                    })
+                    .collect();
+                print_json(&v)?;
+            } else {
+                println!("  {:<8}  {:<12}  {:<14}  created", "id", "user", "host");
+                for (id, kf) in &keys {
+                    let mark = if *id == repo.current_key() { "*" } else { " " };
+                    match kf {
+                        Ok(kf) => println!("{mark} {:<8}  {:<12}  {:<14}  {}", id.short(), kf.user, kf.host, kf.created),
+                        Err(e) => println!("{mark} {:<8}  damaged: {e}", id.short()),
+                    }
+                }
+            }
+        }
+        KeyCommand::Add(a) => {
+            let pw = new_password(&a)?;
+            let id = repo.add_key(&pw, KdfParams::default(), &host, &user)?;
+            ctx.info(format!("added key {}", id.short()));
+        }
+        KeyCommand::Remove { id } => {
+            let cur = repo.current_key().to_hex();
+            if cur.starts_with(&id.to_ascii_lowercase()) && repo.list_keys()?.len() > 1 {
+                ctx.info("note: removing the key this command was opened with");
+            }
+            let removed = repo.remove_key(&id)?;
+            ctx.info(format!("removed key {}", removed.short()));
+        }
+        KeyCommand::Passwd(a) => {
+            let pw = new_password(&a)?;
+            let id = repo.add_key(&pw, KdfParams::default(), &host, &user)?;
+            repo.remove_key(&repo.current_key().to_hex())?;
+            ctx.info(format!("password changed: key {} replaces {}", id.short(), repo.current_key().short()));
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,38 @@
+//! One module per subcommand.
+
+mod completion;
+mod dump;
+mod init;
+mod key;
+mod ls;
+mod restore;
+mod snapshot;
+mod snapshots;
+
+use anyhow::Result;
+
+use crate::args::{Cli, Command};
+use crate::context::Ctx;
+
+/// Runs the parsed command; returns the exit code.
+pub fn run(cli: Cli) -> Result<u8> {
+    let ctx = Ctx { global: cli.global };
+    match cli.command {
+        Command::Init(a) => init::run(&ctx, a),
+        Command::Snapshot(a) => snapshot::run(&ctx, a),
+        Command::Snapshots(a) => snapshots::run(&ctx, a),
+        Command::Ls(a) => ls::run(&ctx, a),
+        Command::Dump(a) => dump::run(&ctx, a),
+        Command::Restore(a) => restore::run(&ctx, a),
+        Command::Key(k) => key::run(&ctx, k),
+        Command::Completion(a) => completion::run(a),
+    }
+}
+
+/// Splits `SNAPSHOT[:PATH]`.
+pub fn split_spec(spec: &str) -> (&str, Option<&str>) {
+    match spec.split_once(':') {
+        Some((s, p)) => (s, Some(p)),
+        None => (spec, None),
+    }
+}

@@ -1,0 +1,138 @@
+//! What commands share: finding the repository, getting the password,
+//! opening the repository with the cache, and printing.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use vault_store::backend::{self, Backend};
+use vault_store::index::CacheMode;
+use vault_store::{OpenOptions, Repository};
+
+use crate::args::Global;
+
+/// An exit with a given code after the command printed its own report.
+#[derive(Debug)]
+pub struct Exit(pub u8);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+impl std::error::Error for Exit {}
+
+/// Shared state of one invocation.
+pub struct Ctx {
+    pub global: Global,
+}
+
+impl Ctx {
+    pub fn info(&self, msg: impl std::fmt::Display) {
+        if !self.global.quiet {
+            eprintln!("{msg}");
+        }
+    }
+
+    pub fn verbose(&self, msg: impl std::fmt::Display) {
+        if self.global.verbose {
+            eprintln!("{msg}");
+        }
+    }
+
+    pub fn backend(&self) -> Result<Arc<dyn Backend>> {
+        let Some(repo) = self.global.repo.as_deref().filter(|r| !r.is_empty()) else {
+            bail!("no repository given: use --repo or set VAULT_REPOSITORY");
+        };
+        Ok(backend::open_url(repo)?.into())
+    }
+
+    /// The password: VAULT_PASSWORD, --password-file, --password-command,
+    /// else a prompt on a terminal.
+    pub fn password(&self) -> Result<Vec<u8>> {
+        if let Ok(p) = std::env::var("VAULT_PASSWORD") {
+            return Ok(p.into_bytes());
+        }
+        if let Some(f) = &self.global.password_file {
+            return read_password_file(f);
+        }
+        if let Some(cmd) = &self.global.password_command {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .with_context(|| format!("running password command {cmd:?}"))?;
+            if !out.status.success() {
+                bail!("password command {cmd:?} failed with {}", out.status);
+            }
+            let first = out.stdout.split(|&b| b == b'\n').next().unwrap_or_default().to_vec();
+            if first.is_empty() {
+                bail!("password command {cmd:?} printed no password");
+            }
+            return Ok(first);
+        }
+        if std::io::stdin().is_terminal() {
+            let p = rpassword::prompt_password("enter password for repository: ").context("reading the password")?;
+            return Ok(p.into_bytes());
+        }
+        bail!("no password given: set VAULT_PASSWORD, use --password-file or --password-command, or run on a terminal")
+    }
+
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        if self.global.no_cache {
+            return None;
+        }
+        if let Some(d) = &self.global.cache_dir {
+            return Some(d.clone());
+        }
+        if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+            return Some(PathBuf::from(x).join("vault"));
+        }
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("vault"))
+    }
+
+    /// Opens the repository, reporting cache fallbacks and damaged index
+    /// segments.
+    pub fn open(&self) -> Result<Repository> {
+        let backend = self.backend()?;
+        let password = self.password()?;
+        let opts = OpenOptions { cache_dir: self.cache_dir(), cache_wait: Duration::from_secs(3) };
+        let repo = Repository::open(backend, &password, &opts)?;
+        match repo.cache_mode() {
+            CacheMode::Shared(p) => self.verbose(format!("index cache: {}", p.display())),
+            CacheMode::Temporary(why) => {
+                if !self.global.no_cache {
+                    self.verbose(format!("using a temporary index cache: {why}"));
+                }
+            }
+        }
+        for (id, why) in &repo.index().damaged_segments {
+            eprintln!("warning: index segment index/{id} is unusable, blobs it lists are unknown: {why}");
+        }
+        Ok(repo)
+    }
+}
+
+pub fn read_password_file(f: &std::path::Path) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(f).with_context(|| format!("reading password file {}", f.display()))?;
+    let mut line = String::new();
+    std::io::BufReader::new(file).read_line(&mut line).with_context(|| format!("reading password file {}", f.display()))?;
+    let p = line.trim_end_matches(['\n', '\r']).as_bytes().to_vec();
+    if p.is_empty() {
+        bail!("password file {} is empty", f.display());
+    }
+    Ok(p)
+}
+
+/// Prints JSON to stdout.
+pub fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! The `vault` command-line tool. `main` parses arguments, runs one
+//! command, prints the error chain and maps error kinds to exit codes
+//! (restic's: 1 error, 3 incomplete snapshot, 10 no repository, 12 wrong
+//! password). A broken pipe on stdout counts as success.
+
+mod args;
+mod commands;
+mod context;
+mod progress;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use context::Exit;
+
+/// Runs the CLI with the process's arguments.
+pub fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    let res = commands::run(cli);
+    match res {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            if let Some(exit) = e.downcast_ref::<Exit>() {
+                return ExitCode::from(exit.0);
+            }
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || matches!(c.downcast_ref::<vault_store::Error>(), Some(vault_store::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    for c in e.chain() {
+        if let Some(se) = c.downcast_ref::<vault_store::Error>() {
+            return match se {
+                vault_store::Error::WrongPassword { .. } => 12,
+                vault_store::Error::NotARepository { .. } => 10,
+                _ => 1,
+            };
+        }
+    }
+    1
+}
