@@ -52,7 +52,12 @@ impl std::error::Error for InvalidParams {}
 
 impl Chunker {
     /// A chunker with the given sizes; `key` (if any) keys the gear table.
-    pub fn new(min_size: usize, avg_size: usize, max_size: usize, key: Option<&[u8; 32]>) -> Result<Self, InvalidParams> {
+    pub fn new(
+        min_size: usize,
+        avg_size: usize,
+        max_size: usize,
+        key: Option<&[u8; 32]>,
+    ) -> Result<Self, InvalidParams> {
         use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
         let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&min_size)
             && (AVERAGE_MIN..=AVERAGE_MAX).contains(&avg_size)
@@ -63,9 +68,7 @@ impl Chunker {
             && avg_size % 2 == 0
             && max_size % 2 == 0;
         if !ok {
-            return Err(InvalidParams(format!(
-                "invalid chunk sizes min {min_size} / avg {avg_size} / max {max_size}"
-            )));
+            return Err(InvalidParams(format!("invalid chunk sizes min {min_size} / avg {avg_size} / max {max_size}")));
         }
         let (mask_s, mask_l) = select_masks(avg_size, Normalization::Level1);
         let (gear, gear_ls): (Box<[u64]>, Box<[u64]>) = match key {
@@ -244,7 +247,10 @@ mod tests {
         assert_ne!(unkeyed, keyed, "the key changes boundaries");
         assert_eq!(
             unkeyed,
-            [47852, 21818, 36432, 37838, 36865, 72767, 81706, 43918, 88836, 150435, 92508, 59188, 18128, 93826, 146569, 19890]
+            [
+                47852, 21818, 36432, 37838, 36865, 72767, 81706, 43918, 88836, 150435, 92508, 59188, 18128, 93826,
+                146569, 19890
+            ]
         );
         assert_eq!(keyed, [92174, 74499, 124289, 90532, 139441, 101403, 62821, 70430, 57340, 152288, 83359]);
     }

@@ -120,7 +120,9 @@ impl Ctx {
 pub fn read_password_file(f: &std::path::Path) -> Result<Vec<u8>> {
     let file = std::fs::File::open(f).with_context(|| format!("reading password file {}", f.display()))?;
     let mut line = String::new();
-    std::io::BufReader::new(file).read_line(&mut line).with_context(|| format!("reading password file {}", f.display()))?;
+    std::io::BufReader::new(file)
+        .read_line(&mut line)
+        .with_context(|| format!("reading password file {}", f.display()))?;
     let p = line.trim_end_matches(['\n', '\r']).as_bytes().to_vec();
     if p.is_empty() {
         bail!("password file {} is empty", f.display());

@@ -3,8 +3,8 @@
 //! a terminal or with --quiet/--json.
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,8 @@ impl Display {
                 let (files, bytes, tfiles, tbytes, known) = read();
                 let secs = started.elapsed().as_secs_f64().max(0.001);
                 let rate = bytes as f64 / secs;
-                let mut line = format!("[{:>5.0}s] {files} files, {} ({}/s)", secs, human_bytes(bytes), human_bytes(rate as u64));
+                let mut line =
+                    format!("[{:>5.0}s] {files} files, {} ({}/s)", secs, human_bytes(bytes), human_bytes(rate as u64));
                 if known && tbytes > 0 {
                     let pct = (bytes as f64 / tbytes as f64 * 100.0).min(100.0);
                     let eta = if rate > 0.0 { (tbytes.saturating_sub(bytes)) as f64 / rate } else { 0.0 };

@@ -19,8 +19,8 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -199,7 +199,10 @@ fn worker(shared: &Shared<'_>, jobs: Receiver<Job>, uploads: Sender<FinishedPack
             }
         }
         if writer.len() >= pack_size {
-            let full = std::mem::replace(&mut writer, PackWriter::new(repo.keys(), BlobKind::Data, level, pack_size + (1 << 20)));
+            let full = std::mem::replace(
+                &mut writer,
+                PackWriter::new(repo.keys(), BlobKind::Data, level, pack_size + (1 << 20)),
+            );
             if uploads.send(full.finish()).is_err() {
                 return;
             }
@@ -217,7 +220,12 @@ fn uploader(shared: &Shared<'_>, packs: Receiver<FinishedPack>) {
             continue;
         }
         let res = store_pack(repo.backend(), &p).and_then(|()| {
-            shared.indexer.lock().expect("no panics while locked").add(p.index, repo.backend(), repo.keys(), repo.index())
+            shared.indexer.lock().expect("no panics while locked").add(
+                p.index,
+                repo.backend(),
+                repo.keys(),
+                repo.index(),
+            )
         });
         if let Err(e) = res {
             shared.fail(e);
@@ -252,7 +260,10 @@ impl Walker<'_, '_> {
 
     fn check_failed(&self) -> Result<()> {
         if self.shared.failed.load(Ordering::Relaxed) {
-            return Err(self.shared.take_failure().unwrap_or_else(|| Error::Pipeline("a pipeline stage failed".into())));
+            return Err(self
+                .shared
+                .take_failure()
+                .unwrap_or_else(|| Error::Pipeline("a pipeline stage failed".into())));
         }
         Ok(())
     }
@@ -288,10 +299,13 @@ impl Walker<'_, '_> {
             return Ok(());
         }
         let level = CompressionLevel(self.repo.config().compression_level.max(1));
-        let full = std::mem::replace(&mut self.tree_writer, PackWriter::new(self.repo.keys(), BlobKind::Tree, level, 1 << 20));
+        let full =
+            std::mem::replace(&mut self.tree_writer, PackWriter::new(self.repo.keys(), BlobKind::Tree, level, 1 << 20));
         let p = full.finish();
         self.shared.bytes_added.fetch_add(p.bytes.len() as u64, Ordering::Relaxed);
-        self.uploads.send(p).map_err(|_| self.shared.take_failure().unwrap_or_else(|| Error::Pipeline("uploaders stopped".into())))
+        self.uploads
+            .send(p)
+            .map_err(|_| self.shared.take_failure().unwrap_or_else(|| Error::Pipeline("uploaders stopped".into())))
     }
 
     /// Chunks a stream into data blobs; returns the chunk list and length.
@@ -339,7 +353,13 @@ impl Walker<'_, '_> {
             Ok(Ok((content, len))) => {
                 self.summary.bytes_read += len;
                 if len != meta.len() {
-                    self.error(path, format!("file changed size while being read: {} bytes at start, {len} read; stored what was read", meta.len()));
+                    self.error(
+                        path,
+                        format!(
+                            "file changed size while being read: {} bytes at start, {len} read; stored what was read",
+                            meta.len()
+                        ),
+                    );
                 }
                 node.size = len;
                 node.content = content;
@@ -353,12 +373,22 @@ impl Walker<'_, '_> {
 
     /// Builds the node of one source entry (recursing into directories).
     /// `None` when the entry is skipped.
-    fn archive_entry(&mut self, path: &Path, name: &OsStr, parent: Option<&Node>, root_dev: u64) -> Result<Option<Node>> {
+    fn archive_entry(
+        &mut self,
+        path: &Path,
+        name: &OsStr,
+        parent: Option<&Node>,
+        root_dev: u64,
+    ) -> Result<Option<Node>> {
         self.check_failed()?;
         let meta = match std::fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(e) => {
-                let msg = if e.kind() == io::ErrorKind::NotFound { "vanished before it could be read".to_string() } else { format!("cannot stat: {e}") };
+                let msg = if e.kind() == io::ErrorKind::NotFound {
+                    "vanished before it could be read".to_string()
+                } else {
+                    format!("cannot stat: {e}")
+                };
                 self.error(path, msg);
                 return Ok(None);
             }
@@ -386,7 +416,11 @@ impl Walker<'_, '_> {
             }
             NodeKind::File => {
                 let unchanged = parent.is_some_and(|p| {
-                    p.kind == NodeKind::File && p.size == node.size && p.mtime == node.mtime && p.ctime == node.ctime && p.inode == node.inode
+                    p.kind == NodeKind::File
+                        && p.size == node.size
+                        && p.mtime == node.mtime
+                        && p.ctime == node.ctime
+                        && p.inode == node.inode
                 });
                 if unchanged {
                     let p = parent.expect("checked above");
@@ -657,7 +691,12 @@ pub fn run_snapshot(
     Ok(SnapshotResult { id, snapshot, errors })
 }
 
-fn stream_node(w: &mut Walker<'_, '_>, name: &str, reader: Box<dyn Read + Send + '_>, parent: Option<&Tree>) -> Result<Vec<Node>> {
+fn stream_node(
+    w: &mut Walker<'_, '_>,
+    name: &str,
+    reader: Box<dyn Read + Send + '_>,
+    parent: Option<&Tree>,
+) -> Result<Vec<Node>> {
     let name = name.trim_start_matches('/');
     if name.is_empty() || name.contains('/') || name.contains('\0') || name == "." || name == ".." {
         return Err(Error::Invalid(format!("stdin name {name:?} must be a plain file name")));

@@ -73,10 +73,7 @@ impl Cipher {
         let Ok(tag) = Tag::try_from(&*tag) else {
             return false;
         };
-        let ok = self
-            .0
-            .decrypt_inout_detached(&Nonce::from(*nonce), aad, body.into(), &tag)
-            .is_ok();
+        let ok = self.0.decrypt_inout_detached(&Nonce::from(*nonce), aad, body.into(), &tag).is_ok();
         if ok {
             buf.truncate(body_len);
         }
@@ -195,11 +192,7 @@ pub struct KdfParams {
 
 impl Default for KdfParams {
     fn default() -> Self {
-        KdfParams {
-            memory_kib: 64 * 1024,
-            iterations: 3,
-            parallelism: 1,
-        }
+        KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 }
     }
 }
 
@@ -215,18 +208,10 @@ impl KdfParams {
             || self.iterations > Self::MAX_ITERATIONS
             || self.parallelism > Self::MAX_PARALLELISM
         {
-            return Err(Error::corrupt(
-                "key file",
-                format!("Argon2 parameters out of range: {self:?}"),
-            ));
+            return Err(Error::corrupt("key file", format!("Argon2 parameters out of range: {self:?}")));
         }
-        let params = argon2::Params::new(
-            self.memory_kib,
-            self.iterations,
-            self.parallelism,
-            Some(32),
-        )
-        .map_err(|e| Error::corrupt("key file", format!("bad Argon2 parameters: {e}")))?;
+        let params = argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
+            .map_err(|e| Error::corrupt("key file", format!("bad Argon2 parameters: {e}")))?;
         let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut out = [0u8; 32];
         argon
@@ -264,7 +249,14 @@ const KEY_AAD: &[u8] = b"vault key file v1";
 
 impl KeyFile {
     /// Wraps the master secret under `password`.
-    pub fn seal(keys: &Keys, password: &[u8], params: KdfParams, host: &str, user: &str, created: &str) -> Result<Self> {
+    pub fn seal(
+        keys: &Keys,
+        password: &[u8],
+        params: KdfParams,
+        host: &str,
+        user: &str,
+        created: &str,
+    ) -> Result<Self> {
         let salt = random_bytes::<32>();
         let nonce = random_bytes::<NONCE_LEN>();
         let wrap = params.derive(password, &salt)?;
@@ -285,14 +277,10 @@ impl KeyFile {
 
     /// Parses a key file. `what` names it in errors.
     pub fn decode(bytes: &[u8], what: &str) -> Result<Self> {
-        let kf: KeyFile = serde_json::from_slice(bytes)
-            .map_err(|e| Error::corrupt(what, format!("not a key file: {e}")))?;
+        let kf: KeyFile =
+            serde_json::from_slice(bytes).map_err(|e| Error::corrupt(what, format!("not a key file: {e}")))?;
         if kf.version != 1 {
-            return Err(Error::UnsupportedVersion {
-                what: what.to_string(),
-                found: kf.version,
-                supported: 1,
-            });
+            return Err(Error::UnsupportedVersion { what: what.to_string(), found: kf.version, supported: 1 });
         }
         if kf.kdf != "argon2id" {
             return Err(Error::corrupt(what, format!("unknown KDF {:?}", kf.kdf)));

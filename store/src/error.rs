@@ -46,12 +46,7 @@ impl BackendError {
             }
             _ => BackendErrorKind::Permanent,
         };
-        Self {
-            kind,
-            op,
-            location: location.into(),
-            message: e.to_string(),
-        }
+        Self { kind, op, location: location.into(), message: e.to_string() }
     }
 
     /// True when the object did not exist.
@@ -172,18 +167,12 @@ pub enum Error {
 impl Error {
     /// Shorthand for [`Error::Corrupt`].
     pub fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> Self {
-        Error::Corrupt {
-            what: what.into(),
-            detail: detail.into(),
-        }
+        Error::Corrupt { what: what.into(), detail: detail.into() }
     }
 
     /// Shorthand for [`Error::Io`].
     pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 
     /// True when the error means a backend object is missing.

@@ -131,13 +131,13 @@ pub fn apply_metadata(path: &Path, node: &Node, owner: bool) -> Result<(), Strin
     if owner && let Err(e) = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
         note("changing owner", &e);
     }
-    if !is_link
-        && let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777))
-    {
+    if !is_link && let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777)) {
         note("setting mode", &e);
     }
     let atime = timespec(node.mtime);
-    if let Err(e) = utimensat(nix::fcntl::AT_FDCWD, path, &atime, &timespec(node.mtime), UtimensatFlags::NoFollowSymlink) {
+    if let Err(e) =
+        utimensat(nix::fcntl::AT_FDCWD, path, &atime, &timespec(node.mtime), UtimensatFlags::NoFollowSymlink)
+    {
         note("setting times", &e);
     }
     match first_err {

@@ -151,7 +151,13 @@ impl IndexCache {
             let path = dir.join(repo_id).join("index");
             match Self::open_shared(&path, wait) {
                 Ok(db) => {
-                    return Ok(IndexCache { db, mode: CacheMode::Shared(path.clone()), path, _temp: None, damaged_segments: vec![] });
+                    return Ok(IndexCache {
+                        db,
+                        mode: CacheMode::Shared(path.clone()),
+                        path,
+                        _temp: None,
+                        damaged_segments: vec![],
+                    });
                 }
                 Err(reason) => return Self::open_temporary(reason),
             }
@@ -187,7 +193,8 @@ impl IndexCache {
                     let _ = DB::destroy(&Options::default(), path);
                     let _ = std::fs::remove_dir_all(path);
                     std::fs::create_dir_all(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-                    let db = open_db(path).map_err(|e2| format!("cache was damaged ({e}) and could not be recreated: {e2}"))?;
+                    let db = open_db(path)
+                        .map_err(|e2| format!("cache was damaged ({e}) and could not be recreated: {e2}"))?;
                     std::fs::write(&layout, b"").map_err(|e| format!("cannot write {}: {e}", layout.display()))?;
                     return Ok(db);
                 }
@@ -196,10 +203,10 @@ impl IndexCache {
     }
 
     fn open_temporary(reason: String) -> Result<Self> {
-        let temp = tempfile::Builder::new()
-            .prefix("vault-index-")
-            .tempdir()
-            .map_err(|e| Error::Cache { path: std::env::temp_dir(), message: format!("cannot create a temporary cache: {e}") })?;
+        let temp = tempfile::Builder::new().prefix("vault-index-").tempdir().map_err(|e| Error::Cache {
+            path: std::env::temp_dir(),
+            message: format!("cannot create a temporary cache: {e}"),
+        })?;
         let path = temp.path().to_path_buf();
         let db = open_db(&path).map_err(|e| Error::Cache { path: path.clone(), message: e.to_string() })?;
         Ok(IndexCache { db, path, mode: CacheMode::Temporary(reason), _temp: Some(temp), damaged_segments: vec![] })
@@ -290,9 +297,10 @@ impl IndexCache {
         let v = self.db.get_pinned_cf(self.cf(CF_BLOBS), id.as_bytes()).map_err(|e| self.db_err(e))?;
         match v {
             None => Ok(None),
-            Some(v) => decode_location(*id, &v)
-                .map(Some)
-                .ok_or_else(|| Error::Cache { path: self.path.clone(), message: format!("damaged entry for blob {id}; delete the cache directory") }),
+            Some(v) => decode_location(*id, &v).map(Some).ok_or_else(|| Error::Cache {
+                path: self.path.clone(),
+                message: format!("damaged entry for blob {id}; delete the cache directory"),
+            }),
         }
     }
 
@@ -312,8 +320,10 @@ impl IndexCache {
             return Err(Error::Cache { path: self.path.clone(), message: format!("damaged entry for pack {id}") });
         }
         Ok(Some(PackInfo {
-            kind: BlobKind::from_byte(v[0])
-                .ok_or_else(|| Error::Cache { path: self.path.clone(), message: format!("damaged entry for pack {id}") })?,
+            kind: BlobKind::from_byte(v[0]).ok_or_else(|| Error::Cache {
+                path: self.path.clone(),
+                message: format!("damaged entry for pack {id}"),
+            })?,
             size: u64::from_le_bytes(v[1..9].try_into().expect("8 bytes")),
             salt: v[9..41].try_into().expect("32 bytes"),
         }))

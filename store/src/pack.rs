@@ -90,11 +90,8 @@ impl PackWriter {
             }
         }
         // Seal in a separate buffer, then append (AES-GCM works in place).
-        let mut sealed = if compression == Compression::Zstd {
-            std::mem::take(&mut self.scratch)
-        } else {
-            plaintext.to_vec()
-        };
+        let mut sealed =
+            if compression == Compression::Zstd { std::mem::take(&mut self.scratch) } else { plaintext.to_vec() };
         self.cipher.seal(&blob_nonce(offset), &blob_aad(&id, self.kind.to_byte()), &mut sealed);
         self.buf.extend_from_slice(&sealed);
         if compression == Compression::Zstd {
@@ -127,7 +124,10 @@ impl PackWriter {
 /// pack in errors.
 pub fn open_blob(cipher: &Cipher, kind: BlobKind, entry: &BlobEntry, sealed: &[u8], what: &str) -> Result<Vec<u8>> {
     if sealed.len() != entry.stored_len as usize {
-        return Err(Error::corrupt(what, format!("blob {}: read {} bytes, expected {}", entry.id, sealed.len(), entry.stored_len)));
+        return Err(Error::corrupt(
+            what,
+            format!("blob {}: read {} bytes, expected {}", entry.id, sealed.len(), entry.stored_len),
+        ));
     }
     let mut buf = sealed.to_vec();
     if !cipher.open(&blob_nonce(entry.offset), &blob_aad(&entry.id, kind.to_byte()), &mut buf) {

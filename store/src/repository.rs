@@ -147,10 +147,9 @@ impl Repository {
             // Every readable key refused the password, but some key was damaged:
             // say so, it may have been the one for this password.
             Some(e) if list.len() == 1 => Err(e),
-            _ if list.is_empty() => Err(Error::NotARepository {
-                location: backend.location(),
-                reason: "it has no key files".into(),
-            }),
+            _ if list.is_empty() => {
+                Err(Error::NotARepository { location: backend.location(), reason: "it has no key files".into() })
+            }
             _ => Err(Error::WrongPassword { location: backend.location(), keys: list.len() }),
         }
     }
@@ -188,8 +187,13 @@ impl Repository {
     /// A chunker for this repository (keyed by the master secret).
     pub fn chunker(&self) -> vault_chunker::Chunker {
         let c = &self.config.chunker;
-        vault_chunker::Chunker::new(c.min_size as usize, c.avg_size as usize, c.max_size as usize, Some(self.keys.gear_key()))
-            .expect("config validated on open")
+        vault_chunker::Chunker::new(
+            c.min_size as usize,
+            c.avg_size as usize,
+            c.max_size as usize,
+            Some(self.keys.gear_key()),
+        )
+        .expect("config validated on open")
     }
 
     /// Reads one blob's plaintext.
@@ -198,7 +202,8 @@ impl Repository {
         let info = self.index.pack(&loc.pack)?.ok_or_else(|| Error::BlobNotFound(id.to_hex()))?;
         let ft = pack_file_type(loc.kind);
         let what = format!("pack {}", ft.path(&loc.pack.to_hex()));
-        let sealed = self.backend.read_range(ft, &loc.pack.to_hex(), loc.entry.offset as u64, loc.entry.stored_len as u64)?;
+        let sealed =
+            self.backend.read_range(ft, &loc.pack.to_hex(), loc.entry.offset as u64, loc.entry.stored_len as u64)?;
         open_blob(&self.keys.pack_cipher(&info.salt), loc.kind, &loc.entry, &sealed, &what)
     }
 
@@ -328,7 +333,12 @@ impl Repository {
         if self.index.contains(&id)? {
             return Ok(id);
         }
-        let mut w = crate::pack::PackWriter::new(&self.keys, kind, crate::pack::CompressionLevel(self.config.compression_level), data.len() + 1024);
+        let mut w = crate::pack::PackWriter::new(
+            &self.keys,
+            kind,
+            crate::pack::CompressionLevel(self.config.compression_level),
+            data.len() + 1024,
+        );
         w.add(id, data)?;
         let p = w.finish();
         store_pack(&*self.backend, &p)?;

@@ -129,7 +129,10 @@ impl Planner<'_> {
                             if let Some(reason) = unsafe_name_reason(&child.name) {
                                 self.plan.errors.push((
                                     snap_path.display().to_string(),
-                                    format!("refusing entry {:?}: {reason} (damaged or malicious repository)", child.display_name()),
+                                    format!(
+                                        "refusing entry {:?}: {reason} (damaged or malicious repository)",
+                                        child.display_name()
+                                    ),
                                 ));
                                 continue;
                             }
@@ -137,7 +140,10 @@ impl Planner<'_> {
                             self.visit(child, &snap_path.join(name), &dest.join(name), selected);
                         }
                     }
-                    Err(e) => self.plan.errors.push((snap_path.display().to_string(), format!("cannot read directory listing: {e}"))),
+                    Err(e) => self
+                        .plan
+                        .errors
+                        .push((snap_path.display().to_string(), format!("cannot read directory listing: {e}"))),
                 }
                 let after = self.plan.files.len() + self.plan.others.len() + self.plan.dirs.len();
                 // With includes, a directory is kept only if it matched or holds something that did.
@@ -172,13 +178,27 @@ struct Target {
 /// Restores `node` (found at `snap_path` in the snapshot) into `target`:
 /// a directory's contents go directly into `target`, a file becomes
 /// `target/<name>`.
-pub fn restore(repo: &Repository, node: &Node, snap_path: &Path, target: &Path, opts: &RestoreOptions, progress: &RestoreProgress) -> Result<RestoreStats> {
+pub fn restore(
+    repo: &Repository,
+    node: &Node,
+    snap_path: &Path,
+    target: &Path,
+    opts: &RestoreOptions,
+    progress: &RestoreProgress,
+) -> Result<RestoreStats> {
     fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
     let probe = target.join(format!(".vault-restore-probe-{}", std::process::id()));
-    fs::write(&probe, b"").map_err(|e| Error::Invalid(format!("restore target {} is not writable: {e}", target.display())))?;
+    fs::write(&probe, b"")
+        .map_err(|e| Error::Invalid(format!("restore target {} is not writable: {e}", target.display())))?;
     let _ = fs::remove_file(&probe);
 
-    let mut planner = Planner { repo, include: glob_set(&opts.include)?, exclude: glob_set(&opts.exclude)?, plan: Plan::default(), links: HashMap::new() };
+    let mut planner = Planner {
+        repo,
+        include: glob_set(&opts.include)?,
+        exclude: glob_set(&opts.exclude)?,
+        plan: Plan::default(),
+        links: HashMap::new(),
+    };
     if node.kind == NodeKind::Dir {
         planner.visit(node, snap_path, target, false);
         // The target directory itself keeps its own metadata.
@@ -223,7 +243,13 @@ pub fn restore(repo: &Repository, node: &Node, snap_path: &Path, target: &Path, 
             match repo.index().get(id) {
                 Ok(Some(loc)) => {
                     let raw = loc.entry.raw_len as u64;
-                    packs.entry(loc.pack).or_default().entry(*id).or_insert_with(|| (loc.entry, Vec::new())).1.push(Target { file: i, offset });
+                    packs
+                        .entry(loc.pack)
+                        .or_default()
+                        .entry(*id)
+                        .or_insert_with(|| (loc.entry, Vec::new()))
+                        .1
+                        .push(Target { file: i, offset });
                     offset += raw;
                 }
                 Ok(None) => {
@@ -240,7 +266,8 @@ pub fn restore(repo: &Repository, node: &Node, snap_path: &Path, target: &Path, 
             fail(i, format!("chunks add up to {offset} bytes but the file has {}", f.node.size));
         }
     }
-    let pack_list: Vec<(PackId, Vec<(BlobEntry, Vec<Target>)>)> = packs.into_iter().map(|(p, blobs)| (p, blobs.into_values().collect())).collect();
+    let pack_list: Vec<(PackId, Vec<(BlobEntry, Vec<Target>)>)> =
+        packs.into_iter().map(|(p, blobs)| (p, blobs.into_values().collect())).collect();
     let written = AtomicU64::new(0);
     pack_list.par_iter().for_each(|(pack, blobs)| {
         if let Err((targets, msg)) = restore_pack(repo, pack, blobs, &files, progress, &written) {
@@ -284,7 +311,9 @@ pub fn restore(repo: &Repository, node: &Node, snap_path: &Path, target: &Path, 
         let _ = fs::remove_file(&path);
         match fs::hard_link(src, &path) {
             Ok(()) => stats.files += 1,
-            Err(e) => errors.push((path.display().to_string(), format!("cannot create hard link to {}: {e}", src.display()))),
+            Err(e) => {
+                errors.push((path.display().to_string(), format!("cannot create hard link to {}: {e}", src.display())))
+            }
         }
     }
     for (path, node) in &others {
@@ -390,14 +419,16 @@ fn restore_pack(
             .map(|(k, (entry, targets))| {
                 let s = (entry.offset as u64 - start) as usize;
                 let sealed = &data[s..s + entry.stored_len as usize];
-                let r = open_blob(&cipher, info.kind, entry, sealed, &what).map_err(|e| e.to_string()).and_then(|plain| {
-                    for t in targets.iter() {
-                        write_at(&files[t.file].path, &plain, t.offset).map_err(|e| format!("writing {}: {e}", files[t.file].path.display()))?;
-                        written.fetch_add(plain.len() as u64, Ordering::Relaxed);
-                        progress.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
-                    }
-                    Ok(())
-                });
+                let r =
+                    open_blob(&cipher, info.kind, entry, sealed, &what).map_err(|e| e.to_string()).and_then(|plain| {
+                        for t in targets.iter() {
+                            write_at(&files[t.file].path, &plain, t.offset)
+                                .map_err(|e| format!("writing {}: {e}", files[t.file].path.display()))?;
+                            written.fetch_add(plain.len() as u64, Ordering::Relaxed);
+                            progress.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
+                        }
+                        Ok(())
+                    });
                 (k, r)
             })
             .collect();
@@ -458,8 +489,12 @@ fn make_special(path: &Path, node: &Node, owner: bool) -> std::result::Result<bo
     }
     let mode = Mode::from_bits_truncate(node.mode & 0o7777);
     match node.kind {
-        NodeKind::Symlink => std::os::unix::fs::symlink(OsStr::from_bytes(&node.target), path).map(|()| true).map_err(|e| format!("cannot create symlink: {e}")),
-        NodeKind::Fifo => nix::unistd::mkfifo(path, mode).map(|()| true).map_err(|e| format!("cannot create fifo: {e}")),
+        NodeKind::Symlink => std::os::unix::fs::symlink(OsStr::from_bytes(&node.target), path)
+            .map(|()| true)
+            .map_err(|e| format!("cannot create symlink: {e}")),
+        NodeKind::Fifo => {
+            nix::unistd::mkfifo(path, mode).map(|()| true).map_err(|e| format!("cannot create fifo: {e}"))
+        }
         NodeKind::CharDevice | NodeKind::BlockDevice if owner => {
             let kind = if node.kind == NodeKind::CharDevice { SFlag::S_IFCHR } else { SFlag::S_IFBLK };
             mknod(path, kind, mode, node.rdev).map(|()| true).map_err(|e| format!("cannot create device: {e}"))
@@ -479,7 +514,10 @@ pub fn find_node(repo: &Repository, root: &BlobId, path: &str) -> Result<Node> {
             return Err(Error::PathNotFound { path: path.into(), snapshot: String::new() });
         };
         let tree = repo.load_tree(&sub)?;
-        node = tree.get(comp.as_bytes()).cloned().ok_or_else(|| Error::PathNotFound { path: path.into(), snapshot: String::new() })?;
+        node = tree
+            .get(comp.as_bytes())
+            .cloned()
+            .ok_or_else(|| Error::PathNotFound { path: path.into(), snapshot: String::new() })?;
     }
     Ok(node)
 }

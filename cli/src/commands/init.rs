@@ -11,7 +11,12 @@ use crate::context::Ctx;
 pub fn run(ctx: &Ctx, a: InitArgs) -> Result<u8> {
     let backend = ctx.backend()?;
     let password = ctx.password()?;
-    let mut opts = InitOptions { compression_level: a.compression, host: crate::util::hostname(), user: crate::util::username(), ..Default::default() };
+    let mut opts = InitOptions {
+        compression_level: a.compression,
+        host: crate::util::hostname(),
+        user: crate::util::username(),
+        ..Default::default()
+    };
     if let Some(avg) = a.chunk_size {
         if !avg.is_power_of_two() || !(1024..=(4 << 20)).contains(&avg) {
             bail!("--chunk-size {avg}: must be a power of two between 1K and 4M");

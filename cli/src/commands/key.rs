@@ -46,7 +46,9 @@ pub fn run(ctx: &Ctx, k: KeyCommand) -> Result<u8> {
                 for (id, kf) in &keys {
                     let mark = if *id == repo.current_key() { "*" } else { " " };
                     match kf {
-                        Ok(kf) => println!("{mark} {:<8}  {:<12}  {:<14}  {}", id.short(), kf.user, kf.host, kf.created),
+                        Ok(kf) => {
+                            println!("{mark} {:<8}  {:<12}  {:<14}  {}", id.short(), kf.user, kf.host, kf.created)
+                        }
                         Err(e) => println!("{mark} {:<8}  damaged: {e}", id.short()),
                     }
                 }

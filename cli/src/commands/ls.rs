@@ -56,14 +56,16 @@ impl Lister<'_> {
     fn print(&mut self, path: &Path, n: &Node) -> Result<()> {
         let p = path.to_string_lossy();
         if self.json {
-            let mtime = jiff::Timestamp::new(n.mtime.secs, n.mtime.nanos as i32).map(|t| t.to_string()).unwrap_or_default();
+            let mtime =
+                jiff::Timestamp::new(n.mtime.secs, n.mtime.nanos as i32).map(|t| t.to_string()).unwrap_or_default();
             serde_json::to_writer(
                 &mut self.out,
                 &json!({"path": p, "type": kind_name(n.kind), "mode": n.mode, "uid": n.uid, "gid": n.gid, "size": n.size, "mtime": mtime}),
             )?;
             writeln!(self.out)?;
         } else if self.long {
-            let t = jiff::Timestamp::new(n.mtime.secs, n.mtime.nanos as i32).map(|t| local_time(&t)).unwrap_or_default();
+            let t =
+                jiff::Timestamp::new(n.mtime.secs, n.mtime.nanos as i32).map(|t| local_time(&t)).unwrap_or_default();
             let user = n.user.clone().unwrap_or_else(|| n.uid.to_string());
             let group = n.group.clone().unwrap_or_else(|| n.gid.to_string());
             let mut line = format!("{} {user:>8} {group:>8} {:>12} {t} {p}", mode_string(n), n.size);
@@ -105,7 +107,12 @@ pub fn run(ctx: &Ctx, a: LsArgs) -> Result<u8> {
     let (id, snap) = repo.find_snapshot(&a.snapshot, a.filter.host.as_deref(), &a.filter.tags)?;
     let path = a.path.clone().unwrap_or_else(|| "/".into());
     let node = find_node(&repo, &snap.tree, &path).with_context(|| format!("snapshot {}", id.short()))?;
-    let mut l = Lister { repo: &repo, json: ctx.global.json, long: a.long, out: std::io::BufWriter::new(std::io::stdout().lock()) };
+    let mut l = Lister {
+        repo: &repo,
+        json: ctx.global.json,
+        long: a.long,
+        out: std::io::BufWriter::new(std::io::stdout().lock()),
+    };
     let base = PathBuf::from("/").join(path.trim_start_matches('/'));
     if node.kind == NodeKind::Dir {
         if a.path.is_some() {

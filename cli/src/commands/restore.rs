@@ -19,11 +19,22 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
     let sub = sub.unwrap_or("/");
     let node = find_node(&repo, &snap.tree, sub).with_context(|| format!("snapshot {}", id.short()))?;
     let snap_path = PathBuf::from("/").join(sub.trim_start_matches('/'));
-    let opts = RestoreOptions { include: a.include, exclude: a.exclude, verify: a.verify, owner: nix::unistd::geteuid().is_root() };
+    let opts = RestoreOptions {
+        include: a.include,
+        exclude: a.exclude,
+        verify: a.verify,
+        owner: nix::unistd::geteuid().is_root(),
+    };
     let progress = Arc::new(RestoreProgress::default());
     let p2 = progress.clone();
     let display = Display::start(wanted(ctx.global.quiet, ctx.global.json), move || {
-        (0, p2.bytes.load(Ordering::Relaxed), p2.total_files.load(Ordering::Relaxed), p2.total_bytes.load(Ordering::Relaxed), true)
+        (
+            0,
+            p2.bytes.load(Ordering::Relaxed),
+            p2.total_files.load(Ordering::Relaxed),
+            p2.total_bytes.load(Ordering::Relaxed),
+            true,
+        )
     });
     let started = std::time::Instant::now();
     let stats = restorer::restore(&repo, &node, &snap_path, &a.target, &opts, &progress)?;

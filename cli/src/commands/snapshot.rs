@@ -25,7 +25,9 @@ fn read_exclude_files(a: &SnapshotArgs) -> Result<Vec<String>> {
 
 pub fn run(ctx: &Ctx, a: SnapshotArgs) -> Result<u8> {
     if a.stdin_from_command && a.command.is_empty() {
-        bail!("--stdin-from-command needs the command after `--`, e.g. `vault snapshot --stdin-from-command --stdin-name db.sql -- pg_dump mydb`");
+        bail!(
+            "--stdin-from-command needs the command after `--`, e.g. `vault snapshot --stdin-from-command --stdin-name db.sql -- pg_dump mydb`"
+        );
     }
     if !a.command.is_empty() && !a.stdin_from_command {
         bail!("a command after `--` is only used with --stdin-from-command");
@@ -64,7 +66,9 @@ pub fn run(ctx: &Ctx, a: SnapshotArgs) -> Result<u8> {
     let result: SnapshotResult = if a.stdin {
         let stdin = std::io::stdin();
         let reader: Box<dyn Read + Send> = Box::new(stdin);
-        archiver::run_snapshot(&repo, Source::Stream { name: a.stdin_name.clone(), reader }, &opts, &progress, || Ok(()))?
+        archiver::run_snapshot(&repo, Source::Stream { name: a.stdin_name.clone(), reader }, &opts, &progress, || {
+            Ok(())
+        })?
     } else if a.stdin_from_command {
         let mut child = Command::new(&a.command[0])
             .args(&a.command[1..])
@@ -76,14 +80,23 @@ pub fn run(ctx: &Ctx, a: SnapshotArgs) -> Result<u8> {
         let stdout = child.stdout.take().expect("stdout was piped");
         let reader: Box<dyn Read + Send> = Box::new(stdout);
         let cmd_name = a.command.join(" ");
-        let res = archiver::run_snapshot(&repo, Source::Stream { name: a.stdin_name.clone(), reader }, &opts, &progress, || {
-            let status = child.wait().map_err(|e| vault_store::Error::Pipeline(format!("waiting for {cmd_name:?}: {e}")))?;
-            if status.success() {
-                Ok(())
-            } else {
-                Err(vault_store::Error::Pipeline(format!("command {cmd_name:?} failed ({status}): no snapshot was recorded")))
-            }
-        });
+        let res = archiver::run_snapshot(
+            &repo,
+            Source::Stream { name: a.stdin_name.clone(), reader },
+            &opts,
+            &progress,
+            || {
+                let status =
+                    child.wait().map_err(|e| vault_store::Error::Pipeline(format!("waiting for {cmd_name:?}: {e}")))?;
+                if status.success() {
+                    Ok(())
+                } else {
+                    Err(vault_store::Error::Pipeline(format!(
+                        "command {cmd_name:?} failed ({status}): no snapshot was recorded"
+                    )))
+                }
+            },
+        );
         match res {
             Ok(r) => r,
             Err(e) => {
@@ -137,7 +150,10 @@ fn report(ctx: &Ctx, r: &SnapshotResult) -> Result<()> {
         }));
     }
     if !ctx.global.quiet {
-        println!("files: {} new, {} changed, {} unmodified; {} directories, {} other", s.files_new, s.files_changed, s.files_unmodified, s.dirs, s.others);
+        println!(
+            "files: {} new, {} changed, {} unmodified; {} directories, {} other",
+            s.files_new, s.files_changed, s.files_unmodified, s.dirs, s.others
+        );
         println!(
             "read {} of {}, added {} ({} before compression) in {} new blobs",
             human_bytes(s.bytes_read),

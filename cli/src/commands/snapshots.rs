@@ -47,7 +47,15 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<u8> {
     println!("{:<8}  {:<19}  {:<14}  {:<16}  {:>10}  paths", "id", "time", "host", "tags", "size");
     for (id, s) in &list {
         let size = s.summary.as_ref().map_or(String::new(), |x| human_bytes(x.bytes_total));
-        println!("{:<8}  {:<19}  {:<14}  {:<16}  {:>10}  {}", id.short(), local_time(&s.time), s.host, s.tags.join(","), size, s.paths.join(" "));
+        println!(
+            "{:<8}  {:<19}  {:<14}  {:<16}  {:>10}  {}",
+            id.short(),
+            local_time(&s.time),
+            s.host,
+            s.tags.join(","),
+            size,
+            s.paths.join(" ")
+        );
     }
     ctx.info(format!("{} snapshots", list.len()));
     Ok(0)

@@ -103,12 +103,17 @@ impl Config {
 
     /// Parses the JSON body.
     pub fn decode(buf: &[u8], what: &str) -> Result<Self> {
-        let c: Config = serde_json::from_slice(buf).map_err(|e| Error::corrupt(what, format!("config does not decode: {e}")))?;
+        let c: Config =
+            serde_json::from_slice(buf).map_err(|e| Error::corrupt(what, format!("config does not decode: {e}")))?;
         if c.version > FORMAT_VERSION {
             return Err(Error::UnsupportedVersion { what: what.into(), found: c.version, supported: FORMAT_VERSION });
         }
         if c.gc_protocol > GC_PROTOCOL {
-            return Err(Error::UnsupportedVersion { what: format!("{what} (garbage-collection protocol)"), found: c.gc_protocol, supported: GC_PROTOCOL });
+            return Err(Error::UnsupportedVersion {
+                what: format!("{what} (garbage-collection protocol)"),
+                found: c.gc_protocol,
+                supported: GC_PROTOCOL,
+            });
         }
         c.validate().map_err(|e| Error::corrupt(what, e.to_string()))?;
         Ok(c)

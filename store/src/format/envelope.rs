@@ -60,8 +60,9 @@ pub fn open(keys: &Keys, aad: &str, sealed: &[u8], what: &str) -> Result<Vec<u8>
             buf.remove(0);
             Ok(buf)
         }
-        Some(&COMPRESSION_ZSTD) => decompress_bounded(&buf[1..], MAX_METADATA_LEN)
-            .map_err(|e| Error::corrupt(what, format!("zstd: {e}"))),
+        Some(&COMPRESSION_ZSTD) => {
+            decompress_bounded(&buf[1..], MAX_METADATA_LEN).map_err(|e| Error::corrupt(what, format!("zstd: {e}")))
+        }
         Some(c) => Err(Error::corrupt(what, format!("unknown compression {c}"))),
         None => Err(Error::corrupt(what, "empty plaintext")),
     }

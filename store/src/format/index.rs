@@ -78,7 +78,10 @@ impl IndexSegment {
             let salt = r.array()?;
             let n = r.u32()?;
             if n > MAX_BLOBS_PER_PACK || n as usize * ENTRY_LEN > r.remaining() {
-                return Err(Error::corrupt(what, format!("pack {}: claims {n} blobs, more than the segment holds", id.short())));
+                return Err(Error::corrupt(
+                    what,
+                    format!("pack {}: claims {n} blobs, more than the segment holds", id.short()),
+                ));
             }
             let mut blobs = Vec::with_capacity(n as usize);
             for _ in 0..n {
@@ -86,7 +89,13 @@ impl IndexSegment {
                 if b.end() > size {
                     return Err(Error::corrupt(
                         what,
-                        format!("blob {} ends at {} past the end of pack {} ({} bytes)", b.id.short(), b.end(), id.short(), size),
+                        format!(
+                            "blob {} ends at {} past the end of pack {} ({} bytes)",
+                            b.id.short(),
+                            b.end(),
+                            id.short(),
+                            size
+                        ),
                     ));
                 }
                 blobs.push(b);
@@ -112,7 +121,13 @@ mod tests {
                 kind: BlobKind::Tree,
                 size: 1000,
                 salt: [3; 32],
-                blobs: vec![BlobEntry { id: BlobId([2; 32]), offset: 0, stored_len: 116, raw_len: 100, compression: Compression::None }],
+                blobs: vec![BlobEntry {
+                    id: BlobId([2; 32]),
+                    offset: 0,
+                    stored_len: 116,
+                    raw_len: 100,
+                    compression: Compression::None,
+                }],
             }],
         };
         assert_eq!(IndexSegment::decode(&seg.encode(), "i").unwrap(), seg);
@@ -126,7 +141,13 @@ mod tests {
                 kind: BlobKind::Data,
                 size: 10,
                 salt: [3; 32],
-                blobs: vec![BlobEntry { id: BlobId([2; 32]), offset: 0, stored_len: 116, raw_len: 100, compression: Compression::None }],
+                blobs: vec![BlobEntry {
+                    id: BlobId([2; 32]),
+                    offset: 0,
+                    stored_len: 116,
+                    raw_len: 100,
+                    compression: Compression::None,
+                }],
             }],
         };
         assert!(IndexSegment::decode(&seg.encode(), "i").unwrap_err().to_string().contains("past the end"));

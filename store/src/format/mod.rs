@@ -103,10 +103,7 @@ impl<'a> Reader<'a> {
         if self.buf.is_empty() {
             Ok(())
         } else {
-            Err(Error::corrupt(
-                self.what,
-                format!("{} unexpected trailing bytes", self.buf.len()),
-            ))
+            Err(Error::corrupt(self.what, format!("{} unexpected trailing bytes", self.buf.len())))
         }
     }
 }

@@ -162,10 +162,7 @@ impl PackHeader {
         }
         r.finish()?;
         if next != blobs_end {
-            return Err(Error::corrupt(
-                what,
-                format!("blobs end at {next} but the header starts at {blobs_end}"),
-            ));
+            return Err(Error::corrupt(what, format!("blobs end at {next} but the header starts at {blobs_end}")));
         }
         Ok(PackHeader { kind, entries })
     }
@@ -203,7 +200,10 @@ impl Trailer {
         let header_len = u32::from_le_bytes(t[32..36].try_into().expect("slice of 4"));
         let max = pack_len - TRAILER_LEN as u64;
         if (header_len as u64) > max || (header_len as usize) < TAG_LEN + 9 {
-            return Err(Error::corrupt(what, format!("header length {header_len} does not fit the pack of {pack_len} bytes")));
+            return Err(Error::corrupt(
+                what,
+                format!("header length {header_len} does not fit the pack of {pack_len} bytes"),
+            ));
         }
         Ok(Trailer { salt, header_len })
     }
@@ -219,7 +219,12 @@ pub fn seal_header(keys: &Keys, salt: &[u8; 32], header: &PackHeader) -> Vec<u8>
 /// Parses a pack's header given the whole pack or its tail (the last
 /// `tail.len()` bytes of a `pack_len`-byte pack). Returns `Ok(Err(n))` when
 /// the tail is too short and the last `n` bytes are needed.
-pub fn parse_header(keys: &Keys, tail: &[u8], pack_len: u64, what: &str) -> Result<std::result::Result<PackHeader, usize>> {
+pub fn parse_header(
+    keys: &Keys,
+    tail: &[u8],
+    pack_len: u64,
+    what: &str,
+) -> Result<std::result::Result<PackHeader, usize>> {
     let trailer = Trailer::decode(tail, pack_len, what)?;
     let need = trailer.header_len as usize + TRAILER_LEN;
     if tail.len() < need {

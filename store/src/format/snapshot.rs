@@ -84,7 +84,8 @@ impl Snapshot {
         struct Version {
             version: u32,
         }
-        let v: Version = serde_json::from_slice(buf).map_err(|e| Error::corrupt(what, format!("not a snapshot: {e}")))?;
+        let v: Version =
+            serde_json::from_slice(buf).map_err(|e| Error::corrupt(what, format!("not a snapshot: {e}")))?;
         if v.version > SNAPSHOT_VERSION {
             return Err(Error::UnsupportedVersion { what: what.into(), found: v.version, supported: SNAPSHOT_VERSION });
         }

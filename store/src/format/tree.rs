@@ -158,13 +158,11 @@ impl Tree {
                 supported: u32::from(TREE_VERSION),
             });
         }
-        let tree: Tree = postcard::from_bytes(buf).map_err(|e| Error::corrupt(what, format!("tree does not decode: {e}")))?;
+        let tree: Tree =
+            postcard::from_bytes(buf).map_err(|e| Error::corrupt(what, format!("tree does not decode: {e}")))?;
         for w in tree.nodes.windows(2) {
             if w[0].name >= w[1].name {
-                return Err(Error::corrupt(
-                    what,
-                    format!("entries not strictly sorted at {:?}", w[1].display_name()),
-                ));
+                return Err(Error::corrupt(what, format!("entries not strictly sorted at {:?}", w[1].display_name())));
             }
         }
         Ok(tree)

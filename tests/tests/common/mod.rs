@@ -625,3 +625,13 @@ pub fn mkfifo(p: &Path) {
     let (ok, err) = sh("mkfifo", &[p.as_os_str()]);
     assert!(ok, "mkfifo {}: {err}", p.display());
 }
+
+/// Sets the modification time of `p` (not following symlinks), with
+/// nanoseconds, and checks that it took.
+pub fn set_mtime(p: &Path, secs: i64, nanos: u32) {
+    let stamp = format!("@{secs}.{nanos:09}");
+    let (ok, err) = sh("touch", &[OsStr::new("-h"), OsStr::new("-m"), OsStr::new("-d"), OsStr::new(&stamp), p.as_os_str()]);
+    assert!(ok, "touch -d {stamp} {}: {err}", p.display());
+    let m = fs::symlink_metadata(p).unwrap();
+    assert_eq!((m.mtime(), m.mtime_nsec()), (secs, i64::from(nanos)), "mtime of {} did not take", p.display());
+}

@@ -1,0 +1,270 @@
+//! End-to-end benchmark: runs the release `vault` binary over a real file
+//! tree and prints, for each step, wall time, throughput, CPU time and peak
+//! RSS. Each step runs as a child of a small wrapper (this same program,
+//! `e2e measure ...`) so that its peak RSS is that process's own.
+//!
+//! ```text
+//! cargo build --release -p vault-cli -p vault-benches
+//! target/release/e2e [--size 2G] [--source DIR] [--work DIR]
+//! ```
+//! Without `--source`, a tree of `--size` bytes is copied once from
+//! /usr/share and /usr/lib into `<work>/src` (or generated mixed data where
+//! those are missing) and reused by later runs.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use nix::sys::resource::{UsageWho, getrusage};
+
+struct Measured {
+    secs: f64,
+    cpu: f64,
+    rss_mib: f64,
+}
+
+fn measure_child(args: &[String]) -> Result<()> {
+    // e2e measure OUT CMD ARGS...
+    let out = &args[0];
+    let status = Command::new(&args[1]).args(&args[2..]).status().with_context(|| format!("running {}", args[1]))?;
+    let u = getrusage(UsageWho::RUSAGE_CHILDREN)?;
+    let cpu = u.user_time().tv_sec() as f64
+        + u.user_time().tv_usec() as f64 / 1e6
+        + u.system_time().tv_sec() as f64
+        + u.system_time().tv_usec() as f64 / 1e6;
+    fs::write(out, format!("{} {} {}", u.max_rss(), cpu, status.code().unwrap_or(-1)))?;
+    std::process::exit(if status.success() { 0 } else { 1 });
+}
+
+struct Bench {
+    vault: PathBuf,
+    repo: PathBuf,
+    cache: PathBuf,
+    rows: Vec<(String, u64, Measured)>,
+}
+
+impl Bench {
+    fn run(&mut self, name: &str, bytes: u64, args: &[&str], stdin: Option<&Path>, stdout_null: bool) -> Result<()> {
+        let stats = self.repo.with_extension("stats");
+        let me = std::env::current_exe()?;
+        let mut cmd = Command::new(me);
+        cmd.arg("measure").arg(&stats).arg(&self.vault).args(args);
+        cmd.env("VAULT_REPOSITORY", &self.repo).env("VAULT_PASSWORD", "bench").env("VAULT_CACHE_DIR", &self.cache);
+        if let Some(f) = stdin {
+            cmd.stdin(fs::File::open(f)?);
+        }
+        if stdout_null {
+            cmd.stdout(Stdio::null());
+        }
+        let t = Instant::now();
+        let st = cmd.status()?;
+        let secs = t.elapsed().as_secs_f64();
+        if !st.success() {
+            bail!("step {name:?} failed: vault {}", args.join(" "));
+        }
+        let s = fs::read_to_string(&stats)?;
+        let mut it = s.split_whitespace();
+        let rss_kb: f64 = it.next().unwrap_or("0").parse()?;
+        let cpu: f64 = it.next().unwrap_or("0").parse()?;
+        eprintln!("{name}: {secs:.2}s");
+        self.rows.push((name.to_string(), bytes, Measured { secs, cpu, rss_mib: rss_kb / 1024.0 }));
+        Ok(())
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path, budget: &mut u64) -> Result<()> {
+    let Ok(rd) = fs::read_dir(from) else { return Ok(()) };
+    let mut entries: Vec<_> = rd.filter_map(|e| e.ok()).collect();
+    entries.sort_by_key(|e| e.file_name());
+    fs::create_dir_all(to)?;
+    for e in entries {
+        if *budget == 0 {
+            return Ok(());
+        }
+        let Ok(ft) = e.file_type() else { continue };
+        let dst = to.join(e.file_name());
+        if ft.is_dir() {
+            copy_tree(&e.path(), &dst, budget)?;
+        } else if ft.is_symlink() {
+            if let Ok(t) = fs::read_link(e.path()) {
+                let _ = std::os::unix::fs::symlink(t, &dst);
+            }
+        } else if ft.is_file()
+            && let Ok(n) = fs::copy(e.path(), &dst)
+        {
+            *budget = budget.saturating_sub(n);
+        }
+    }
+    Ok(())
+}
+
+fn xorshift_fill(buf: &mut [u8], seed: &mut u64) {
+    for c in buf.chunks_mut(8) {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        c.copy_from_slice(&seed.to_le_bytes()[..c.len()]);
+    }
+}
+
+fn du(p: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![p.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if let Ok(rd) = fs::read_dir(&d) {
+            for e in rd.flatten() {
+                if let Ok(m) = e.path().symlink_metadata() {
+                    if m.is_dir() {
+                        stack.push(e.path());
+                    } else if m.is_file() {
+                        total += m.len();
+                    }
+                }
+            }
+        }
+    }
+    total
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("measure") {
+        return measure_child(&args[1..]);
+    }
+    let mut size: u64 = 2 << 30;
+    let mut source: Option<PathBuf> = None;
+    let mut work = PathBuf::from("/tmp/vault-bench");
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--size" => size = parse_size(it.next().context("--size needs a value")?)?,
+            "--source" => source = Some(it.next().context("--source needs a value")?.into()),
+            "--work" => work = it.next().context("--work needs a value")?.into(),
+            _ => bail!("usage: e2e [--size 2G] [--source DIR] [--work DIR]"),
+        }
+    }
+    let vault = std::env::current_exe()?.with_file_name("vault");
+    if !vault.exists() {
+        bail!("{} not found: run `cargo build --release -p vault-cli` first", vault.display());
+    }
+    fs::create_dir_all(&work)?;
+    let src = match source {
+        Some(s) => s,
+        None => {
+            let src = work.join(format!("src-{size}"));
+            if !src.join(".complete").exists() {
+                eprintln!("preparing a {} MiB source tree in {} ...", size >> 20, src.display());
+                let _ = fs::remove_dir_all(&src);
+                let mut budget = size;
+                for d in ["/usr/share", "/usr/lib"] {
+                    copy_tree(Path::new(d), &src.join(d.trim_start_matches('/')), &mut budget)?;
+                }
+                // Top up with mixed generated data where /usr is small.
+                let mut seed = 42u64;
+                let mut i = 0;
+                while budget > 0 {
+                    let n = budget.min(8 << 20);
+                    let mut buf = vec![0u8; n as usize];
+                    xorshift_fill(&mut buf[..n as usize / 2], &mut seed);
+                    fs::create_dir_all(src.join("gen"))?;
+                    fs::write(src.join("gen").join(format!("f{i}")), &buf)?;
+                    budget -= n;
+                    i += 1;
+                }
+                fs::write(src.join(".complete"), b"")?;
+            }
+            src
+        }
+    };
+    let src_bytes = du(&src);
+    let sql = work.join("dump.sql");
+    let sql_size: u64 = 500 << 20;
+    if fs::metadata(&sql).map(|m| m.len()).unwrap_or(0) != sql_size {
+        let mut f = std::io::BufWriter::new(fs::File::create(&sql)?);
+        let mut n = 0u64;
+        let mut i = 0u64;
+        while n < sql_size {
+            let line = format!(
+                "INSERT INTO trades (id, sym, px, qty, ts) VALUES ({i}, 'SYM{}', {}.{:02}, {}, '2026-11-{:02} 12:{:02}:{:02}');\n",
+                i % 5000,
+                10 + i % 990,
+                i % 100,
+                1 + i * 7 % 10_000,
+                1 + i % 28,
+                i % 60,
+                i * 13 % 60
+            );
+            let take = (sql_size - n).min(line.len() as u64) as usize;
+            f.write_all(&line.as_bytes()[..take])?;
+            n += take as u64;
+            i += 1;
+        }
+        f.flush()?;
+    }
+    let rnd = work.join("random.bin");
+    let rnd_size: u64 = 1 << 30;
+    if fs::metadata(&rnd).map(|m| m.len()).unwrap_or(0) != rnd_size {
+        let mut f = std::io::BufWriter::new(fs::File::create(&rnd)?);
+        let mut seed = 7u64;
+        let mut buf = vec![0u8; 1 << 20];
+        for _ in 0..(rnd_size >> 20) {
+            xorshift_fill(&mut buf, &mut seed);
+            f.write_all(&buf)?;
+        }
+        f.flush()?;
+    }
+    let repo = work.join("repo");
+    let cache = work.join("cache");
+    let restore = work.join("restore");
+    for d in [&repo, &cache, &restore] {
+        let _ = fs::remove_dir_all(d);
+    }
+    let mut b = Bench { vault, repo, cache, rows: Vec::new() };
+    let s = src.to_string_lossy().into_owned();
+    b.run("init", 0, &["init", "-q"], None, false)?;
+    b.run("snapshot, first", src_bytes, &["snapshot", "-q", &s], None, false)?;
+    b.run("snapshot, unchanged", src_bytes, &["snapshot", "-q", &s], None, false)?;
+    let r = restore.to_string_lossy().into_owned();
+    b.run("restore", src_bytes, &["restore", "-q", "latest", "--target", &r], None, false)?;
+    b.run(
+        "snapshot --stdin, 500 MiB SQL",
+        sql_size,
+        &["snapshot", "-q", "--stdin", "--stdin-name", "dump.sql"],
+        Some(&sql),
+        false,
+    )?;
+    b.run("dump, 500 MiB SQL", sql_size, &["dump", "latest", "/dump.sql"], None, true)?;
+    let rs = rnd.to_string_lossy().into_owned();
+    b.run("snapshot, 1 GiB incompressible", rnd_size, &["snapshot", "-q", &rs], None, false)?;
+    let repo_bytes = du(&b.repo);
+
+    println!();
+    println!(
+        "vault end-to-end benchmark — source {} ({} MiB in files), {} cores",
+        src.display(),
+        src_bytes >> 20,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("| step | seconds | MB/s | CPU s | peak RSS MiB |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, bytes, m) in &b.rows {
+        let rate = if *bytes > 0 { format!("{:.0}", *bytes as f64 / 1e6 / m.secs) } else { "-".into() };
+        println!("| {name} | {:.2} | {rate} | {:.2} | {:.0} |", m.secs, m.cpu, m.rss_mib);
+    }
+    println!("repository size after all steps: {} MiB", repo_bytes >> 20);
+    let _ = fs::remove_dir_all(&restore);
+    Ok(())
+}
+
+fn parse_size(s: &str) -> Result<u64> {
+    let (num, mult) = match s.chars().last() {
+        Some('G' | 'g') => (&s[..s.len() - 1], 1u64 << 30),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('K' | 'k') => (&s[..s.len() - 1], 1 << 10),
+        _ => (s, 1),
+    };
+    Ok(num.parse::<u64>().with_context(|| format!("bad size {s:?}"))? * mult)
+}

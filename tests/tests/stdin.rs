@@ -1,0 +1,79 @@
+//! Snapshots of a stream: `--stdin` and `--stdin-from-command`.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn stdin_snapshot_round_trips_through_dump() {
+    let v = Vault::init();
+    let data = random_bytes(42, 3 << 20);
+    let out = v
+        .cmd()
+        .args(["snapshot", "--json", "--stdin", "--stdin-name", "db.sql"])
+        .stdin(data.clone())
+        .run()
+        .ok();
+    let s = out.json();
+    assert_eq!(count(&s, "bytes_read"), data.len() as u64, "{s}");
+    assert_eq!(count(&s, "files_new"), 1, "{s}");
+    let id = s["snapshot_id"].as_str().unwrap().to_string();
+
+    let dumped = v.cmd().args(["dump", &id, "/db.sql"]).run().ok();
+    assert!(dumped.stdout == data, "dump returned {} bytes that differ from the {} bytes stored", dumped.stdout.len(), data.len());
+    // `latest` resolves to the same snapshot.
+    let dumped = v.cmd().args(["dump", "latest", "/db.sql"]).run().ok();
+    assert!(dumped.stdout == data, "dump latest differs");
+
+    let lines = v.ls(&id, None);
+    assert!(lines.iter().any(|l| l == "/db.sql"), "ls of a stdin snapshot shows /db.sql: {lines:?}");
+
+    // A dump of a path that is not in the snapshot fails and names it.
+    v.cmd().args(["dump", &id, "/nope.sql"]).run().failed().stderr_has("/nope.sql");
+}
+
+#[test]
+fn stdin_from_command_stores_the_command_output() {
+    let v = Vault::init();
+    let s = v
+        .cmd()
+        .args(["snapshot", "--json", "--stdin-from-command", "--stdin-name", "out.txt", "--", "sh", "-c"])
+        .arg(r"printf 'line one\nline two\n'; printf '\001\002\377'")
+        .run()
+        .ok()
+        .json();
+    let id = s["snapshot_id"].as_str().unwrap().to_string();
+    let dumped = v.cmd().args(["dump", &id, "/out.txt"]).run().ok();
+    assert_eq!(dumped.stdout, b"line one\nline two\n\x01\x02\xff");
+    assert_eq!(v.snapshots(&[]).len(), 1);
+}
+
+#[test]
+fn stdin_from_command_that_fails_records_no_snapshot() {
+    let v = Vault::init();
+    // One good snapshot first, so that "unchanged" isn't just "still empty".
+    v.cmd()
+        .args(["snapshot", "--stdin-from-command", "--stdin-name", "ok.txt", "--", "sh", "-c", "echo fine"])
+        .run()
+        .ok();
+    assert_eq!(v.snapshots(&[]).len(), 1);
+
+    let out = v
+        .cmd()
+        .args(["snapshot", "--stdin-from-command", "--stdin-name", "bad.txt", "--", "sh", "-c", "echo partial; exit 3"])
+        .run();
+    let out = out.code_is(1);
+    assert!(out.stderr_str().contains("error"), "the failure is reported as an error:\n{}", out.explain());
+    let snaps = v.snapshots(&[]);
+    assert_eq!(snaps.len(), 1, "a failed command must not leave a snapshot: {snaps:?}");
+    let dumped = v.cmd().args(["dump", "latest", "/ok.txt"]).run().ok();
+    assert_eq!(dumped.stdout, b"fine\n", "latest is still the good snapshot");
+
+    // A command that doesn't exist fails the same way.
+    v.cmd()
+        .args(["snapshot", "--stdin-from-command", "--stdin-name", "x", "--", "/nonexistent/program-for-vault-tests"])
+        .run()
+        .failed()
+        .stderr_has("program-for-vault-tests");
+    assert_eq!(v.snapshots(&[]).len(), 1);
+}
