@@ -64,9 +64,9 @@ impl Chunker {
             && (MAXIMUM_MIN..=MAXIMUM_MAX).contains(&max_size)
             && min_size <= avg_size
             && avg_size <= max_size
-            && min_size % 2 == 0
-            && avg_size % 2 == 0
-            && max_size % 2 == 0;
+            && min_size.is_multiple_of(2)
+            && avg_size.is_multiple_of(2)
+            && max_size.is_multiple_of(2);
         if !ok {
             return Err(InvalidParams(format!("invalid chunk sizes min {min_size} / avg {avg_size} / max {max_size}")));
         }

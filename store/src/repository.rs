@@ -16,6 +16,9 @@ use crate::id::{BlobId, KeyId, RepoId, SnapshotId};
 use crate::index::{CacheMode, IndexCache};
 use crate::pack::open_blob;
 
+/// Snapshots with their ids.
+pub type SnapshotList = Vec<(SnapshotId, Snapshot)>;
+
 /// Options for `init`.
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -236,7 +239,7 @@ impl Repository {
 
     /// All snapshots, oldest first. Damaged ones are returned as errors
     /// beside the good ones so that one bad object doesn't hide the rest.
-    pub fn snapshots(&self) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<Error>)> {
+    pub fn snapshots(&self) -> Result<(SnapshotList, Vec<Error>)> {
         use rayon::prelude::*;
         let names = self.backend.list(FileType::Snapshot)?;
         let results: Vec<Result<(SnapshotId, Snapshot)>> = names
@@ -266,8 +269,7 @@ impl Repository {
         if spec == "latest" {
             return all
                 .into_iter()
-                .filter(|(_, s)| host.is_none_or(|h| s.host == h) && tags.iter().all(|t| s.tags.contains(t)))
-                .next_back()
+                .rfind(|(_, s)| host.is_none_or(|h| s.host == h) && tags.iter().all(|t| s.tags.contains(t)))
                 .ok_or_else(|| Error::SnapshotNotFound("no snapshot matches `latest` with the given filters".into()));
         }
         let spec_l = spec.to_ascii_lowercase();

@@ -168,6 +168,9 @@ impl Planner<'_> {
     }
 }
 
+/// A blob and every place its plaintext goes.
+type BlobTargets = (BlobEntry, Vec<Target>);
+
 /// One place a blob's plaintext goes.
 #[derive(Clone, Copy)]
 struct Target {
@@ -266,7 +269,7 @@ pub fn restore(
             fail(i, format!("chunks add up to {offset} bytes but the file has {}", f.node.size));
         }
     }
-    let pack_list: Vec<(PackId, Vec<(BlobEntry, Vec<Target>)>)> =
+    let pack_list: Vec<(PackId, Vec<BlobTargets>)> =
         packs.into_iter().map(|(p, blobs)| (p, blobs.into_values().collect())).collect();
     let written = AtomicU64::new(0);
     pack_list.par_iter().for_each(|(pack, blobs)| {
@@ -374,7 +377,7 @@ const MAX_READ: u64 = 64 << 20;
 fn restore_pack(
     repo: &Repository,
     pack: &PackId,
-    blobs: &[(BlobEntry, Vec<Target>)],
+    blobs: &[BlobTargets],
     files: &[PlannedFile],
     progress: &RestoreProgress,
     written: &AtomicU64,
@@ -388,10 +391,10 @@ fn restore_pack(
     let ft = pack_file_type(info.kind);
     let what = format!("pack {}", ft.path(&pack.to_hex()));
     let cipher = repo.keys().pack_cipher(&info.salt);
-    let mut order: Vec<&(BlobEntry, Vec<Target>)> = blobs.iter().collect();
+    let mut order: Vec<&BlobTargets> = blobs.iter().collect();
     order.sort_by_key(|(e, _)| e.offset);
     // Coalesce neighbours into ranged reads.
-    let mut ranges: Vec<(u64, u64, Vec<&(BlobEntry, Vec<Target>)>)> = Vec::new();
+    let mut ranges: Vec<(u64, u64, Vec<&BlobTargets>)> = Vec::new();
     for b in order {
         let (start, end) = (b.0.offset as u64, b.0.end());
         match ranges.last_mut() {

@@ -58,9 +58,9 @@ impl Config {
             && (1024..=1 << 24).contains(&c.max_size)
             && c.min_size <= c.avg_size
             && c.avg_size <= c.max_size
-            && c.min_size % 2 == 0
+            && c.min_size.is_multiple_of(2)
             && c.avg_size.is_power_of_two()
-            && c.max_size % 2 == 0;
+            && c.max_size.is_multiple_of(2);
         if !ok {
             return Err(Error::Invalid(format!(
                 "chunk sizes min {} / avg {} / max {} are out of range (need 64 B ≤ min ≤ avg ≤ max ≤ 16 MiB, avg a power of two)",
