@@ -29,8 +29,14 @@ pub fn main() -> ExitCode {
                 return ExitCode::from(exit.0);
             }
             eprintln!("error: {e}");
+            // Errors that embed their cause in their own message aren't repeated.
+            let mut shown = e.to_string();
             for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                let text = cause.to_string();
+                if !shown.contains(&text) {
+                    eprintln!("  caused by: {text}");
+                }
+                shown = text;
             }
             ExitCode::from(exit_code(&e))
         }

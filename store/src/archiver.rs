@@ -288,6 +288,7 @@ impl Walker<'_, '_> {
         self.seen.insert(id);
         self.tree_writer.add(id, &bytes)?;
         self.summary.blobs_added += 1;
+        self.summary.bytes_added_raw += bytes.len() as u64;
         if self.tree_writer.len() >= self.repo.config().pack_size as usize {
             self.flush_trees()?;
         }
@@ -672,7 +673,7 @@ pub fn run_snapshot(
     before_commit()?;
     summary.blobs_added += shared.blobs_added.load(Ordering::Relaxed);
     summary.bytes_added = shared.bytes_added.load(Ordering::Relaxed);
-    summary.bytes_added_raw = shared.bytes_added_raw.load(Ordering::Relaxed);
+    summary.bytes_added_raw += shared.bytes_added_raw.load(Ordering::Relaxed);
     summary.duration_secs = started.elapsed().as_secs_f64();
     let snapshot = Snapshot {
         version: SNAPSHOT_VERSION,

@@ -42,7 +42,11 @@ fn init_refuses_a_non_empty_directory() {
     write(&v.repo.join("notes.txt"), b"my notes\n");
     let out = v.cmd().arg("init").run().code_is(1);
     assert!(out.stderr_str().contains("error"), "{}", out.explain());
-    assert!(out.stderr_str().contains("not empty") || out.stderr_str().contains(&*v.repo.to_string_lossy()), "the refusal says why:\n{}", out.explain());
+    assert!(
+        out.stderr_str().contains("not empty") || out.stderr_str().contains(&*v.repo.to_string_lossy()),
+        "the refusal says why:\n{}",
+        out.explain()
+    );
     assert_eq!(listing(&v.repo), vec![std::ffi::OsString::from("notes.txt")], "init must not write anything there");
 
     // A second init of a real repository is refused too, and the
@@ -102,15 +106,18 @@ fn pack_setup() -> PackSetup {
 /// every `keep*` file restored byte-identical and not named.
 fn restore_after_damage(s: &PackSetup) -> Out {
     let target = s.v.path("target");
-    let out = s.v.restore("latest", &target, &[]).failed();
+    let out = s.v.restore("latest", &target, &[]).failed().error_line_has("victim.bin");
     let err = out.stderr_str();
-    assert!(err.contains("victim.bin"), "the error names the file that could not be restored:\n{}", out.explain());
     for (p, d) in &s.keep {
         let r = restored(&target, p);
         assert!(!err.contains(&*file_name(p)), "{} is intact but reported:\n{}", file_name(p), out.explain());
-        assert_eq!(fs::read(&r).unwrap_or_else(|e| panic!("{}: {e}\n{}", r.display(), out.explain())), *d, "{} differs", r.display());
+        assert_eq!(
+            fs::read(&r).unwrap_or_else(|e| panic!("{}: {e}\n{}", r.display(), out.explain())),
+            *d,
+            "{} differs",
+            r.display()
+        );
     }
-    let _ = &s.src;
     out
 }
 
@@ -120,7 +127,19 @@ fn deleted_data_pack_fails_only_the_files_it_held() {
     for p in &s.victim_packs {
         fs::remove_file(p).unwrap();
     }
-    restore_after_damage(&s);
+    let out = restore_after_damage(&s);
+    assert_names_a_pack(&out, &s.victim_packs);
+}
+
+/// The error names (a prefix of) one of the damaged packs.
+#[track_caller]
+fn assert_names_a_pack(out: &Out, packs: &[PathBuf]) {
+    let err = out.stderr_str();
+    assert!(
+        packs.iter().any(|p| err.contains(&file_name(p)[..8])),
+        "the error names the pack: {packs:?}\n{}",
+        out.explain()
+    );
 }
 
 #[test]
@@ -130,7 +149,8 @@ fn truncated_data_pack_fails_only_the_files_it_held() {
         let len = fs::metadata(p).unwrap().len();
         fs::OpenOptions::new().write(true).open(p).unwrap().set_len(len / 2).unwrap();
     }
-    restore_after_damage(&s);
+    let out = restore_after_damage(&s);
+    assert_names_a_pack(&out, &s.victim_packs);
 }
 
 #[test]
@@ -207,11 +227,9 @@ fn index_segment_with_a_flipped_bit_is_named_and_its_files_reported() {
         flip_bit(p, len / 2);
     }
     s.v.drop_cache();
-    let out = restore_after_damage(&s);
-    let err = out.stderr_str();
+    let mut out = restore_after_damage(&s);
     for p in &segments {
-        let name = file_name(p);
-        assert!(err.contains(&name[..8]), "the damaged index segment {name} is named:\n{}", out.explain());
+        out = out.line_with_prefix_has(&["error:", "warning:"], &file_name(p)[..8]);
     }
 }
 
@@ -245,7 +263,8 @@ fn malicious_tree_names_cannot_escape_the_target() {
     let honest = SnapshotId::from_hex(s["snapshot_id"].as_str().unwrap()).unwrap();
 
     let be: Arc<dyn backend::Backend> = backend::open_url(v.repo.to_str().unwrap()).unwrap().into();
-    let repo = Repository::open(be, v.password.as_bytes(), &OpenOptions { cache_dir: None, ..Default::default() }).unwrap();
+    let repo =
+        Repository::open(be, v.password.as_bytes(), &OpenOptions { cache_dir: None, ..Default::default() }).unwrap();
 
     let file = |name: &[u8], data: &[u8]| {
         let id = repo.store_single_blob(BlobKind::Data, data).unwrap();
@@ -287,19 +306,25 @@ fn malicious_tree_names_cannot_escape_the_target() {
     fs::create_dir_all(&target).unwrap();
     let before = walk(outer.path());
 
-    let out = v.restore(&evil, &target, &[]).failed();
+    let out = v.restore(&evil, &target, &[]).failed().error_line_has("a/b").error_line_has("escaped_slash");
     let err = out.stderr_str();
-    assert!(err.contains("error"), "{}", out.explain());
-    assert!(err.contains("a/b"), "the entry `a/b` is named:\n{}", out.explain());
-    assert!(err.contains("escaped_slash"), "the entry `../escaped_slash` is named:\n{}", out.explain());
-    assert!(err.contains(".."), "the entry `..` is named:\n{}", out.explain());
     assert!(
-        err.contains("x\0y") || err.contains("x\\0y") || err.contains("x\\u{0}y") || err.contains("x\\x00y") || err.contains("NUL"),
+        err.lines().any(|l| l.starts_with("error:") && l.contains("..") && !l.contains("escaped_slash")),
+        "the entry `..` is named:\n{}",
+        out.explain()
+    );
+    assert!(
+        err.contains("x\0y")
+            || err.contains("x\\0y")
+            || err.contains("x\\u{0}y")
+            || err.contains("x\\x00y")
+            || err.contains("NUL"),
         "the entry with a NUL is named:\n{}",
         out.explain()
     );
 
-    let after: Vec<_> = walk(outer.path()).into_iter().filter(|p| !p.starts_with("a/target/")).collect();
+    let after: Vec<_> =
+        walk(outer.path()).into_iter().filter(|p| p == Path::new("a/target") || !p.starts_with("a/target")).collect();
     assert_eq!(before, after, "the restore created something outside its target");
     assert_eq!(fs::read(target.join("ok.txt")).unwrap(), b"fine\n", "the honest entry is still restored");
     let inside = walk(&target);
@@ -325,7 +350,11 @@ fn source_file_that_grows_while_read_exits_3_and_keeps_what_was_read() {
     assert_eq!(v.snapshots(&[]).len(), 1, "the snapshot is recorded");
     let dumped = v.cmd().arg("dump").arg("latest").arg(&status).run().ok();
     assert!(!dumped.stdout.is_empty(), "the content read is stored");
-    assert!(String::from_utf8_lossy(&dumped.stdout).contains("Name:"), "the content is the file's: {}", dumped.stdout_str());
+    assert!(
+        String::from_utf8_lossy(&dumped.stdout).contains("Name:"),
+        "the content is the file's: {}",
+        dumped.stdout_str()
+    );
 }
 
 #[test]
@@ -345,7 +374,8 @@ fn unreadable_source_file_exits_3_and_the_rest_is_saved() {
     assert!(out.stderr_str().contains(&mem_s), "the error names the unreadable file:\n{}", out.explain());
     let s = out.json();
     assert!(count(&s, "errors") >= 1, "{s}");
-    let paths: Vec<_> = s["error_paths"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap_or("").to_string()).collect();
+    let paths: Vec<_> =
+        s["error_paths"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap_or("").to_string()).collect();
     assert!(paths.contains(&mem_s), "error_paths lists {mem_s}: {s}");
     assert!(s["error_paths"][0]["message"].as_str().is_some_and(|m| !m.is_empty()), "{s}");
 
@@ -353,7 +383,7 @@ fn unreadable_source_file_exits_3_and_the_rest_is_saved() {
     assert_eq!(snaps.len(), 1, "the snapshot is recorded");
     assert_eq!(snaps[0]["id"], s["snapshot_id"]);
     let target = v.path("target");
-    v.restore("latest", &target, &["--include", "a.txt", "--include", "b.bin"]).ok();
+    v.restore("latest", &target, &[]).ok();
     for (p, d) in &files {
         assert_eq!(fs::read(restored(&target, p)).unwrap(), *d);
     }
@@ -378,7 +408,17 @@ fn full_repository_disk_fails_the_snapshot_and_keeps_the_repository_usable() {
     let mut v = Vault::new();
     let mnt = v.path("mnt");
     fs::create_dir(&mnt).unwrap();
-    let (ok, err) = sh("mount", &[OsStr::new("-t"), OsStr::new("tmpfs"), OsStr::new("-o"), OsStr::new("size=3m"), OsStr::new("tmpfs"), mnt.as_os_str()]);
+    let (ok, err) = sh(
+        "mount",
+        &[
+            OsStr::new("-t"),
+            OsStr::new("tmpfs"),
+            OsStr::new("-o"),
+            OsStr::new("size=3m"),
+            OsStr::new("tmpfs"),
+            mnt.as_os_str(),
+        ],
+    );
     if !ok {
         eprintln!("note: skipping the disk-full test: cannot mount a tmpfs ({})", err.trim());
         return;

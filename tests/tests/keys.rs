@@ -66,7 +66,11 @@ fn the_last_key_cannot_be_removed() {
     let id = current_id(&keys);
     let out = v.cmd().args(["key", "remove", &id]).run().failed();
     assert!(out.stderr_str().contains("error"), "{}", out.explain());
-    assert!(out.stderr_str().to_lowercase().contains("last"), "the refusal says it is the last key:\n{}", out.explain());
+    assert!(
+        out.stderr_str().to_lowercase().contains("last"),
+        "the refusal says it is the last key:\n{}",
+        out.explain()
+    );
     assert_eq!(key_list(&v, &v.password).len(), 1, "the key is still there");
     assert!(v.repo.join("keys").join(&id).exists());
 }

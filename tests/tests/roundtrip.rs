@@ -80,8 +80,9 @@ fn build_tree(src: &Path) -> (bool, u64) {
 #[test]
 fn full_tree_round_trips_and_incremental_snapshots_read_only_changes() {
     let v = Vault::init();
-    let src = v.path("src");
+    let src = v.src("src");
     let (xattrs, nfiles) = build_tree(&src);
+    let stamp1 = ancestor_stamp(&src);
 
     // First snapshot: everything is new.
     let s1 = v.snapshot(&[&src], &[]);
@@ -125,11 +126,11 @@ fn full_tree_round_trips_and_incremental_snapshots_read_only_changes() {
     // Second snapshot of the unchanged tree: the parent is found on its own
     // and nothing is read or added.
     let s2 = v.snapshot(&[&src], &[]);
+    assert_no_new_blobs(&s2, &stamp1, &ancestor_stamp(&src));
     assert_eq!(count(&s2, "files_unmodified"), nfiles, "{s2}");
     assert_eq!(count(&s2, "files_new"), 0, "{s2}");
     assert_eq!(count(&s2, "files_changed"), 0, "{s2}");
     assert_eq!(count(&s2, "bytes_read"), 0, "{s2}");
-    assert_eq!(count(&s2, "blobs_added"), 0, "{s2}");
     assert!(count(&s2, "bytes_total") >= SPARSE_LEN, "bytes_total covers every file: {s2}");
     let id2 = s2["snapshot_id"].as_str().unwrap().to_string();
     assert_ne!(id1, id2);
@@ -172,14 +173,15 @@ fn full_tree_round_trips_and_incremental_snapshots_read_only_changes() {
 #[test]
 fn forced_snapshot_rereads_every_file_but_adds_nothing() {
     let v = Vault::init();
-    let src = v.path("src");
+    let src = v.src("src");
     write(&src.join("a.bin"), &random_bytes(10, 300_000));
     write(&src.join("b/c.bin"), &random_bytes(11, 100_000));
+    let stamp = ancestor_stamp(&src);
     v.snapshot(&[&src], &[]);
     let s = v.snapshot(&[&src], &["--force"]);
     assert_eq!(count(&s, "files_unmodified"), 0, "--force reads every file: {s}");
     assert_eq!(count(&s, "bytes_read"), 400_000, "{s}");
-    assert_eq!(count(&s, "blobs_added"), 0, "the same contents dedup: {s}");
+    assert_no_new_blobs(&s, &stamp, &ancestor_stamp(&src));
 }
 
 #[test]
@@ -201,8 +203,40 @@ fn init_options_are_accepted_and_used() {
     let src2 = w.path("src");
     write(&src2.join("zeros-ish.txt"), &b"all work and no play ".repeat(50_000));
     let s = w.snapshot(&[&src2], &[]);
-    assert!(
-        count(&s, "bytes_added") < count(&s, "bytes_added_raw") / 4,
-        "compressible data is compressed: {s}"
-    );
+    assert!(count(&s, "bytes_added") < count(&s, "bytes_added_raw") / 4, "compressible data is compressed: {s}");
+}
+
+#[test]
+fn changes_hidden_from_size_and_mtime_are_still_detected() {
+    let v = Vault::init();
+    let src = v.src("src");
+    write(&src.join("same_size.txt"), b"version 1\n");
+    write(&src.join("renamed_over.txt"), b"original\n");
+    write(&src.join("becomes_dir"), b"a file first\n");
+    write(&src.join("untouched.txt"), b"untouched\n");
+    for f in ["same_size.txt", "renamed_over.txt", "becomes_dir", "untouched.txt"] {
+        set_mtime(&src.join(f), 1_600_000_000, 5);
+    }
+    v.snapshot(&[&src], &[]);
+
+    // Same size, mtime put back: only the ctime tells.
+    fs::write(src.join("same_size.txt"), b"version 2\n").unwrap();
+    set_mtime(&src.join("same_size.txt"), 1_600_000_000, 5);
+    // Replaced by another file (new inode) of the same size and mtime.
+    write(&src.join("tmp-new"), b"replaced\n");
+    set_mtime(&src.join("tmp-new"), 1_600_000_000, 5);
+    fs::rename(src.join("tmp-new"), src.join("renamed_over.txt")).unwrap();
+    // A file that became a directory.
+    fs::remove_file(src.join("becomes_dir")).unwrap();
+    write(&src.join("becomes_dir/inner.txt"), b"now a directory\n");
+
+    let s = v.snapshot(&[&src], &[]);
+    assert_eq!(count(&s, "files_unmodified"), 1, "only untouched.txt is reused: {s}");
+    let t = v.path("t");
+    v.restore("latest", &t, &[]).ok();
+    let r = restored(&t, &src);
+    assert_eq!(fs::read(r.join("same_size.txt")).unwrap(), b"version 2\n");
+    assert_eq!(fs::read(r.join("renamed_over.txt")).unwrap(), b"replaced\n");
+    assert_eq!(fs::read(r.join("becomes_dir/inner.txt")).unwrap(), b"now a directory\n");
+    assert_eq!(fs::read(r.join("untouched.txt")).unwrap(), b"untouched\n");
 }

@@ -8,19 +8,19 @@ use common::*;
 fn stdin_snapshot_round_trips_through_dump() {
     let v = Vault::init();
     let data = random_bytes(42, 3 << 20);
-    let out = v
-        .cmd()
-        .args(["snapshot", "--json", "--stdin", "--stdin-name", "db.sql"])
-        .stdin(data.clone())
-        .run()
-        .ok();
+    let out = v.cmd().args(["snapshot", "--json", "--stdin", "--stdin-name", "db.sql"]).stdin(data.clone()).run().ok();
     let s = out.json();
     assert_eq!(count(&s, "bytes_read"), data.len() as u64, "{s}");
     assert_eq!(count(&s, "files_new"), 1, "{s}");
     let id = s["snapshot_id"].as_str().unwrap().to_string();
 
     let dumped = v.cmd().args(["dump", &id, "/db.sql"]).run().ok();
-    assert!(dumped.stdout == data, "dump returned {} bytes that differ from the {} bytes stored", dumped.stdout.len(), data.len());
+    assert!(
+        dumped.stdout == data,
+        "dump returned {} bytes that differ from the {} bytes stored",
+        dumped.stdout.len(),
+        data.len()
+    );
     // `latest` resolves to the same snapshot.
     let dumped = v.cmd().args(["dump", "latest", "/db.sql"]).run().ok();
     assert!(dumped.stdout == data, "dump latest differs");

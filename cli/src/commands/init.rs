@@ -11,6 +11,9 @@ use crate::context::Ctx;
 pub fn run(ctx: &Ctx, a: InitArgs) -> Result<u8> {
     let backend = ctx.backend()?;
     let password = ctx.password()?;
+    if password.is_empty() {
+        bail!("an empty password is not allowed");
+    }
     let mut opts = InitOptions {
         compression_level: a.compression,
         host: crate::util::hostname(),

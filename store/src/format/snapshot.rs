@@ -25,7 +25,8 @@ pub struct SnapshotSummary {
     pub dirs: u64,
     /// Other entries (symlinks, devices, fifos, sockets).
     pub others: u64,
-    /// Entries that could not be read and are missing from the snapshot.
+    /// Entries that could not be read (left out of the snapshot) or not read
+    /// fully (stored as far as they were read), each reported by path.
     pub errors: u64,
     /// Bytes of file content read from the source.
     pub bytes_read: u64,
@@ -35,7 +36,7 @@ pub struct SnapshotSummary {
     pub blobs_added: u64,
     /// Bytes written to the repository (packs, sealed and compressed).
     pub bytes_added: u64,
-    /// Plaintext bytes of new blobs (before compression).
+    /// Plaintext bytes of new blobs, data and tree (before compression).
     pub bytes_added_raw: u64,
     /// Wall time in seconds.
     pub duration_secs: f64,

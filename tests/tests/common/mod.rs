@@ -95,6 +95,26 @@ impl Out {
         );
         self
     }
+    /// Panics unless a line of stderr starts with `error:` and contains
+    /// `needle`.
+    #[track_caller]
+    pub fn error_line_has(self, needle: &str) -> Self {
+        self.line_with_prefix_has(&["error:"], needle)
+    }
+
+    /// Panics unless a line of stderr starts with one of `prefixes` and
+    /// contains `needle`.
+    #[track_caller]
+    pub fn line_with_prefix_has(self, prefixes: &[&str], needle: &str) -> Self {
+        let err = self.stderr_str();
+        assert!(
+            err.lines().any(|l| prefixes.iter().any(|p| l.trim_start().starts_with(p)) && l.contains(needle)),
+            "expected a stderr line starting with {prefixes:?} that mentions {needle:?}:\n{}",
+            self.explain()
+        );
+        self
+    }
+
     /// Stdout parsed as one JSON value.
     #[track_caller]
     pub fn json(&self) -> Value {
@@ -230,7 +250,11 @@ impl Running {
         }
         let stdout = self.out_thread.join().expect("stdout reader");
         let stderr = self.err_thread.join().expect("stderr reader");
-        Out { code: status.code(), stdout, stderr, desc: self.desc }
+        let out = Out { code: status.code(), stdout, stderr, desc: self.desc };
+        if std::env::var_os("VAULT_TESTS_SHOW").is_some() {
+            eprintln!("{}", out.explain());
+        }
+        out
     }
 }
 
@@ -244,6 +268,9 @@ pub struct Vault {
     pub repo: PathBuf,
     pub cache: PathBuf,
     pub password: String,
+    /// Holds source trees only, so that nothing else changes their parent
+    /// directory between snapshots (see [`ancestor_stamp`]).
+    pub sources: TempDir,
 }
 
 impl Vault {
@@ -252,7 +279,8 @@ impl Vault {
         let dir = TempDir::new().expect("tempdir");
         let repo = dir.path().join("repo");
         let cache = dir.path().join("cache");
-        Vault { dir, repo, cache, password: "correct horse battery staple".into() }
+        let sources = TempDir::new().expect("tempdir");
+        Vault { dir, repo, cache, password: "correct horse battery staple".into(), sources }
     }
 
     /// A repository at `repo` (which may live elsewhere, e.g. on a small
@@ -263,10 +291,18 @@ impl Vault {
         v
     }
 
-    /// A fresh, initialised repository.
+    /// A fresh, initialised repository. Its key uses a cheap Argon2 cost
+    /// (init's hidden `--kdf-memory`) so that the hundreds of commands of
+    /// the suite don't each spend a third of a second deriving the key; if
+    /// the option is gone, the default cost is used.
     pub fn init() -> Self {
         let v = Vault::new();
-        v.cmd().arg("init").run().ok();
+        let out = v.cmd().args(["init", "--kdf-memory", "1024"]).run();
+        if out.code == Some(2) && out.stderr_str().contains("kdf-memory") {
+            v.cmd().arg("init").run().ok();
+        } else {
+            out.ok();
+        }
         v
     }
 
@@ -289,6 +325,11 @@ impl Vault {
     /// A path inside this test's temporary dir.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
+    }
+
+    /// A path for a source tree (in a directory holding only sources).
+    pub fn src(&self, rel: &str) -> PathBuf {
+        self.sources.path().join(rel)
     }
 
     /// `vault snapshot --json PATHS... EXTRA...`; asserts exit 0 and
@@ -520,12 +561,13 @@ pub fn entry_info(p: &Path, with_xattrs: bool) -> EntryInfo {
     let m = fs::symlink_metadata(p).unwrap_or_else(|e| panic!("lstat {}: {e}", p.display()));
     let kind = kind_of(&m.file_type());
     let mut xattrs = BTreeMap::new();
-    if with_xattrs && kind != "symlink" {
-        if let Ok(names) = xattr::list(p) {
-            for n in names {
-                if let Ok(Some(v)) = xattr::get(p, &n) {
-                    xattrs.insert(n, v);
-                }
+    if with_xattrs
+        && kind != "symlink"
+        && let Ok(names) = xattr::list(p)
+    {
+        for n in names {
+            if let Ok(Some(v)) = xattr::get(p, &n) {
+                xattrs.insert(n, v);
             }
         }
     }
@@ -535,7 +577,7 @@ pub fn entry_info(p: &Path, with_xattrs: bool) -> EntryInfo {
         uid: m.uid(),
         gid: m.gid(),
         mtime: (m.mtime(), m.mtime_nsec()),
-        size: (kind == "file").then(|| m.len()),
+        size: (kind == "file").then_some(m.len()),
         link_target: (kind == "symlink").then(|| fs::read_link(p).unwrap().into_os_string()),
         xattrs,
     }
@@ -630,8 +672,59 @@ pub fn mkfifo(p: &Path) {
 /// nanoseconds, and checks that it took.
 pub fn set_mtime(p: &Path, secs: i64, nanos: u32) {
     let stamp = format!("@{secs}.{nanos:09}");
-    let (ok, err) = sh("touch", &[OsStr::new("-h"), OsStr::new("-m"), OsStr::new("-d"), OsStr::new(&stamp), p.as_os_str()]);
+    let (ok, err) =
+        sh("touch", &[OsStr::new("-h"), OsStr::new("-m"), OsStr::new("-d"), OsStr::new(&stamp), p.as_os_str()]);
     assert!(ok, "touch -d {stamp} {}: {err}", p.display());
     let m = fs::symlink_metadata(p).unwrap();
     assert_eq!((m.mtime(), m.mtime_nsec()), (secs, i64::from(nanos)), "mtime of {} did not take", p.display());
+}
+
+// ---------------------------------------------------------------------------
+// Ancestors of a source
+
+/// The (mtime, ctime) of every strict ancestor of a source path. A snapshot
+/// stores the metadata of a source's parent directories (like restic), so
+/// when e.g. `/tmp` changes because another test made a directory there,
+/// the tree blobs above it legitimately change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AncestorStamp(Vec<(PathBuf, (i64, i64, i64, i64))>);
+
+pub fn ancestor_stamp(source: &Path) -> AncestorStamp {
+    AncestorStamp(
+        source
+            .ancestors()
+            .skip(1)
+            .map(|a| {
+                let m = fs::symlink_metadata(a).unwrap();
+                (a.to_path_buf(), (m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()))
+            })
+            .collect(),
+    )
+}
+
+/// How many tree blobs a snapshot of an unchanged source may add because
+/// its ancestors changed between `before` and `after`: the trees from the
+/// root down to the parent of the deepest changed ancestor.
+pub fn tree_blobs_allowed(before: &AncestorStamp, after: &AncestorStamp) -> u64 {
+    before
+        .0
+        .iter()
+        .zip(&after.0)
+        .filter(|(b, a)| b != a)
+        .map(|(b, _)| b.0.components().count() as u64 - 1)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Asserts that a summary of a snapshot of an unchanged source added no
+/// blobs, except the few tree blobs above a changed ancestor.
+#[track_caller]
+pub fn assert_no_new_blobs(summary: &Value, before: &AncestorStamp, after: &AncestorStamp) {
+    let allowed = tree_blobs_allowed(before, after);
+    let added = count(summary, "blobs_added");
+    assert!(
+        added <= allowed,
+        "a snapshot of an unchanged source added {added} blobs (at most {allowed} tree blobs for changed parent \
+         directories are expected: before {before:?}, after {after:?}): {summary}"
+    );
 }

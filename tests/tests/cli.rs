@@ -1,0 +1,135 @@
+//! The command line itself: version, completions, passwords, options.
+
+mod common;
+
+use std::fs;
+
+use common::*;
+
+#[test]
+fn version_prints_the_package_version() {
+    let out = Cmd::vault().arg("--version").run().ok();
+    let s = out.stdout_str();
+    assert!(s.contains(env!("CARGO_PKG_VERSION")), "{}", out.explain());
+    assert!(s.contains("vault"), "{}", out.explain());
+}
+
+#[test]
+fn completion_scripts_are_printed() {
+    let bash = Cmd::vault().args(["completion", "bash"]).run().ok().stdout_str();
+    assert!(bash.contains("complete") && bash.contains("_vault"), "bash script:\n{bash}");
+    for sub in ["snapshot", "restore", "snapshots"] {
+        assert!(bash.contains(sub), "bash completion knows `{sub}`");
+    }
+    let zsh = Cmd::vault().args(["completion", "zsh"]).run().ok().stdout_str();
+    assert!(zsh.contains("#compdef vault"), "zsh script:\n{zsh}");
+    let fish = Cmd::vault().args(["completion", "fish"]).run().ok().stdout_str();
+    assert!(fish.contains("complete -c vault"), "fish script:\n{fish}");
+    Cmd::vault().args(["completion", "tcsh-or-so"]).run().failed();
+}
+
+#[test]
+fn missing_password_without_a_terminal_is_a_clear_error() {
+    let v = Vault::init();
+    let out = v.cmd().env_remove("VAULT_PASSWORD").arg("snapshots").run().code_is(1);
+    let out = out.stderr_has("password");
+    assert!(
+        !out.stderr_str().to_lowercase().contains("wrong password"),
+        "no password is not a wrong one:\n{}",
+        out.explain()
+    );
+}
+
+#[test]
+fn password_file_and_password_command_are_accepted() {
+    let v = Vault::init();
+    let pwfile = v.path("pw");
+    fs::write(&pwfile, format!("{}\n", v.password)).unwrap();
+    v.cmd().env_remove("VAULT_PASSWORD").arg("--password-file").arg(&pwfile).arg("snapshots").run().ok();
+    v.cmd().env_remove("VAULT_PASSWORD").env("VAULT_PASSWORD_FILE", &pwfile).arg("snapshots").run().ok();
+
+    let cmd = format!("echo '{}'", v.password);
+    v.cmd().env_remove("VAULT_PASSWORD").args(["--password-command", &cmd, "snapshots"]).run().ok();
+    v.cmd().env_remove("VAULT_PASSWORD").env("VAULT_PASSWORD_COMMAND", &cmd).arg("snapshots").run().ok();
+
+    // A wrong password from a file is still a wrong password.
+    let bad = v.path("bad");
+    fs::write(&bad, "nope\n").unwrap();
+    v.cmd().env_remove("VAULT_PASSWORD").arg("--password-file").arg(&bad).arg("snapshots").run().code_is(12);
+    // A missing password file is named.
+    v.cmd()
+        .env_remove("VAULT_PASSWORD")
+        .arg("--password-file")
+        .arg(v.path("no-such-file"))
+        .arg("snapshots")
+        .run()
+        .failed()
+        .stderr_has("no-such-file");
+    // A failing password command is an error, not an empty password.
+    v.cmd().env_remove("VAULT_PASSWORD").args(["--password-command", "sh -c 'exit 7'", "snapshots"]).run().failed();
+}
+
+#[test]
+fn global_options_go_before_or_after_the_subcommand() {
+    let v = Vault::init();
+    let src = v.path("src");
+    write(&src.join("f.txt"), b"f\n");
+    v.snapshot(&[&src], &[]);
+    let before = Cmd::vault()
+        .env("VAULT_PASSWORD", &v.password)
+        .env("VAULT_CACHE_DIR", &v.cache)
+        .arg("-r")
+        .arg(&v.repo)
+        .args(["snapshots", "--json"])
+        .run()
+        .ok()
+        .json();
+    let after = Cmd::vault()
+        .env("VAULT_PASSWORD", &v.password)
+        .env("VAULT_CACHE_DIR", &v.cache)
+        .args(["snapshots", "--json", "--repo"])
+        .arg(&v.repo)
+        .run()
+        .ok()
+        .json();
+    assert_eq!(before, after);
+    assert_eq!(before.as_array().map(Vec::len), Some(1));
+    // --json is global too.
+    let global_json = v.cmd().args(["--json", "snapshots"]).run().ok().json();
+    assert_eq!(global_json, before);
+    // The option wins over the environment.
+    let other = Vault::new();
+    v.cmd().env("VAULT_REPOSITORY", &other.repo).arg("-r").arg(&v.repo).arg("snapshots").run().ok();
+}
+
+#[test]
+fn quiet_snapshot_prints_nothing_on_success() {
+    let v = Vault::init();
+    let src = v.path("src");
+    write(&src.join("f.txt"), b"f\n");
+    let out = v.cmd().arg("-q").arg("snapshot").arg(&src).run().ok();
+    assert!(out.stdout.is_empty(), "-q prints nothing:\n{}", out.explain());
+    assert_eq!(v.snapshots(&[]).len(), 1);
+}
+
+#[test]
+fn unknown_subcommand_or_option_is_a_usage_error() {
+    let out = Cmd::vault().arg("frobnicate").run().failed();
+    assert!(out.stderr_str().contains("frobnicate"), "{}", out.explain());
+    Cmd::vault().args(["snapshots", "--no-such-option"]).run().failed().stderr_has("--no-such-option");
+}
+
+#[test]
+fn init_rejects_bad_options_and_creates_nothing() {
+    let v = Vault::new();
+    v.cmd().args(["init", "--compression", "23"]).run().failed();
+    v.cmd().args(["init", "--chunk-size", "banana"]).run().failed().stderr_has("banana");
+    v.cmd().args(["init", "--pack-size", "12"]).run().failed();
+    assert!(
+        !v.repo.exists() || fs::read_dir(&v.repo).unwrap().next().is_none(),
+        "a refused init leaves nothing behind"
+    );
+    // Sizes with suffixes are accepted.
+    v.cmd().args(["init", "--chunk-size", "1M", "--pack-size", "16MiB", "--compression", "22"]).run().ok();
+    v.cmd().arg("snapshots").run().ok();
+}
