@@ -249,6 +249,8 @@ struct Walker<'a, 'r> {
     progress: &'a Progress,
     /// Content of multiply-linked files already read in this run.
     hardlinks: HashMap<(u64, u64), (Vec<BlobId>, u64)>,
+    /// The chunker's read buffer, reused from file to file.
+    read_buf: Vec<u8>,
 }
 
 impl Walker<'_, '_> {
@@ -312,19 +314,29 @@ impl Walker<'_, '_> {
     /// Chunks a stream into data blobs; returns the chunk list and length.
     fn chunk_stream(&mut self, reader: impl Read) -> io::Result<std::result::Result<(Vec<BlobId>, u64), Error>> {
         let chunker = self.chunker.clone();
+        let mut stream = chunker.stream_with_buffer(reader, std::mem::take(&mut self.read_buf));
         let mut content = Vec::new();
         let mut len = 0u64;
-        for chunk in chunker.stream(reader) {
-            let chunk = chunk?;
+        let mut result = Ok(Ok(()));
+        for chunk in stream.by_ref() {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
             len += chunk.len() as u64;
             self.progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             let id = self.repo.keys().blob_id(&chunk);
             content.push(id);
             if let Err(e) = self.add_data_blob(id, chunk) {
-                return Ok(Err(e));
+                result = Ok(Err(e));
+                break;
             }
         }
-        Ok(Ok((content, len)))
+        self.read_buf = stream.into_buffer();
+        result.map(|r| r.map(|()| (content, len)))
     }
 
     /// Fills a file node's content from the source, or reports why not.
@@ -644,6 +656,7 @@ pub fn run_snapshot(
             errors: Vec::new(),
             progress,
             hardlinks: HashMap::new(),
+            read_buf: Vec::new(),
         };
         let nodes = match source {
             Source::Paths(paths) => {

@@ -89,7 +89,7 @@ pub fn blob_nonce(offset: u32) -> [u8; NONCE_LEN] {
     n
 }
 
-/// The nonce reserved for a pack's header (no blob index reaches it).
+/// The nonce reserved for a pack's header (no blob offset below 4 GiB reaches it).
 pub const HEADER_NONCE: [u8; NONCE_LEN] = [0xff; NONCE_LEN];
 
 /// The additional authenticated data of a blob: its id and its type, so a

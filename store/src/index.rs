@@ -372,7 +372,7 @@ pub struct Indexer {
     pub written: Vec<IndexId>,
 }
 
-/// Packs per checkpoint segment.
+/// Blobs per checkpoint segment.
 const CHECKPOINT_BLOBS: usize = 20_000;
 
 impl Default for Indexer {

@@ -76,7 +76,15 @@ impl PackWriter {
     pub fn add(&mut self, id: BlobId, plaintext: &[u8]) -> Result<u32> {
         let offset = u32::try_from(self.buf.len())
             .map_err(|_| Error::Invalid("pack exceeds 4 GiB; lower the pack size".into()))?;
-        let raw_len = u32::try_from(plaintext.len()).map_err(|_| Error::Invalid("blob larger than 4 GiB".into()))?;
+        if plaintext.len() > crate::format::MAX_BLOB_LEN as usize {
+            return Err(Error::Invalid(format!(
+                "a {} blob of {} bytes exceeds the limit of {} bytes (a directory with millions of entries?)",
+                self.kind.name(),
+                plaintext.len(),
+                crate::format::MAX_BLOB_LEN
+            )));
+        }
+        let raw_len = plaintext.len() as u32;
         let start = self.buf.len();
         let mut compression = Compression::None;
         if let Some(c) = self.compressor.as_mut() {

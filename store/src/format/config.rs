@@ -45,7 +45,8 @@ pub struct Config {
     pub pack_size: u64,
     /// zstd level for data blobs (0 stores data uncompressed).
     pub compression_level: i32,
-    /// GC protocol version; a writer that doesn't know it refuses to write.
+    /// GC protocol version; a vault that doesn't know it refuses to open the
+    /// repository (so that no writer ignores the protocol).
     pub gc_protocol: u32,
 }
 
@@ -105,7 +106,7 @@ impl Config {
     pub fn decode(buf: &[u8], what: &str) -> Result<Self> {
         let c: Config =
             serde_json::from_slice(buf).map_err(|e| Error::corrupt(what, format!("config does not decode: {e}")))?;
-        if c.version > FORMAT_VERSION {
+        if c.version == 0 || c.version > FORMAT_VERSION {
             return Err(Error::UnsupportedVersion { what: what.into(), found: c.version, supported: FORMAT_VERSION });
         }
         if c.gc_protocol > GC_PROTOCOL {

@@ -1,8 +1,9 @@
 //! Pack files: `[sealed blob]* [sealed header] [trailer]`.
 //!
 //! Trailer (44 bytes, plaintext): `salt[32] header_len:u32le magic[8]="VAULTPK1"`.
-//! The pack key is derived from the repository data key and the salt; blob
-//! `i` is sealed with nonce `i`, the header with the reserved all-ones nonce.
+//! The pack key is derived from the repository data key and the salt; a blob
+//! is sealed with its byte offset in the pack as nonce, the header with the
+//! reserved all-ones nonce.
 //! The header lists every blob (see [`BlobEntry`]) so that the index can be
 //! rebuilt from packs alone.
 

@@ -87,6 +87,9 @@ impl Snapshot {
         }
         let v: Version =
             serde_json::from_slice(buf).map_err(|e| Error::corrupt(what, format!("not a snapshot: {e}")))?;
+        if v.version == 0 {
+            return Err(Error::corrupt(what, "snapshot version 0 does not exist"));
+        }
         if v.version > SNAPSHOT_VERSION {
             return Err(Error::UnsupportedVersion { what: what.into(), found: v.version, supported: SNAPSHOT_VERSION });
         }
