@@ -118,8 +118,18 @@ impl Chunker {
 
     /// Chunks everything `reader` yields.
     pub fn stream<R: Read>(&self, reader: R) -> ChunkStream<'_, R> {
+        self.stream_with_buffer(reader, Vec::new())
+    }
+
+    /// Like [`stream`](Self::stream), reusing `buf` (get it back with
+    /// [`ChunkStream::into_buffer`]), so that chunking many small files
+    /// doesn't allocate and zero a buffer per file.
+    pub fn stream_with_buffer<R: Read>(&self, reader: R, mut buf: Vec<u8>) -> ChunkStream<'_, R> {
         let cap = (self.max_size * 2).max(8 << 20);
-        ChunkStream { chunker: self, reader, buf: vec![0; cap], start: 0, end: 0, eof: false, bytes_read: 0 }
+        if buf.len() < cap {
+            buf.resize(cap, 0);
+        }
+        ChunkStream { chunker: self, reader, buf, start: 0, end: 0, eof: false, bytes_read: 0 }
     }
 }
 
@@ -149,6 +159,11 @@ pub struct ChunkStream<'c, R> {
 }
 
 impl<R: Read> ChunkStream<'_, R> {
+    /// The buffer, for reuse by the next stream.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+
     /// Bytes read from the reader so far.
     pub fn bytes_read(&self) -> u64 {
         self.bytes_read
