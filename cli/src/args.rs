@@ -86,8 +86,8 @@ pub struct SnapshotArgs {
     /// Files and directories to back up
     #[arg(value_name = "PATH", required_unless_present_any = ["stdin", "stdin_from_command"])]
     pub paths: Vec<PathBuf>,
-    /// Tag the snapshot (repeatable)
-    #[arg(long = "tag", value_name = "TAG")]
+    /// Tag the snapshot (repeatable, or comma-separated)
+    #[arg(long = "tag", value_name = "TAG", value_delimiter = ',')]
     pub tags: Vec<String>,
     /// Host name to record [default: this machine's]
     #[arg(long, value_name = "HOST")]
@@ -114,7 +114,7 @@ pub struct SnapshotArgs {
     #[arg(long, conflicts_with = "paths")]
     pub stdin_from_command: bool,
     /// File name for --stdin / --stdin-from-command
-    #[arg(long, value_name = "NAME", default_value = "stdin")]
+    #[arg(long, alias = "stdin-filename", value_name = "NAME", default_value = "stdin")]
     pub stdin_name: String,
     /// The command for --stdin-from-command
     #[arg(last = true, value_name = "COMMAND")]

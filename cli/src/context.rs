@@ -49,12 +49,9 @@ impl Ctx {
         Ok(backend::open_url(repo)?.into())
     }
 
-    /// The password: VAULT_PASSWORD, --password-file, --password-command,
-    /// else a prompt on a terminal.
+    /// The password: --password-file, --password-command (or their
+    /// environment variables), VAULT_PASSWORD, else a prompt on a terminal.
     pub fn password(&self) -> Result<Vec<u8>> {
-        if let Ok(p) = std::env::var("VAULT_PASSWORD") {
-            return Ok(p.into_bytes());
-        }
         if let Some(f) = &self.global.password_file {
             return read_password_file(f);
         }
@@ -69,11 +66,15 @@ impl Ctx {
             if !out.status.success() {
                 bail!("password command {cmd:?} failed with {}", out.status);
             }
-            let first = out.stdout.split(|&b| b == b'\n').next().unwrap_or_default().to_vec();
+            let first = out.stdout.split(|&b| b == b'\n').next().unwrap_or_default();
+            let first = first.strip_suffix(b"\r").unwrap_or(first).to_vec();
             if first.is_empty() {
                 bail!("password command {cmd:?} printed no password");
             }
             return Ok(first);
+        }
+        if let Ok(p) = std::env::var("VAULT_PASSWORD") {
+            return Ok(p.into_bytes());
         }
         if std::io::stdin().is_terminal() {
             let p = rpassword::prompt_password("enter password for repository: ").context("reading the password")?;

@@ -100,14 +100,23 @@ pub struct SnapshotResult {
     pub snapshot: Snapshot,
     /// Source entries that could not be (fully) read.
     pub errors: Vec<SourceError>,
+    /// Things that slowed the run down but lost nothing.
+    pub warnings: Vec<String>,
 }
 
-/// Builds the exclude matcher: each pattern matches the whole absolute
-/// path, and a pattern without `/` also matches any single name.
+/// Builds the exclude matcher (restic's rules): a pattern starting with `/`
+/// matches the absolute path; a relative pattern with a `/` matches at any
+/// depth; a pattern without `/` matches any single name. `*` stops at `/`,
+/// `**` doesn't.
 pub fn exclude_matcher(patterns: &[String]) -> Result<GlobSet> {
     let mut b = GlobSetBuilder::new();
     for p in patterns {
-        let g = GlobBuilder::new(p)
+        let anchored = if p.starts_with('/') || !p.contains('/') || p.starts_with("**") {
+            p.clone()
+        } else {
+            format!("**/{p}")
+        };
+        let g = GlobBuilder::new(&anchored)
             .literal_separator(true)
             .backslash_escape(true)
             .build()
@@ -153,6 +162,10 @@ struct Job {
     data: Vec<u8>,
 }
 
+/// Content read for a multiply-linked file: chunks, length, and the
+/// (size, mtime, ctime) it was read at, so a reused inode number is noticed.
+type HardlinkContent = (Vec<BlobId>, u64, (u64, i64, i64, i64, i64));
+
 /// Shared state of the background stages.
 struct Shared<'r> {
     repo: &'r Repository,
@@ -182,10 +195,20 @@ fn worker(shared: &Shared<'_>, jobs: Receiver<Job>, uploads: Sender<FinishedPack
     let repo = shared.repo;
     let pack_size = repo.config().pack_size as usize;
     let level = CompressionLevel(repo.config().compression_level);
-    let mut writer = PackWriter::new(repo.keys(), BlobKind::Data, level, pack_size + (1 << 20));
+    // A pack is closed before it would pass pack_size, except when one blob is
+    // larger on its own: room for one maximal chunk and the header suffices.
+    let capacity = pack_size + repo.config().chunker.max_size as usize + (64 << 10);
+    let mut writer = PackWriter::new(repo.keys(), BlobKind::Data, level, capacity);
     for job in jobs {
         if shared.failed.load(Ordering::Relaxed) {
             continue; // drain so the walker never blocks
+        }
+        // Close the pack before this blob would take it past the target size.
+        if !writer.is_empty() && writer.len() + job.data.len() > pack_size {
+            let full = std::mem::replace(&mut writer, PackWriter::new(repo.keys(), BlobKind::Data, level, capacity));
+            if uploads.send(full.finish()).is_err() {
+                return;
+            }
         }
         match writer.add(job.id, &job.data) {
             Ok(n) => {
@@ -199,10 +222,7 @@ fn worker(shared: &Shared<'_>, jobs: Receiver<Job>, uploads: Sender<FinishedPack
             }
         }
         if writer.len() >= pack_size {
-            let full = std::mem::replace(
-                &mut writer,
-                PackWriter::new(repo.keys(), BlobKind::Data, level, pack_size + (1 << 20)),
-            );
+            let full = std::mem::replace(&mut writer, PackWriter::new(repo.keys(), BlobKind::Data, level, capacity));
             if uploads.send(full.finish()).is_err() {
                 return;
             }
@@ -233,6 +253,20 @@ fn uploader(shared: &Shared<'_>, packs: Receiver<FinishedPack>) {
     }
 }
 
+/// Opens a file that `lstat` said is regular, without following a symlink
+/// or blocking on a FIFO that replaced it since, and checks it is still the
+/// same file.
+fn open_regular(path: &Path, meta: &Metadata) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    let now = f.metadata()?;
+    if !now.is_file() || now.dev() != meta.dev() || now.ino() != meta.ino() {
+        return Err(io::Error::other("it was replaced by another file while being backed up"));
+    }
+    // Regular files ignore O_NONBLOCK; nothing to clear.
+    Ok(f)
+}
+
 /// The walker's state.
 struct Walker<'a, 'r> {
     repo: &'r Repository,
@@ -241,6 +275,7 @@ struct Walker<'a, 'r> {
     uploads: Sender<FinishedPack>,
     chunker: vault_chunker::Chunker,
     seen: HashSet<BlobId>,
+    seen_trees: HashSet<BlobId>,
     tree_writer: PackWriter,
     excludes: GlobSet,
     one_file_system: bool,
@@ -248,7 +283,7 @@ struct Walker<'a, 'r> {
     errors: Vec<SourceError>,
     progress: &'a Progress,
     /// Content of multiply-linked files already read in this run.
-    hardlinks: HashMap<(u64, u64), (Vec<BlobId>, u64)>,
+    hardlinks: HashMap<(u64, u64), HardlinkContent>,
     /// The chunker's read buffer, reused from file to file.
     read_buf: Vec<u8>,
 }
@@ -270,6 +305,16 @@ impl Walker<'_, '_> {
         Ok(())
     }
 
+    /// True when every blob is stored or queued in this run.
+    fn all_stored(&self, ids: &[BlobId]) -> Result<bool> {
+        for id in ids {
+            if !self.seen.contains(id) && !self.repo.index().contains(id)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Queues a blob unless it is stored or queued already.
     fn add_data_blob(&mut self, id: BlobId, data: Vec<u8>) -> Result<()> {
         if self.seen.contains(&id) || self.repo.index().contains(&id)? {
@@ -284,10 +329,12 @@ impl Walker<'_, '_> {
     fn add_tree(&mut self, nodes: Vec<Node>) -> Result<BlobId> {
         let bytes = Tree::new(nodes).encode();
         let id = self.repo.keys().blob_id(&bytes);
-        if self.seen.contains(&id) || self.repo.index().contains(&id)? {
+        // A data blob with the same bytes doesn't count: tree blobs must sit
+        // in tree packs, which stay in a hot storage class.
+        if self.seen_trees.contains(&id) || self.repo.index().get(&id)?.is_some_and(|l| l.kind == BlobKind::Tree) {
             return Ok(id);
         }
-        self.seen.insert(id);
+        self.seen_trees.insert(id);
         self.tree_writer.add(id, &bytes)?;
         self.summary.blobs_added += 1;
         self.summary.bytes_added_raw += bytes.len() as u64;
@@ -326,6 +373,10 @@ impl Walker<'_, '_> {
                     break;
                 }
             };
+            if self.shared.failed.load(Ordering::Relaxed) {
+                result = Ok(self.check_failed());
+                break;
+            }
             len += chunk.len() as u64;
             self.progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             let id = self.repo.keys().blob_id(&chunk);
@@ -344,13 +395,14 @@ impl Walker<'_, '_> {
     fn read_file(&mut self, path: &Path, meta: &Metadata, node: &mut Node) -> Result<bool> {
         let key = (meta.dev(), meta.ino());
         if meta.nlink() > 1
-            && let Some((content, size)) = self.hardlinks.get(&key)
+            && let Some((content, size, stamp)) = self.hardlinks.get(&key)
+            && *stamp == (meta.len(), meta.mtime(), meta.mtime_nsec(), meta.ctime(), meta.ctime_nsec())
         {
             node.content = content.clone();
             node.size = *size;
             return Ok(true);
         }
-        let file = match File::open(path) {
+        let file = match open_regular(path, meta) {
             Ok(f) => f,
             Err(e) => {
                 self.error(path, format!("cannot open: {e}"));
@@ -377,7 +429,8 @@ impl Walker<'_, '_> {
                 node.size = len;
                 node.content = content;
                 if meta.nlink() > 1 {
-                    self.hardlinks.insert(key, (node.content.clone(), len));
+                    let stamp = (meta.len(), meta.mtime(), meta.mtime_nsec(), meta.ctime(), meta.ctime_nsec());
+                    self.hardlinks.insert(key, (node.content.clone(), len, stamp));
                 }
                 Ok(true)
             }
@@ -428,13 +481,19 @@ impl Walker<'_, '_> {
                 node.subtree = Some(self.add_tree(nodes)?);
             }
             NodeKind::File => {
-                let unchanged = parent.is_some_and(|p| {
+                let same_metadata = parent.is_some_and(|p| {
                     p.kind == NodeKind::File
                         && p.size == node.size
                         && p.mtime == node.mtime
                         && p.ctime == node.ctime
                         && p.inode == node.inode
                 });
+                // Reuse the parent's chunks only if they are all still stored:
+                // otherwise reading the file again repairs the backup.
+                let unchanged = match parent {
+                    Some(p) if same_metadata => self.all_stored(&p.content)?,
+                    _ => false,
+                };
                 if unchanged {
                     let p = parent.expect("checked above");
                     node.content = p.content.clone();
@@ -611,9 +670,18 @@ pub fn run_snapshot(
         Source::Paths(p) => p.iter().map(|p| p.to_string_lossy().into_owned()).collect(),
         Source::Stream { name, .. } => vec![format!("/{}", name.trim_start_matches('/'))],
     };
-    let parent = find_parent(repo, opts, &paths)?;
+    let mut warnings = Vec::new();
+    let mut parent = find_parent(repo, opts, &paths)?;
+    // A parent that can't be read only costs speed: read everything instead.
     let parent_root = match &parent {
-        Some((_, s)) => Some(repo.load_tree(&s.tree)?),
+        Some((id, s)) => match repo.load_tree(&s.tree) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                warnings.push(format!("parent snapshot {} is unreadable, reading all files: {e}", id.short()));
+                parent = None;
+                None
+            }
+        },
         None => None,
     };
     let excludes = exclude_matcher(&opts.excludes)?;
@@ -649,6 +717,7 @@ pub fn run_snapshot(
             uploads: up_tx,
             chunker: repo.chunker(),
             seen: HashSet::new(),
+            seen_trees: HashSet::new(),
             tree_writer: PackWriter::new(repo.keys(), BlobKind::Tree, level, 1 << 20),
             excludes,
             one_file_system: opts.one_file_system,
@@ -702,7 +771,7 @@ pub fn run_snapshot(
         summary: Some(summary),
     };
     let id = repo.save_snapshot(&snapshot)?;
-    Ok(SnapshotResult { id, snapshot, errors })
+    Ok(SnapshotResult { id, snapshot, errors, warnings })
 }
 
 fn stream_node(

@@ -86,22 +86,35 @@ pub fn node_from_metadata(name: &OsStr, path: &Path, meta: &Metadata) -> io::Res
     if kind == NodeKind::Symlink {
         node.target = std::fs::read_link(path)?.as_os_str().as_bytes().to_vec();
     }
-    node.xattrs = read_xattrs(path);
+    node.xattrs = read_xattrs(path)?;
     Ok(node)
 }
 
 /// Extended attributes of a path (not following symlinks), sorted. File
-/// systems without xattr support yield none.
-pub fn read_xattrs(path: &Path) -> Vec<Xattr> {
-    let Ok(list) = xattr::list(path) else { return Vec::new() };
-    let mut out: Vec<Xattr> = list
-        .filter_map(|name| {
-            let value = xattr::get(path, &name).ok().flatten()?;
-            Some(Xattr { name: name.as_bytes().to_vec(), value })
-        })
-        .collect();
+/// systems without xattr support yield none; other failures are errors.
+pub fn read_xattrs(path: &Path) -> io::Result<Vec<Xattr>> {
+    let unsupported = |e: &io::Error| matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::ENODATA));
+    let list = match xattr::list(path) {
+        Ok(l) => l,
+        Err(e) if unsupported(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(io::Error::new(e.kind(), format!("listing extended attributes: {e}"))),
+    };
+    let mut out = Vec::new();
+    for name in list {
+        match xattr::get(path, &name) {
+            Ok(Some(value)) => out.push(Xattr { name: name.as_bytes().to_vec(), value }),
+            Ok(None) => {}
+            Err(e) if unsupported(&e) => {}
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("reading extended attribute {}: {e}", name.to_string_lossy()),
+                ));
+            }
+        }
+    }
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
+    Ok(out)
 }
 
 fn timespec(t: Time) -> TimeSpec {
@@ -118,6 +131,11 @@ pub fn apply_metadata(path: &Path, node: &Node, owner: bool) -> Result<(), Strin
         }
     };
     let is_link = node.kind == NodeKind::Symlink;
+    // Ownership first: chown clears security.capability and set-id bits, so
+    // xattrs and the mode must come after it.
+    if owner && let Err(e) = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
+        note("changing owner", &e);
+    }
     for x in &node.xattrs {
         let name = OsStr::from_bytes(&x.name);
         if let Err(e) = xattr::set(path, name, &x.value) {
@@ -128,10 +146,9 @@ pub fn apply_metadata(path: &Path, node: &Node, owner: bool) -> Result<(), Strin
             }
         }
     }
-    if owner && let Err(e) = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
-        note("changing owner", &e);
-    }
-    if !is_link && let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777)) {
+    if !is_link
+        && let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777))
+    {
         note("setting mode", &e);
     }
     let atime = timespec(node.mtime);

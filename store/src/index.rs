@@ -138,9 +138,11 @@ fn open_db(path: &Path) -> std::result::Result<DB, rocksdb::Error> {
     DB::open_cf_descriptors(&db_options(), path, cfs)
 }
 
+/// RocksDB's words for "another process holds the LOCK file" (and nothing
+/// else: "block checksum mismatch" is damage, not a lock).
 fn is_lock_error(e: &rocksdb::Error) -> bool {
     let s = e.to_string();
-    s.contains("lock") || s.contains("Resource temporarily unavailable")
+    s.contains("While lock file") || s.contains("lock hold by current process") || s.contains("Resource temporarily unavailable")
 }
 
 impl IndexCache {
@@ -248,20 +250,25 @@ impl IndexCache {
             .filter_map(|(n, _)| IndexId::from_hex(n).ok())
             .filter(|id| !known.contains(id.as_bytes().as_slice()))
             .collect();
+        // Read segments in parallel but in small batches, so memory holds a
+        // few segments at a time however many the repository has.
         let damaged = Mutex::new(Vec::new());
-        let loaded: Vec<(IndexId, IndexSegment)> = new
-            .par_iter()
-            .filter_map(|id| match load_segment(backend, keys, id) {
-                Ok(seg) => Some((*id, seg)),
-                Err(e) => {
-                    damaged.lock().expect("no panics while locked").push((*id, e.to_string()));
-                    None
-                }
-            })
-            .collect();
-        for (id, seg) in &loaded {
-            self.add_segment(*id, seg)?;
-            stats.segments_ingested += 1;
+        let batch = rayon::current_num_threads().max(1) * 2;
+        for ids in new.chunks(batch) {
+            let loaded: Vec<(IndexId, IndexSegment)> = ids
+                .par_iter()
+                .filter_map(|id| match load_segment(backend, keys, id) {
+                    Ok(seg) => Some((*id, seg)),
+                    Err(e) => {
+                        damaged.lock().expect("no panics while locked").push((*id, e.to_string()));
+                        None
+                    }
+                })
+                .collect();
+            for (id, seg) in &loaded {
+                self.add_segment(*id, seg)?;
+                stats.segments_ingested += 1;
+            }
         }
         self.damaged_segments = damaged.into_inner().expect("no panics while locked");
         Ok(stats)

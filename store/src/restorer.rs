@@ -100,7 +100,12 @@ struct Planner<'a> {
     exclude: GlobSet,
     plan: Plan,
     links: HashMap<(u64, u64), usize>,
+    depth: usize,
 }
+
+/// Deeper trees than this can't come from a real file system (PATH_MAX is
+/// 4096): refusing them keeps a hostile repository from exhausting the stack.
+pub const MAX_TREE_DEPTH: usize = 2048;
 
 fn matches(set: &GlobSet, snap_path: &Path) -> bool {
     set.is_match(snap_path) || snap_path.file_name().is_some_and(|n| set.is_match(Path::new(n)))
@@ -123,8 +128,13 @@ impl Planner<'_> {
                     self.plan.errors.push((snap_path.display().to_string(), "directory has no subtree".into()));
                     return;
                 };
+                if self.depth >= MAX_TREE_DEPTH {
+                    self.plan.errors.push((snap_path.display().to_string(), format!("directory nesting deeper than {MAX_TREE_DEPTH} levels refused (damaged or malicious repository)")));
+                    return;
+                }
                 match self.repo.load_tree(&sub) {
                     Ok(tree) => {
+                        self.depth += 1;
                         for child in &tree.nodes {
                             if let Some(reason) = unsafe_name_reason(&child.name) {
                                 self.plan.errors.push((
@@ -139,6 +149,7 @@ impl Planner<'_> {
                             let name = OsStr::from_bytes(&child.name);
                             self.visit(child, &snap_path.join(name), &dest.join(name), selected);
                         }
+                        self.depth -= 1;
                     }
                     Err(e) => self
                         .plan
@@ -191,7 +202,11 @@ pub fn restore(
 ) -> Result<RestoreStats> {
     fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
     let probe = target.join(format!(".vault-restore-probe-{}", std::process::id()));
-    fs::write(&probe, b"")
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&probe)
         .map_err(|e| Error::Invalid(format!("restore target {} is not writable: {e}", target.display())))?;
     let _ = fs::remove_file(&probe);
 
@@ -201,6 +216,7 @@ pub fn restore(
         exclude: glob_set(&opts.exclude)?,
         plan: Plan::default(),
         links: HashMap::new(),
+        depth: 0,
     };
     if node.kind == NodeKind::Dir {
         planner.visit(node, snap_path, target, false);
@@ -218,17 +234,27 @@ pub fn restore(
     let mut stats = RestoreStats::default();
 
     // Directories (parents come before children in walk order).
+    // Nothing is created below a directory that could not be made: its path
+    // may not be a directory we control.
     let mut made_dirs = Vec::new();
+    let mut failed_dirs: Vec<PathBuf> = Vec::new();
     for (path, node) in dirs {
+        if under_failed(&failed_dirs, &path) {
+            continue;
+        }
         match make_dir(&path) {
             Ok(()) => made_dirs.push((path, node)),
-            Err(e) => errors.push((path.display().to_string(), format!("cannot create directory: {e}"))),
+            Err(e) => {
+                errors.push((path.display().to_string(), format!("cannot create directory: {e}")));
+                failed_dirs.push(path);
+            }
         }
     }
     stats.dirs = made_dirs.len() as u64;
+    let skipped = |p: &Path| under_failed(&failed_dirs, p);
 
     // Files: create at final size, then fill pack by pack.
-    let total: u64 = files.iter().map(|f| f.node.size).sum();
+    let total: u64 = files.iter().fold(0u64, |a, f| a.saturating_add(f.node.size));
     progress.total_bytes.store(total, Ordering::Relaxed);
     progress.total_files.store(files.len() as u64, Ordering::Relaxed);
     let failed: Mutex<HashMap<usize, String>> = Mutex::new(HashMap::new());
@@ -237,46 +263,58 @@ pub fn restore(
     };
     let mut packs: HashMap<PackId, HashMap<BlobId, (BlobEntry, Vec<Target>)>> = HashMap::new();
     for (i, f) in files.iter().enumerate() {
-        if let Err(e) = create_file(&f.path, f.node.size) {
-            fail(i, format!("cannot create file: {e}"));
+        if skipped(&f.path) {
+            fail(i, "not restored: its directory could not be created".into());
             continue;
         }
+        // Locate every chunk first; queue the file only if they add up.
+        let mut located = Vec::with_capacity(f.node.content.len());
         let mut offset = 0u64;
+        let mut problem = None;
         for id in &f.node.content {
             match repo.index().get(id) {
                 Ok(Some(loc)) => {
-                    let raw = loc.entry.raw_len as u64;
-                    packs
-                        .entry(loc.pack)
-                        .or_default()
-                        .entry(*id)
-                        .or_insert_with(|| (loc.entry, Vec::new()))
-                        .1
-                        .push(Target { file: i, offset });
-                    offset += raw;
+                    located.push((loc, offset));
+                    offset = offset.saturating_add(loc.entry.raw_len as u64);
                 }
                 Ok(None) => {
-                    fail(i, format!("blob {id} is not in the index (its pack or index segment is missing or damaged)"));
+                    problem = Some(format!(
+                        "blob {id} is not in the index (its pack or index segment is missing or damaged)"
+                    ));
                     break;
                 }
                 Err(e) => {
-                    fail(i, e.to_string());
+                    problem = Some(e.to_string());
                     break;
                 }
             }
         }
-        if offset != f.node.size && !failed.lock().expect("no panics while locked").contains_key(&i) {
-            fail(i, format!("chunks add up to {offset} bytes but the file has {}", f.node.size));
+        if problem.is_none() && offset != f.node.size {
+            problem = Some(format!("chunks add up to {offset} bytes but the file has {}", f.node.size));
+        }
+        if let Err(e) = create_file(&f.path, f.node.size) {
+            problem.get_or_insert(format!("cannot create file: {e}"));
+        }
+        if let Some(msg) = problem {
+            fail(i, msg);
+            continue;
+        }
+        for (loc, offset) in located {
+            packs
+                .entry(loc.pack)
+                .or_default()
+                .entry(loc.entry.id)
+                .or_insert_with(|| (loc.entry, Vec::new()))
+                .1
+                .push(Target { file: i, offset });
         }
     }
     let pack_list: Vec<(PackId, Vec<BlobTargets>)> =
         packs.into_iter().map(|(p, blobs)| (p, blobs.into_values().collect())).collect();
     let written = AtomicU64::new(0);
     pack_list.par_iter().for_each(|(pack, blobs)| {
-        if let Err((targets, msg)) = restore_pack(repo, pack, blobs, &files, progress, &written) {
-            for t in targets {
-                fail(t, msg.clone());
-            }
+        for (file, msg) in restore_pack(repo, pack, blobs, &files, progress, &written) {
+            fail(file, msg);
         }
     });
     let failed = failed.into_inner().expect("no panics while locked");
@@ -311,6 +349,10 @@ pub fn restore(
     }
     for (path, first) in hardlinks {
         let src = &files[first].path;
+        if failed.contains_key(&first) || skipped(&path) {
+            errors.push((path.display().to_string(), format!("hard link to {} not created: that file failed", src.display())));
+            continue;
+        }
         let _ = fs::remove_file(&path);
         match fs::hard_link(src, &path) {
             Ok(()) => stats.files += 1,
@@ -320,6 +362,10 @@ pub fn restore(
         }
     }
     for (path, node) in &others {
+        if skipped(path) {
+            errors.push((path.display().to_string(), "not restored: its directory could not be created".into()));
+            continue;
+        }
         match make_special(path, node, opts.owner) {
             Ok(true) => {
                 stats.others += 1;
@@ -341,19 +387,25 @@ pub fn restore(
     Ok(stats)
 }
 
+/// Creates a directory. Whatever else sits at its path (a file, or a
+/// symlink that could lead writes elsewhere) is replaced, as restic does.
 fn make_dir(path: &Path) -> io::Result<()> {
     match fs::create_dir(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            // Never follow a symlink that happens to sit where a directory goes.
             if fs::symlink_metadata(path)?.is_dir() {
-                Ok(())
-            } else {
-                Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a directory"))
+                return Ok(());
             }
+            fs::remove_file(path)?;
+            fs::create_dir(path)
         }
         Err(e) => Err(e),
     }
+}
+
+/// True when `path` lies below one of the directories that failed.
+fn under_failed(failed: &[PathBuf], path: &Path) -> bool {
+    failed.iter().any(|d| path.starts_with(d))
 }
 
 fn create_file(path: &Path, size: u64) -> io::Result<()> {
@@ -370,10 +422,10 @@ fn create_file(path: &Path, size: u64) -> io::Result<()> {
 /// split into two requests.
 const COALESCE_GAP: u64 = 1 << 20;
 /// Largest single read.
-const MAX_READ: u64 = 64 << 20;
+const MAX_READ: u64 = 16 << 20;
 
-/// Restores the needed blobs of one pack. On a pack-level failure returns
-/// the files affected with the reason.
+/// Restores the needed blobs of one pack. Returns each file that could not
+/// be (fully) written with the reason.
 fn restore_pack(
     repo: &Repository,
     pack: &PackId,
@@ -381,12 +433,12 @@ fn restore_pack(
     files: &[PlannedFile],
     progress: &RestoreProgress,
     written: &AtomicU64,
-) -> std::result::Result<(), (Vec<usize>, String)> {
-    let all_targets = || blobs.iter().flat_map(|(_, t)| t.iter().map(|t| t.file)).collect::<Vec<_>>();
+) -> Vec<(usize, String)> {
+    let all_targets = |msg: String| blobs.iter().flat_map(|(_, t)| t.iter().map(|t| (t.file, msg.clone()))).collect();
     let info = match repo.index().pack(pack) {
         Ok(Some(i)) => i,
-        Ok(None) => return Err((all_targets(), format!("pack {pack} is not in the index"))),
-        Err(e) => return Err((all_targets(), e.to_string())),
+        Ok(None) => return all_targets(format!("pack {pack} is not in the index")),
+        Err(e) => return all_targets(e.to_string()),
     };
     let ft = pack_file_type(info.kind);
     let what = format!("pack {}", ft.path(&pack.to_hex()));
@@ -408,7 +460,14 @@ fn restore_pack(
     let mut errors: Vec<(usize, String)> = Vec::new();
     for (start, end, members) in ranges {
         let data = match repo.backend().read_range(ft, &pack.to_hex(), start, end - start) {
-            Ok(d) => d,
+            Ok(d) if d.len() as u64 == end - start => d,
+            Ok(d) => {
+                let msg = format!("{what}: short read, {} of {} bytes at offset {start}", d.len(), end - start);
+                for (_, ts) in &members {
+                    errors.extend(ts.iter().map(|t| (t.file, msg.clone())));
+                }
+                continue;
+            }
             Err(e) => {
                 for (_, ts) in &members {
                     errors.extend(ts.iter().map(|t| (t.file, format!("{what}: {e}"))));
@@ -441,13 +500,7 @@ fn restore_pack(
             }
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        // Report per file: the first message of the first failing file for all.
-        let msg = errors[0].1.clone();
-        Err((errors.into_iter().map(|(f, _)| f).collect(), msg))
-    }
+    errors
 }
 
 /// Writes `data` at `offset`, leaving all-zero data as a hole.

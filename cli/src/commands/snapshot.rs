@@ -126,6 +126,9 @@ pub fn run(ctx: &Ctx, a: SnapshotArgs) -> Result<u8> {
 }
 
 fn report(ctx: &Ctx, r: &SnapshotResult) -> Result<()> {
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
     for e in &r.errors {
         eprintln!("error: {}: {}", e.path.display(), e.message);
     }

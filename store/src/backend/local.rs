@@ -41,6 +41,9 @@ impl Backend for LocalBackend {
         self.root.display().to_string()
     }
 
+    /// Creates every directory up front, including the 256 fan-out
+    /// directories of data/ and tree/, and syncs them, so that a later write
+    /// only has to sync the directory it writes into.
     fn create(&self) -> BResult<()> {
         for t in FileType::ALL {
             if t == FileType::Config {
@@ -48,6 +51,13 @@ impl Backend for LocalBackend {
             }
             let dir = self.root.join(t.dir());
             fs::create_dir_all(&dir).map_err(|e| self.err("creating", &dir, &e))?;
+            if t.fanned_out() {
+                for i in 0..=255u8 {
+                    let sub = dir.join(format!("{i:02x}"));
+                    fs::create_dir_all(&sub).map_err(|e| self.err("creating", &sub, &e))?;
+                }
+                sync_dir(&dir).map_err(|e| self.err("syncing", &dir, &e))?;
+            }
         }
         sync_dir(&self.root).map_err(|e| self.err("syncing", &self.root, &e))
     }
@@ -133,8 +143,12 @@ impl Backend for LocalBackend {
     fn write_new(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()> {
         let p = self.path(t, name);
         let dir = p.parent().expect("object paths have a parent").to_path_buf();
-        if let Err(e) = fs::create_dir_all(&dir) {
-            return Err(self.err("creating", &dir, &e));
+        // Directories exist from `create`; make one only if it went missing.
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(|e| self.err("creating", &dir, &e))?;
+            if let Some(up) = dir.parent() {
+                sync_dir(up).map_err(|e| self.err("syncing", up, &e))?;
+            }
         }
         let tmp = dir.join(format!(".tmp-{}", hex::encode(crate::crypto::random_bytes::<8>())));
         let write = || -> io::Result<()> {

@@ -1,0 +1,83 @@
+//! Regression tests, each named after what it guards (findings of the first
+//! code review).
+
+mod common;
+
+use std::fs;
+
+use common::*;
+
+/// A symlink already sitting where the snapshot has a directory must be
+/// replaced, never followed: nothing may be written through it.
+#[test]
+fn restore_replaces_a_symlink_where_a_directory_goes() {
+    let v = Vault::init();
+    let src = v.src("src");
+    write(&src.join("d/file"), b"restored content\n");
+    v.snapshot(&[&src], &[]);
+
+    let outside = v.path("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let target = v.path("target");
+    fs::create_dir_all(&target).unwrap();
+    std::os::unix::fs::symlink(&outside, target.join("d")).unwrap();
+
+    let spec = format!("latest:{}", src.display());
+    v.restore(&spec, &target, &[]).ok();
+    assert!(listing(&outside).is_empty(), "nothing written through the symlink: {:?}", listing(&outside));
+    let d = fs::symlink_metadata(target.join("d")).unwrap();
+    assert!(d.is_dir(), "the symlink was replaced by a directory");
+    assert_eq!(fs::read(target.join("d/file")).unwrap(), b"restored content\n");
+}
+
+/// When the parent snapshot's trees can't be read (its index segment is
+/// gone), a new snapshot still succeeds by reading every file, and restores.
+#[test]
+fn snapshot_with_unreadable_parent_reads_everything() {
+    let v = Vault::init();
+    let src = v.src("src");
+    write(&src.join("a.bin"), &random_bytes(1, 300_000));
+    write(&src.join("b.txt"), b"hello\n");
+    v.snapshot(&[&src], &[]);
+    for f in v.repo_files("index") {
+        fs::remove_file(f).unwrap();
+    }
+    v.drop_cache();
+    let out = v.cmd().args(["snapshot", "--json"]).arg(&src).run().ok();
+    assert!(out.stderr_str().contains("parent snapshot"), "the unreadable parent is reported:\n{}", out.explain());
+    let s = out.json();
+    assert_eq!(count(&s, "files_new"), 2, "{s}");
+    assert!(count(&s, "bytes_read") >= 300_006, "{s}");
+    let target = v.path("target");
+    v.restore(s["snapshot_id"].as_str().unwrap(), &target, &[]).ok();
+    assert_same_file(&src.join("a.bin"), &restored(&target, &src.join("a.bin")));
+}
+
+/// A relative exclude pattern containing `/` matches at any depth (restic).
+#[test]
+fn exclude_relative_pattern_with_slash_matches_at_any_depth() {
+    let v = Vault::init();
+    let src = v.src("src");
+    write(&src.join("sub/skip.txt"), b"skip\n");
+    write(&src.join("sub/keep.txt"), b"keep\n");
+    write(&src.join("other/skip.txt"), b"other\n");
+    v.snapshot(&[&src], &["--exclude", "sub/skip.txt"]);
+    let listed = v.ls("latest", None);
+    let has = |p: &std::path::Path| listed.iter().any(|l| l == &p.display().to_string());
+    assert!(!has(&src.join("sub/skip.txt")), "{listed:?}");
+    assert!(has(&src.join("sub/keep.txt")), "{listed:?}");
+    assert!(has(&src.join("other/skip.txt")), "{listed:?}");
+}
+
+/// `--tag a,b` gives two tags, as in restic.
+#[test]
+fn tags_may_be_comma_separated() {
+    let v = Vault::init();
+    let src = v.src("src");
+    write(&src.join("f"), b"x");
+    v.snapshot(&[&src], &["--tag", "daily,db"]);
+    let snaps = v.snapshots(&["--tag", "db"]);
+    assert_eq!(snaps.len(), 1);
+    let tags: Vec<&str> = snaps[0]["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert_eq!(tags, ["daily", "db"]);
+}
