@@ -111,11 +111,8 @@ pub struct SnapshotResult {
 pub fn exclude_matcher(patterns: &[String]) -> Result<GlobSet> {
     let mut b = GlobSetBuilder::new();
     for p in patterns {
-        let anchored = if p.starts_with('/') || !p.contains('/') || p.starts_with("**") {
-            p.clone()
-        } else {
-            format!("**/{p}")
-        };
+        let anchored =
+            if p.starts_with('/') || !p.contains('/') || p.starts_with("**") { p.clone() } else { format!("**/{p}") };
         let g = GlobBuilder::new(&anchored)
             .literal_separator(true)
             .backslash_escape(true)

@@ -146,9 +146,7 @@ pub fn apply_metadata(path: &Path, node: &Node, owner: bool) -> Result<(), Strin
             }
         }
     }
-    if !is_link
-        && let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777))
-    {
+    if !is_link && let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777)) {
         note("setting mode", &e);
     }
     let atime = timespec(node.mtime);

@@ -142,7 +142,9 @@ fn open_db(path: &Path) -> std::result::Result<DB, rocksdb::Error> {
 /// else: "block checksum mismatch" is damage, not a lock).
 fn is_lock_error(e: &rocksdb::Error) -> bool {
     let s = e.to_string();
-    s.contains("While lock file") || s.contains("lock hold by current process") || s.contains("Resource temporarily unavailable")
+    s.contains("While lock file")
+        || s.contains("lock hold by current process")
+        || s.contains("Resource temporarily unavailable")
 }
 
 impl IndexCache {

@@ -87,7 +87,8 @@ impl PackWriter {
         let raw_len = plaintext.len() as u32;
         let start = self.buf.len();
         let mut compression = Compression::None;
-        if let Some(c) = self.compressor.as_mut() {
+        let worth_it = self.compressor.is_some() && self.looks_compressible(plaintext);
+        if worth_it && let Some(c) = self.compressor.as_mut() {
             self.scratch.clear();
             self.scratch.reserve(zstd::zstd_safe::compress_bound(plaintext.len()));
             let n = c
@@ -109,6 +110,26 @@ impl PackWriter {
         self.entries.push(BlobEntry { id, offset, stored_len, raw_len, compression });
         self.raw_bytes += plaintext.len() as u64;
         Ok(stored_len)
+    }
+
+    /// A cheap test on a 16 KiB sample from the middle of a large blob: data
+    /// that is already compressed (media, archives, encrypted dumps) is
+    /// stored as is without spending a full zstd pass on it. Small blobs are
+    /// always tried.
+    fn looks_compressible(&mut self, data: &[u8]) -> bool {
+        const SAMPLE: usize = 16 << 10;
+        if data.len() < 8 * SAMPLE {
+            return true;
+        }
+        let Some(c) = self.compressor.as_mut() else { return false };
+        let mid = data.len() / 2;
+        let sample = &data[mid - SAMPLE / 2..mid + SAMPLE / 2];
+        self.scratch.clear();
+        self.scratch.reserve(zstd::zstd_safe::compress_bound(SAMPLE));
+        match c.compress_to_buffer(sample, &mut self.scratch) {
+            Ok(n) => n < SAMPLE - SAMPLE / 16,
+            Err(_) => true,
+        }
     }
 
     /// Appends header and trailer and computes the pack id.
@@ -186,6 +207,28 @@ mod tests {
                 prop_assert!(open_blob(&cipher, BlobKind::Tree, e, sealed, "p").is_err());
             }
         }
+    }
+
+    #[test]
+    fn incompressible_blobs_skip_zstd_and_text_is_compressed() {
+        let keys = Keys::generate();
+        let mut w = PackWriter::new(&keys, BlobKind::Data, CompressionLevel(3), 0);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let random: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let text: Vec<u8> = b"INSERT INTO t VALUES (1, 'abc');\n".iter().copied().cycle().take(1 << 20).collect();
+        w.add(keys.blob_id(&random), &random).unwrap();
+        w.add(keys.blob_id(&text), &text).unwrap();
+        let p = w.finish();
+        assert_eq!(p.index.blobs[0].compression, Compression::None);
+        assert_eq!(p.index.blobs[1].compression, Compression::Zstd);
+        assert!(p.index.blobs[1].stored_len < 100_000);
     }
 
     #[test]

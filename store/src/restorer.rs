@@ -350,7 +350,10 @@ pub fn restore(
     for (path, first) in hardlinks {
         let src = &files[first].path;
         if failed.contains_key(&first) || skipped(&path) {
-            errors.push((path.display().to_string(), format!("hard link to {} not created: that file failed", src.display())));
+            errors.push((
+                path.display().to_string(),
+                format!("hard link to {} not created: that file failed", src.display()),
+            ));
             continue;
         }
         let _ = fs::remove_file(&path);

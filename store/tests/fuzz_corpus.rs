@@ -89,7 +89,8 @@ fn config_and_envelope_corpus() {
         }
     }
     for (p, data) in inputs("envelope") {
-        let opened = ["config", "index", "snapshot"].iter().any(|aad| envelope::open(&keys, aad, &data, "envelope").is_ok());
+        let opened =
+            ["config", "index", "snapshot"].iter().any(|aad| envelope::open(&keys, aad, &data, "envelope").is_ok());
         let _ = envelope::decompress_bounded(&data, 1 << 20);
         let name = p.file_name().unwrap().to_string_lossy();
         if name.starts_with("seed-") && name != "seed-zstd-frame" {
