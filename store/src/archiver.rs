@@ -475,7 +475,14 @@ impl Walker<'_, '_> {
                 } else {
                     self.archive_dir_entries(path, parent_tree.as_ref(), root_dev)?
                 };
-                node.subtree = Some(self.add_tree(nodes)?);
+                match self.add_tree(nodes) {
+                    Ok(id) => node.subtree = Some(id),
+                    Err(e @ Error::BlobTooLarge { .. }) => {
+                        self.error(path, format!("directory left out: its listing is too large to store ({e})"));
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             NodeKind::File => {
                 let same_metadata = parent.is_some_and(|p| {
@@ -783,7 +790,7 @@ fn stream_node(
     }
     let content = match w.chunk_stream(reader) {
         Ok(r) => r?,
-        Err(e) => return Err(Error::Pipeline(format!("reading standard input: {e}"))),
+        Err(e) => return Err(Error::Pipeline(format!("reading the input stream for {name:?}: {e}"))),
     };
     let mut node = Node::new(name.as_bytes().to_vec(), NodeKind::File);
     let now = jiff::Timestamp::now();

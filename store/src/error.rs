@@ -128,12 +128,23 @@ pub enum Error {
     SnapshotNotFound(String),
 
     /// A path inside a snapshot does not exist.
-    #[error("path {path:?} not found in snapshot {snapshot}")]
+    #[error("path {path:?} is not in the snapshot: {reason}")]
     PathNotFound {
         /// The path asked for.
         path: String,
-        /// The snapshot.
-        snapshot: String,
+        /// Which component was missing or not a directory.
+        reason: String,
+    },
+
+    /// A blob (a huge directory listing) is larger than readers accept.
+    #[error("a {kind} blob of {len} bytes exceeds the limit of {limit} bytes")]
+    BlobTooLarge {
+        /// "data" or "tree".
+        kind: &'static str,
+        /// Its size.
+        len: usize,
+        /// The limit.
+        limit: u32,
     },
 
     /// Local I/O on a source or target file.

@@ -123,11 +123,18 @@ fn db_options() -> Options {
     o
 }
 
+/// One block cache for all column families, so the cache's memory is
+/// bounded once rather than per family.
+fn block_cache() -> &'static rocksdb::Cache {
+    static CACHE: std::sync::OnceLock<rocksdb::Cache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| rocksdb::Cache::new_lru_cache(32 << 20))
+}
+
 fn cf_options() -> Options {
     let mut o = Options::default();
     let mut b = BlockBasedOptions::default();
     b.set_bloom_filter(10.0, false);
-    b.set_block_cache(&rocksdb::Cache::new_lru_cache(16 << 20));
+    b.set_block_cache(block_cache());
     o.set_block_based_table_factory(&b);
     o.set_write_buffer_size(8 << 20);
     o

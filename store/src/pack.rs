@@ -77,12 +77,11 @@ impl PackWriter {
         let offset = u32::try_from(self.buf.len())
             .map_err(|_| Error::Invalid("pack exceeds 4 GiB; lower the pack size".into()))?;
         if plaintext.len() > crate::format::MAX_BLOB_LEN as usize {
-            return Err(Error::Invalid(format!(
-                "a {} blob of {} bytes exceeds the limit of {} bytes (a directory with millions of entries?)",
-                self.kind.name(),
-                plaintext.len(),
-                crate::format::MAX_BLOB_LEN
-            )));
+            return Err(Error::BlobTooLarge {
+                kind: self.kind.name(),
+                len: plaintext.len(),
+                limit: crate::format::MAX_BLOB_LEN,
+            });
         }
         let raw_len = plaintext.len() as u32;
         let start = self.buf.len();

@@ -570,13 +570,14 @@ pub fn find_node(repo: &Repository, root: &BlobId, path: &str) -> Result<Node> {
     node.mode = 0o755;
     for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
         let Some(sub) = node.subtree.filter(|_| node.kind == NodeKind::Dir) else {
-            return Err(Error::PathNotFound { path: path.into(), snapshot: String::new() });
+            let reason = format!("{:?} is not a directory", node.display_name());
+            return Err(Error::PathNotFound { path: path.into(), reason });
         };
         let tree = repo.load_tree(&sub)?;
         node = tree
             .get(comp.as_bytes())
             .cloned()
-            .ok_or_else(|| Error::PathNotFound { path: path.into(), snapshot: String::new() })?;
+            .ok_or_else(|| Error::PathNotFound { path: path.into(), reason: format!("no entry named {comp:?}") })?;
     }
     Ok(node)
 }
