@@ -99,9 +99,19 @@ impl Ctx {
     /// Opens the repository, reporting cache fallbacks and damaged index
     /// segments.
     pub fn open(&self) -> Result<Repository> {
+        self.open_with(false)
+    }
+
+    /// Opens without bringing the index up to date: for commands that only
+    /// read snapshots or keys.
+    pub fn open_without_index(&self) -> Result<Repository> {
+        self.open_with(true)
+    }
+
+    fn open_with(&self, skip_index: bool) -> Result<Repository> {
         let backend = self.backend()?;
         let password = self.password()?;
-        let opts = OpenOptions { cache_dir: self.cache_dir(), cache_wait: Duration::from_secs(3) };
+        let opts = OpenOptions { cache_dir: self.cache_dir(), cache_wait: Duration::from_secs(3), skip_index };
         let repo = Repository::open(backend, &password, &opts)?;
         match repo.cache_mode() {
             CacheMode::Shared(p) => self.verbose(format!("index cache: {}", p.display())),

@@ -55,9 +55,14 @@ impl Cipher {
 
     /// Encrypts `buf` in place and appends the tag.
     pub fn seal(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut Vec<u8>) {
+        self.seal_tail(nonce, aad, buf, 0);
+    }
+
+    /// Encrypts `buf[start..]` in place and appends the tag.
+    pub fn seal_tail(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut Vec<u8>, start: usize) {
         let tag = self
             .0
-            .encrypt_inout_detached(&Nonce::from(*nonce), aad, buf.as_mut_slice().into())
+            .encrypt_inout_detached(&Nonce::from(*nonce), aad, (&mut buf[start..]).into())
             .expect("AES-GCM accepts messages up to 64 GiB; blobs are far smaller");
         buf.extend_from_slice(tag.as_slice());
     }

@@ -97,14 +97,9 @@ impl PackWriter {
                 compression = Compression::Zstd;
             }
         }
-        // Seal in a separate buffer, then append (AES-GCM works in place).
-        let mut sealed =
-            if compression == Compression::Zstd { std::mem::take(&mut self.scratch) } else { plaintext.to_vec() };
-        self.cipher.seal(&blob_nonce(offset), &blob_aad(&id, self.kind.to_byte()), &mut sealed);
-        self.buf.extend_from_slice(&sealed);
-        if compression == Compression::Zstd {
-            self.scratch = sealed;
-        }
+        // Append, then seal in place at the end of the pack: one copy.
+        self.buf.extend_from_slice(if compression == Compression::Zstd { &self.scratch } else { plaintext });
+        self.cipher.seal_tail(&blob_nonce(offset), &blob_aad(&id, self.kind.to_byte()), &mut self.buf, start);
         let stored_len = (self.buf.len() - start) as u32;
         self.entries.push(BlobEntry { id, offset, stored_len, raw_len, compression });
         self.raw_bytes += plaintext.len() as u64;

@@ -56,6 +56,9 @@ pub struct OpenOptions {
     pub cache_dir: Option<PathBuf>,
     /// How long to wait for another process's cache lock.
     pub cache_wait: Duration,
+    /// Don't bring the index up to date (for commands that never look up a
+    /// blob: listing snapshots, managing keys).
+    pub skip_index: bool,
 }
 
 /// An open repository.
@@ -124,9 +127,12 @@ impl Repository {
         let (keys, key_id) = Self::unlock(&*backend, password)?;
         let plain = envelope::open(&keys, crate::format::config::AAD, body, "config")?;
         let config = Config::decode(&plain, "config")?;
-        let index = IndexCache::open(opts.cache_dir.as_deref(), &config.id.to_hex(), opts.cache_wait)?;
+        let wait = if opts.skip_index { Duration::ZERO } else { opts.cache_wait };
+        let index = IndexCache::open(opts.cache_dir.as_deref(), &config.id.to_hex(), wait)?;
         let mut repo = Repository { backend, keys, config, key_id, index };
-        repo.index.sync(&*repo.backend, &repo.keys)?;
+        if !opts.skip_index {
+            repo.index.sync(&*repo.backend, &repo.keys)?;
+        }
         Ok(repo)
     }
 

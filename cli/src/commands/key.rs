@@ -26,7 +26,7 @@ fn new_password(a: &NewPassword) -> Result<Vec<u8>> {
 }
 
 pub fn run(ctx: &Ctx, k: KeyCommand) -> Result<u8> {
-    let repo = ctx.open()?;
+    let repo = ctx.open_without_index()?;
     let host = crate::util::hostname();
     let user = crate::util::username();
     match k {

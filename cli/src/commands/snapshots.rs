@@ -38,7 +38,7 @@ pub fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
 }
 
 pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<u8> {
-    let repo = ctx.open()?;
+    let repo = ctx.open_without_index()?;
     let list = filtered(&repo, &a.filter)?;
     if ctx.global.json {
         print_json(&list.iter().map(|(id, s)| snapshot_json(id, s)).collect::<Vec<_>>())?;
