@@ -163,6 +163,11 @@ struct Job {
 /// (size, mtime, ctime) it was read at, so a reused inode number is noticed.
 type HardlinkContent = (Vec<BlobId>, u64, (u64, i64, i64, i64, i64));
 
+/// Size and times that change whenever a file's content does.
+fn change_stamp(meta: &Metadata) -> (u64, i64, i64, i64, i64) {
+    (meta.len(), meta.mtime(), meta.mtime_nsec(), meta.ctime(), meta.ctime_nsec())
+}
+
 /// Shared state of the background stages.
 struct Shared<'r> {
     repo: &'r Repository,
@@ -302,10 +307,23 @@ impl Walker<'_, '_> {
         Ok(())
     }
 
+    /// Fills in a node's xattrs; a failure is reported but keeps the entry.
+    fn read_xattrs(&mut self, path: &Path, node: &mut Node) {
+        match crate::fsmeta::read_xattrs(path) {
+            Ok(x) => node.xattrs = x,
+            Err(e) => self.error(path, format!("stored without extended attributes: {e}")),
+        }
+    }
+
+    /// True when a data blob is stored, or queued in this run.
+    fn is_stored(&self, id: &BlobId) -> Result<bool> {
+        Ok(self.seen.contains(id) || self.repo.index().contains(id)?)
+    }
+
     /// True when every blob is stored or queued in this run.
     fn all_stored(&self, ids: &[BlobId]) -> Result<bool> {
         for id in ids {
-            if !self.seen.contains(id) && !self.repo.index().contains(id)? {
+            if !self.is_stored(id)? {
                 return Ok(false);
             }
         }
@@ -314,7 +332,7 @@ impl Walker<'_, '_> {
 
     /// Queues a blob unless it is stored or queued already.
     fn add_data_blob(&mut self, id: BlobId, data: Vec<u8>) -> Result<()> {
-        if self.seen.contains(&id) || self.repo.index().contains(&id)? {
+        if self.is_stored(&id)? {
             return Ok(());
         }
         self.seen.insert(id);
@@ -393,7 +411,7 @@ impl Walker<'_, '_> {
         let key = (meta.dev(), meta.ino());
         if meta.nlink() > 1
             && let Some((content, size, stamp)) = self.hardlinks.get(&key)
-            && *stamp == (meta.len(), meta.mtime(), meta.mtime_nsec(), meta.ctime(), meta.ctime_nsec())
+            && *stamp == change_stamp(meta)
         {
             node.content = content.clone();
             node.size = *size;
@@ -426,8 +444,7 @@ impl Walker<'_, '_> {
                 node.size = len;
                 node.content = content;
                 if meta.nlink() > 1 {
-                    let stamp = (meta.len(), meta.mtime(), meta.mtime_nsec(), meta.ctime(), meta.ctime_nsec());
-                    self.hardlinks.insert(key, (node.content.clone(), len, stamp));
+                    self.hardlinks.insert(key, (node.content.clone(), len, change_stamp(meta)));
                 }
                 Ok(true)
             }
@@ -463,6 +480,7 @@ impl Walker<'_, '_> {
                 return Ok(None);
             }
         };
+        self.read_xattrs(path, &mut node);
         match node.kind {
             NodeKind::Dir => {
                 self.summary.dirs += 1;
@@ -599,6 +617,7 @@ impl Walker<'_, '_> {
                     continue;
                 }
             };
+            self.read_xattrs(&path, &mut node);
             node.kind = NodeKind::Dir;
             node.target.clear();
             let ptree = pnode.and_then(|p| p.subtree).and_then(|t| self.repo.load_tree(&t).ok());

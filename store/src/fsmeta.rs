@@ -62,8 +62,8 @@ pub fn group_name(gid: u32) -> Option<String> {
     GROUPS.get_or_init(|| names("/etc/group")).get(&gid).cloned()
 }
 
-/// A node for `name` from its `lstat` metadata (content and subtree are
-/// filled in by the caller). Reads xattrs and, for symlinks, the target.
+/// A node for `name` from its `lstat` metadata (content, subtree and xattrs
+/// are filled in by the caller). Reads the target of a symlink.
 pub fn node_from_metadata(name: &OsStr, path: &Path, meta: &Metadata) -> io::Result<Node> {
     let kind = node_kind(meta);
     let mut node = Node::new(name.as_bytes().to_vec(), kind);
@@ -86,7 +86,6 @@ pub fn node_from_metadata(name: &OsStr, path: &Path, meta: &Metadata) -> io::Res
     if kind == NodeKind::Symlink {
         node.target = std::fs::read_link(path)?.as_os_str().as_bytes().to_vec();
     }
-    node.xattrs = read_xattrs(path)?;
     Ok(node)
 }
 

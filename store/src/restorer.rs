@@ -264,7 +264,7 @@ pub fn restore(
     let mut packs: HashMap<PackId, HashMap<BlobId, (BlobEntry, Vec<Target>)>> = HashMap::new();
     for (i, f) in files.iter().enumerate() {
         if skipped(&f.path) {
-            fail(i, "not restored: its directory could not be created".into());
+            fail(i, PARENT_FAILED.into());
             continue;
         }
         // Locate every chunk first; queue the file only if they add up.
@@ -366,7 +366,7 @@ pub fn restore(
     }
     for (path, node) in &others {
         if skipped(path) {
-            errors.push((path.display().to_string(), "not restored: its directory could not be created".into()));
+            errors.push((path.display().to_string(), PARENT_FAILED.into()));
             continue;
         }
         match make_special(path, node, opts.owner) {
@@ -405,6 +405,9 @@ fn make_dir(path: &Path) -> io::Result<()> {
         Err(e) => Err(e),
     }
 }
+
+/// Why an entry below a directory that could not be made is skipped.
+const PARENT_FAILED: &str = "not restored: its directory could not be created";
 
 /// True when `path` lies below one of the directories that failed.
 fn under_failed(failed: &[PathBuf], path: &Path) -> bool {

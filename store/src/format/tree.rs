@@ -158,8 +158,11 @@ impl Tree {
                 supported: u32::from(TREE_VERSION),
             });
         }
-        let tree: Tree =
-            postcard::from_bytes(buf).map_err(|e| Error::corrupt(what, format!("tree does not decode: {e}")))?;
+        let (tree, rest): (Tree, &[u8]) =
+            postcard::take_from_bytes(buf).map_err(|e| Error::corrupt(what, format!("tree does not decode: {e}")))?;
+        if !rest.is_empty() {
+            return Err(Error::corrupt(what, format!("{} unexpected trailing bytes after the tree", rest.len())));
+        }
         for w in tree.nodes.windows(2) {
             if w[0].name >= w[1].name {
                 return Err(Error::corrupt(what, format!("entries not strictly sorted at {:?}", w[1].display_name())));
@@ -243,6 +246,15 @@ mod tests {
         assert!(Tree::decode(&t.encode(), "t").is_err());
         t.nodes[0].name = b"a".to_vec();
         assert!(Tree::decode(&t.encode(), "t").is_err(), "duplicates are refused");
+    }
+
+    #[test]
+    fn trailing_bytes_after_a_tree_are_refused() {
+        let mut bytes = Tree::new(vec![Node::new(b"a".to_vec(), NodeKind::File)]).encode();
+        assert!(Tree::decode(&bytes, "t").is_ok());
+        bytes.push(0);
+        let err = Tree::decode(&bytes, "tree x").unwrap_err().to_string();
+        assert!(err.contains("tree x") && err.contains("trailing"), "{err}");
     }
 
     #[test]
