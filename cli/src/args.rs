@@ -61,6 +61,11 @@ pub enum Command {
     /// Manage the passwords (keys) that open the repository
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Verify the repository: structure, and with --read-data all data
+    Check(CheckArgs),
+    /// Rebuild the index from the packs, or rewrite snapshots that lost data
+    #[command(subcommand)]
+    Repair(RepairCommand),
     /// Print a shell completion script
     Completion(CompletionArgs),
 }
@@ -206,4 +211,32 @@ pub struct NewPassword {
 pub struct CompletionArgs {
     /// Shell
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also read every pack and verify every blob in it
+    #[arg(long)]
+    pub read_data: bool,
+    /// Read only a subset of the packs: a share (10%), a slice (3/7: the 3rd
+    /// of 7 fixed slices) or an amount (5G)
+    #[arg(long, value_name = "SUBSET", conflicts_with = "read_data", value_parser = clap::value_parser!(vault_store::checker::DataSubset))]
+    pub read_data_subset: Option<vault_store::checker::DataSubset>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepairCommand {
+    /// Rebuild the index segments from the headers of the packs present
+    Index,
+    /// Write new snapshots that leave out files whose data is lost
+    Snapshots {
+        /// Remove each damaged snapshot once its replacement is saved
+        #[arg(long)]
+        forget: bool,
+        /// Only report what would be dropped
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+        /// Snapshots to repair (default: all)
+        snapshots: Vec<String>,
+    },
 }

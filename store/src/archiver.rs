@@ -791,6 +791,7 @@ pub fn run_snapshot(
         parent: parent.map(|(id, _)| id),
         excludes: opts.excludes.clone(),
         program_version: concat!("vault ", env!("CARGO_PKG_VERSION")).to_string(),
+        original: None,
         summary: Some(summary),
     };
     let id = repo.save_snapshot(&snapshot)?;

@@ -291,6 +291,19 @@ impl IndexCache {
         Ok(())
     }
 
+    /// True when the cache has ingested this segment.
+    pub fn has_segment(&self, id: &IndexId) -> Result<bool> {
+        Ok(self.db.get_pinned_cf(self.cf(CF_SEGMENTS), id.as_bytes()).map_err(|e| self.db_err(e))?.is_some())
+    }
+
+    /// Forgets everything and ingests the repository's segments afresh.
+    pub fn rebuild(&mut self, backend: &dyn Backend, keys: &Keys) -> Result<SyncStats> {
+        self.clear()?;
+        let mut stats = self.sync(backend, keys)?;
+        stats.rebuilt = true;
+        Ok(stats)
+    }
+
     /// Records a segment's packs and blobs, and the segment as ingested.
     pub fn add_segment(&self, id: IndexId, seg: &IndexSegment) -> Result<()> {
         let mut batch = WriteBatch::default();

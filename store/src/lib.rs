@@ -15,6 +15,8 @@
 pub mod archiver;
 #[cfg(feature = "repository")]
 pub mod backend;
+#[cfg(feature = "repository")]
+pub mod checker;
 pub mod crypto;
 pub mod error;
 pub mod format;
@@ -25,9 +27,12 @@ pub mod id;
 pub mod index;
 pub mod pack;
 #[cfg(feature = "repository")]
+pub mod repair;
+#[cfg(feature = "repository")]
 pub mod repository;
 #[cfg(feature = "repository")]
 pub mod restorer;
+pub mod retention;
 
 pub use error::{Error, Result};
 pub use id::{BlobId, IndexId, KeyId, PackId, RepoId, SnapshotId};

@@ -12,7 +12,7 @@ use crate::format::config::{ChunkerParams, Config, GC_PROTOCOL};
 use crate::format::snapshot::{self, Snapshot};
 use crate::format::tree::Tree;
 use crate::format::{BlobKind, FORMAT_VERSION, envelope};
-use crate::id::{BlobId, KeyId, RepoId, SnapshotId};
+use crate::id::{BlobId, IndexId, KeyId, RepoId, SnapshotId};
 use crate::index::{CacheMode, IndexCache};
 use crate::pack::open_blob;
 
@@ -186,6 +186,16 @@ impl Repository {
     /// The index.
     pub fn index(&self) -> &IndexCache {
         &self.index
+    }
+
+    /// Rebuilds the local index cache from the repository's segments.
+    pub fn rebuild_index(&mut self) -> Result<()> {
+        self.index.rebuild(&*self.backend, &self.keys).map(|_| ())
+    }
+
+    /// Ingests index segments written since the repository was opened.
+    pub fn sync_index(&mut self) -> Result<()> {
+        self.index.sync(&*self.backend, &self.keys).map(|_| ())
     }
 
     /// How the index cache was opened.
@@ -383,5 +393,78 @@ pub fn store_pack(backend: &dyn Backend, p: &crate::pack::FinishedPack) -> Resul
             }
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes blobs of one kind outside the snapshot pipeline (repair, repack):
+/// fills packs of the repository's pack size, stores each full pack, and
+/// indexes it once stored. Blobs the index already has are skipped, unless
+/// `rewrite` asks for a fresh copy (repacking moves live blobs).
+pub struct PackSaver {
+    kind: BlobKind,
+    writer: Option<crate::pack::PackWriter>,
+    indexer: crate::index::Indexer,
+    seen: std::collections::HashSet<BlobId>,
+    /// Packs stored so far.
+    pub packs: Vec<crate::id::PackId>,
+    /// Bytes written to the backend.
+    pub bytes: u64,
+}
+
+impl PackSaver {
+    /// A saver for `kind` blobs.
+    pub fn new(kind: BlobKind) -> Self {
+        PackSaver {
+            kind,
+            writer: None,
+            indexer: crate::index::Indexer::new(),
+            seen: Default::default(),
+            packs: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Adds a blob's plaintext; returns its id. With `rewrite` false, a blob
+    /// the index already knows (as this kind) is not stored again.
+    pub fn add(&mut self, repo: &Repository, data: &[u8], rewrite: bool) -> Result<BlobId> {
+        let id = repo.keys.blob_id(data);
+        if self.seen.contains(&id) {
+            return Ok(id);
+        }
+        if !rewrite && repo.index.get(&id)?.is_some_and(|l| l.kind == self.kind) {
+            return Ok(id);
+        }
+        self.seen.insert(id);
+        let level = match self.kind {
+            BlobKind::Tree => crate::pack::CompressionLevel(repo.config.compression_level.max(1)),
+            BlobKind::Data => crate::pack::CompressionLevel(repo.config.compression_level),
+        };
+        let w = self.writer.get_or_insert_with(|| crate::pack::PackWriter::new(&repo.keys, self.kind, level, 1 << 20));
+        w.add(id, data)?;
+        if w.len() >= repo.config.pack_size as usize {
+            self.flush(repo)?;
+        }
+        Ok(id)
+    }
+
+    fn flush(&mut self, repo: &Repository) -> Result<()> {
+        let Some(w) = self.writer.take() else { return Ok(()) };
+        if w.is_empty() {
+            return Ok(());
+        }
+        let p = w.finish();
+        store_pack(&*repo.backend, &p)?;
+        self.bytes += p.bytes.len() as u64;
+        self.packs.push(p.id);
+        self.indexer.add(p.index, &*repo.backend, &repo.keys, &repo.index)
+    }
+
+    /// Stores the last pack and writes the index segment for everything
+    /// stored. Until this returns, the new blobs are not in the repository's
+    /// index.
+    pub fn finish(mut self, repo: &Repository) -> Result<Vec<IndexId>> {
+        self.flush(repo)?;
+        self.indexer.flush(&*repo.backend, &repo.keys, &repo.index)?;
+        Ok(self.indexer.written)
     }
 }

@@ -243,6 +243,8 @@ fn main() -> Result<()> {
     let rs = rnd.to_string_lossy().into_owned();
     b.run("snapshot, 1 GiB incompressible", rnd_size, &["snapshot", "-q", &rs], None, false)?;
     let repo_bytes = du(&b.repo);
+    b.run("check", 0, &["check", "-q"], None, false)?;
+    b.run("check --read-data", repo_bytes, &["check", "-q", "--read-data"], None, false)?;
 
     println!();
     println!(

@@ -1,10 +1,12 @@
 //! One module per subcommand.
 
+mod check;
 mod completion;
 mod dump;
 mod init;
 mod key;
 mod ls;
+mod repair;
 mod restore;
 mod snapshot;
 mod snapshots;
@@ -25,6 +27,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Dump(a) => dump::run(&ctx, a),
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Key(k) => key::run(&ctx, k),
+        Command::Check(a) => check::run(&ctx, a),
+        Command::Repair(c) => repair::run(&ctx, c),
         Command::Completion(a) => completion::run(a),
     }
 }

@@ -71,6 +71,10 @@ pub struct Snapshot {
     /// The run's statistics.
     #[serde(default)]
     pub summary: Option<SnapshotSummary>,
+    /// For a snapshot written by `repair snapshots`: the damaged snapshot
+    /// it replaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<SnapshotId>,
 }
 
 impl Snapshot {

@@ -1,0 +1,86 @@
+//! `vault repair index` and `vault repair snapshots`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Result, bail};
+use vault_store::repair;
+
+use crate::args::RepairCommand;
+use crate::context::{Ctx, print_json};
+use crate::progress::{Display, wanted};
+
+pub fn run(ctx: &Ctx, cmd: RepairCommand) -> Result<u8> {
+    match cmd {
+        RepairCommand::Index => index(ctx),
+        RepairCommand::Snapshots { forget, dry_run, snapshots } => snapshots_cmd(ctx, forget, dry_run, &snapshots),
+    }
+}
+
+fn index(ctx: &Ctx) -> Result<u8> {
+    let mut repo = ctx.open()?;
+    let progress = Arc::new(AtomicU64::new(0));
+    let p2 = progress.clone();
+    let display =
+        Display::start(wanted(ctx.global.quiet, ctx.global.json), move || (p2.load(Ordering::Relaxed), 0, 0, 0, false));
+    let r = repair::repair_index(&mut repo, &progress)?;
+    drop(display);
+    if ctx.global.json {
+        print_json(&r)?;
+    } else {
+        for (pack, why) in &r.unreadable {
+            eprintln!("warning: {pack}: header unreadable, not indexed from it: {why}");
+        }
+        if r.carried_over > 0 {
+            eprintln!(
+                "warning: kept the old index entries of {} packs whose header is unreadable (`vault check --read-data` tells which blobs survive)",
+                r.carried_over
+            );
+        }
+        ctx.info(format!(
+            "indexed {} blobs in {} packs; wrote {} index segments, removed {} old ones",
+            r.blobs_indexed, r.packs_indexed, r.segments_written, r.segments_removed
+        ));
+    }
+    Ok(0)
+}
+
+fn snapshots_cmd(ctx: &Ctx, forget: bool, dry_run: bool, specs: &[String]) -> Result<u8> {
+    let repo = ctx.open()?;
+    let mut ids = Vec::new();
+    for s in specs {
+        ids.push(repo.find_snapshot(s, None, &[])?.0);
+    }
+    let results = repair::repair_snapshots(&repo, &ids, forget, dry_run)?;
+    if ctx.global.json {
+        print_json(&results)?;
+        return Ok(0);
+    }
+    if results.is_empty() {
+        ctx.info("no snapshot references lost data");
+        return Ok(0);
+    }
+    let mut unrepairable = 0;
+    for r in &results {
+        println!("snapshot {}:", r.snapshot.short());
+        for (path, why) in &r.dropped {
+            println!("  dropped {path}: {why}");
+        }
+        match (&r.new, &r.unrepairable) {
+            (_, Some(why)) => {
+                unrepairable += 1;
+                println!("  not repaired: {why}");
+            }
+            (Some(new), None) => println!(
+                "  saved as snapshot {}{}",
+                new.short(),
+                if r.forgotten { "; the damaged snapshot was removed" } else { "" }
+            ),
+            (None, None) => println!("  would be replaced (dry run: nothing written)"),
+        }
+    }
+    if unrepairable > 0 {
+        bail!("{unrepairable} snapshots could not be repaired (see above)");
+    }
+    Ok(0)
+}

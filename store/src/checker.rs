@@ -1,0 +1,923 @@
+//! Integrity verification: `vault check`.
+//!
+//! The check runs in levels, each trusting only what the previous one proved:
+//! 1. key files match their names and decode;
+//! 2. every index segment authenticates and decodes, and every entry fits
+//!    inside its pack (given the header such a pack must carry);
+//! 3. every pack the index names exists with the recorded size, in the
+//!    directory of its kind; packs no index names are reported as notices;
+//! 4. every snapshot object authenticates and decodes;
+//! 5. with `read_data`, the chosen packs are read whole: their id is the
+//!    BLAKE3 of their bytes, the header authenticates and agrees with the
+//!    index, and every blob decrypts, decompresses and re-hashes to its id;
+//! 6. every snapshot's tree is walked (each distinct tree once): each tree
+//!    blob loads, and every blob it references is indexed in a pack that
+//!    passed the levels above.
+//!
+//! Damage found at the blob level is then traced back to the snapshots and
+//! paths that use it, by walking only the trees that contain damage.
+//! Memory: one record per pack and one flag per distinct tree; blob lookups
+//! go to the RocksDB index, packs are read one per thread.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::backend::FileType;
+use crate::crypto::TAG_LEN;
+use crate::error::{Error, Result};
+use crate::format::BlobKind;
+use crate::format::pack::{BlobEntry, Compression, ENTRY_LEN, TRAILER_LEN, parse_header};
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{NodeKind, Tree};
+use crate::id::{BlobId, IndexId, PackId, SnapshotId};
+use crate::index::load_segment;
+use crate::pack::open_blob;
+use crate::repository::{Repository, pack_file_type};
+use crate::restorer::MAX_TREE_DEPTH;
+
+/// Which packs `--read-data-subset` reads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSubset {
+    /// Every pack.
+    All,
+    /// A random share of the packs, in percent (0 < p ≤ 100).
+    Percent(f64),
+    /// Slice `n` of `of` (1-based): the same packs every time, and slices
+    /// 1..=of together cover every pack exactly once.
+    Slice {
+        /// Which slice.
+        n: u32,
+        /// How many slices.
+        of: u32,
+    },
+    /// Random packs until this many bytes are chosen.
+    Bytes(u64),
+}
+
+impl FromStr for DataSubset {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let t = s.trim();
+        if let Some(p) = t.strip_suffix('%') {
+            let v: f64 = p.trim().parse().map_err(|_| format!("{s:?}: expected a percentage such as 10%"))?;
+            if !(v > 0.0 && v <= 100.0) {
+                return Err(format!("{s:?}: the percentage must be above 0 and at most 100"));
+            }
+            return Ok(DataSubset::Percent(v));
+        }
+        if let Some((n, of)) = t.split_once('/') {
+            let n: u32 = n.trim().parse().map_err(|_| format!("{s:?}: expected a slice such as 3/7"))?;
+            let of: u32 = of.trim().parse().map_err(|_| format!("{s:?}: expected a slice such as 3/7"))?;
+            if of == 0 || n == 0 || n > of {
+                return Err(format!("{s:?}: a slice n/m needs 1 ≤ n ≤ m"));
+            }
+            return Ok(DataSubset::Slice { n, of });
+        }
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 =
+            num.parse().map_err(|_| format!("{s:?}: expected a percentage (10%), a slice (3/7) or a size (5G)"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" | "kib" => 1 << 10,
+            "m" | "mb" | "mib" => 1 << 20,
+            "g" | "gb" | "gib" => 1 << 30,
+            "t" | "tb" | "tib" => 1 << 40,
+            _ => return Err(format!("{s:?}: unknown size unit {unit:?} (use K, M, G or T)")),
+        };
+        match n.checked_mul(mult) {
+            Some(0) => Err(format!("{s:?}: the size must be above 0")),
+            Some(b) => Ok(DataSubset::Bytes(b)),
+            None => Err(format!("{s:?} is too large")),
+        }
+    }
+}
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Damage: data or metadata is lost or unreadable.
+    Error,
+    /// Worth knowing, not damage (e.g. a pack left by an interrupted run).
+    Notice,
+}
+
+/// What kind of problem a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Problem {
+    /// A key file does not match its name or does not decode.
+    KeyFile,
+    /// An index segment is unreadable or holds impossible entries.
+    IndexSegment,
+    /// Two index segments describe one pack differently.
+    IndexConflict,
+    /// A pack the index names does not exist (where its kind belongs).
+    MissingPack,
+    /// A pack's size differs from the index.
+    PackSize,
+    /// A pack no index segment names.
+    UnindexedPack,
+    /// A file in a pack or index directory whose name is not an id.
+    StrayFile,
+    /// A pack's bytes don't hash to its id.
+    PackChecksum,
+    /// A pack's trailer or header is unreadable.
+    PackHeader,
+    /// A pack's header and the index disagree about its blobs.
+    IndexMismatch,
+    /// A blob fails authentication, decompression or its hash.
+    BlobDamaged,
+    /// A snapshot references a blob the index doesn't have.
+    MissingBlob,
+    /// A tree blob can't be read or decoded.
+    TreeDamaged,
+    /// A snapshot object is unreadable.
+    Snapshot,
+}
+
+/// One snapshot hit by a finding, and the paths in it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Affected {
+    /// Snapshot id.
+    pub snapshot: String,
+    /// Snapshot time.
+    pub time: String,
+    /// Snapshot host.
+    pub host: String,
+    /// Files and directories whose content is affected (a directory when
+    /// its listing itself is lost).
+    pub paths: Vec<String>,
+    /// Paths beyond [`MAX_PATHS`] not listed.
+    pub paths_omitted: u64,
+}
+
+/// Paths listed per snapshot per finding.
+pub const MAX_PATHS: usize = 1000;
+
+/// One problem.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// Damage or notice.
+    pub severity: Severity,
+    /// What kind of problem.
+    pub problem: Problem,
+    /// The object it is about: `data/ab/ab12…`, `index/…`, `blob <id>`.
+    pub object: String,
+    /// What is wrong, in words (got/expected where it applies).
+    pub message: String,
+    /// Snapshots and paths that depend on the damaged object.
+    pub affected: Vec<Affected>,
+}
+
+/// Counts of what was checked.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckStats {
+    /// Key files.
+    pub keys: u64,
+    /// Index segments.
+    pub index_segments: u64,
+    /// Packs named by the index.
+    pub packs: u64,
+    /// Snapshot objects.
+    pub snapshots: u64,
+    /// Distinct trees walked.
+    pub trees: u64,
+    /// Data blob references checked.
+    pub data_refs: u64,
+    /// Packs read whole (read-data).
+    pub packs_read: u64,
+    /// Bytes of packs read (read-data).
+    pub bytes_read: u64,
+    /// Blobs decrypted and re-hashed (read-data).
+    pub blobs_verified: u64,
+    /// Wall time.
+    pub duration_secs: f64,
+}
+
+/// The outcome of a check.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// Problems, in the order found.
+    pub findings: Vec<Finding>,
+    /// What was checked.
+    pub stats: CheckStats,
+}
+
+impl Report {
+    /// Findings that are damage.
+    pub fn errors(&self) -> usize {
+        self.findings.iter().filter(|f| f.severity == Severity::Error).count()
+    }
+}
+
+/// What to check.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// Read pack data too (all or a subset).
+    pub read_data: Option<DataSubset>,
+}
+
+/// Live counters for a progress display.
+#[derive(Debug, Default)]
+pub struct CheckProgress {
+    /// Packs read so far.
+    pub packs_done: AtomicU64,
+    /// Bytes read so far.
+    pub bytes_done: AtomicU64,
+    /// Bytes to read in all.
+    pub bytes_total: AtomicU64,
+}
+
+/// What the index says of a pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PackRec {
+    kind: BlobKind,
+    size: u64,
+    blobs: u32,
+    /// Digest of the index's entries for the pack, in offset order.
+    digest: [u8; 32],
+}
+
+fn entries_digest(entries: &[BlobEntry]) -> [u8; 32] {
+    let mut sorted: Vec<&BlobEntry> = entries.iter().collect();
+    sorted.sort_by_key(|e| e.offset);
+    let mut h = blake3::Hasher::new();
+    for e in sorted {
+        h.update(e.id.as_bytes());
+        h.update(&e.offset.to_le_bytes());
+        h.update(&e.stored_len.to_le_bytes());
+        h.update(&e.raw_len.to_le_bytes());
+        h.update(&[matches!(e.compression, Compression::Zstd) as u8]);
+    }
+    *h.finalize().as_bytes()
+}
+
+/// What reading one pack found.
+struct PackReading {
+    findings: Vec<(Problem, String)>,
+    bad_blobs: Vec<(BlobId, String)>,
+    /// The pack's blobs can't be located (header unreadable).
+    unusable: bool,
+    blobs_verified: u64,
+}
+
+struct Checker<'r> {
+    repo: &'r Repository,
+    findings: Vec<Finding>,
+    /// Packs whose blobs can't be read (missing, wrong size, unreadable
+    /// header), with the finding that says why.
+    bad_packs: HashMap<PackId, usize>,
+    /// Blobs known to be bad, with the finding that says why.
+    bad_blobs: HashMap<BlobId, usize>,
+    /// Per distinct tree: whether it (transitively) uses damaged data.
+    dirty: HashMap<BlobId, bool>,
+    stats: CheckStats,
+}
+
+/// `data/ab/abcd…` or `tree/ab/abcd…` for a pack.
+fn pack_path(kind: BlobKind, id: &PackId) -> String {
+    pack_file_type(kind).path(&id.to_hex())
+}
+
+/// Runs the check. Errors only when the check itself can't run (the
+/// repository can't be listed); damage is reported in the [`Report`].
+pub fn check(repo: &mut Repository, opts: &CheckOptions, progress: &CheckProgress) -> Result<Report> {
+    let started = Instant::now();
+    let (packs, damaged, findings, stats) = {
+        let mut c = Checker::new(repo, Vec::new(), CheckStats::default());
+        c.check_keys()?;
+        let (packs, damaged) = c.check_index()?;
+        (packs, damaged, c.findings, c.stats)
+    };
+    // The local cache may hold entries of a segment that has since been
+    // damaged; the walk must see only what the repository can still prove.
+    let mut stale = false;
+    for id in &damaged {
+        stale |= repo.index().has_segment(id)?;
+    }
+    if stale {
+        repo.rebuild_index()?;
+    }
+    let mut c = Checker::new(repo, findings, stats);
+    let unindexed = c.check_packs(&packs)?;
+    let snapshots = c.check_snapshots()?;
+    if let Some(subset) = &opts.read_data {
+        c.read_data(&packs, &unindexed, subset, progress)?;
+    }
+    for (_, s) in &snapshots {
+        c.tree_dirty(&s.tree, 0)?;
+    }
+    c.trace_affected(&snapshots)?;
+    c.stats.duration_secs = started.elapsed().as_secs_f64();
+    Ok(Report { findings: c.findings, stats: c.stats })
+}
+
+impl<'r> Checker<'r> {
+    fn new(repo: &'r Repository, findings: Vec<Finding>, stats: CheckStats) -> Self {
+        Checker { repo, findings, bad_packs: HashMap::new(), bad_blobs: HashMap::new(), dirty: HashMap::new(), stats }
+    }
+
+    fn push(&mut self, severity: Severity, problem: Problem, object: String, message: String) -> usize {
+        self.findings.push(Finding { severity, problem, object, message, affected: Vec::new() });
+        self.findings.len() - 1
+    }
+
+    fn error(&mut self, problem: Problem, object: String, message: String) -> usize {
+        self.push(Severity::Error, problem, object, message)
+    }
+
+    fn check_keys(&mut self) -> Result<()> {
+        let backend = self.repo.backend();
+        for (name, _) in backend.list(FileType::Key)? {
+            self.stats.keys += 1;
+            let object = FileType::Key.path(&name);
+            let bytes = match backend.read(FileType::Key, &name) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.error(Problem::KeyFile, object, format!("unreadable: {e}"));
+                    continue;
+                }
+            };
+            let got = blake3::hash(&bytes).to_hex().to_string();
+            if got != name {
+                self.error(
+                    Problem::KeyFile,
+                    object,
+                    format!("content does not match its name (damaged): checksum {got}, expected {name}"),
+                );
+                continue;
+            }
+            if let Err(e) = crate::crypto::KeyFile::decode(&bytes, &object) {
+                self.error(Problem::KeyFile, object, e.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every index segment; returns what the index says of each pack
+    /// and the ids of the segments that are damaged.
+    fn check_index(&mut self) -> Result<(HashMap<PackId, PackRec>, Vec<IndexId>)> {
+        let backend = self.repo.backend();
+        let keys = self.repo.keys();
+        let listed = backend.list(FileType::Index)?;
+        let mut ids = Vec::new();
+        for (name, _) in &listed {
+            match IndexId::from_hex(name) {
+                Ok(id) => ids.push(id),
+                Err(_) => {
+                    self.push(
+                        Severity::Notice,
+                        Problem::StrayFile,
+                        FileType::Index.path(name),
+                        "not an index segment name; ignored".into(),
+                    );
+                }
+            }
+        }
+        let mut packs: HashMap<PackId, PackRec> = HashMap::new();
+        let mut damaged = Vec::new();
+        let batch = rayon::current_num_threads().max(1) * 2;
+        for chunk in ids.chunks(batch) {
+            let loaded: Vec<_> = chunk.par_iter().map(|id| (*id, load_segment(backend, keys, id))).collect();
+            for (id, res) in loaded {
+                self.stats.index_segments += 1;
+                let object = FileType::Index.path(&id.to_hex());
+                let seg = match res {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.error(Problem::IndexSegment, object, e.to_string());
+                        damaged.push(id);
+                        continue;
+                    }
+                };
+                for p in &seg.packs {
+                    // The sealed header holds 9 bytes, a tag and one entry per
+                    // blob; blobs must end before it.
+                    let header = (TAG_LEN + 9 + ENTRY_LEN * p.blobs.len() + TRAILER_LEN) as u64;
+                    let data_end = p.size.saturating_sub(header);
+                    if let Some(b) = p.blobs.iter().find(|b| b.end() > data_end) {
+                        self.error(
+                            Problem::IndexSegment,
+                            object.clone(),
+                            format!(
+                                "entry for blob {} ends at {}, past the blob area of pack {} ({} bytes, blobs end by {})",
+                                b.id,
+                                b.end(),
+                                pack_path(p.kind, &p.id),
+                                p.size,
+                                data_end
+                            ),
+                        );
+                    }
+                    let rec = PackRec {
+                        kind: p.kind,
+                        size: p.size,
+                        blobs: p.blobs.len() as u32,
+                        digest: entries_digest(&p.blobs),
+                    };
+                    match packs.get(&p.id) {
+                        None => {
+                            packs.insert(p.id, rec);
+                        }
+                        Some(old) if *old == rec => {}
+                        Some(old) => {
+                            let msg = format!(
+                                "index segments disagree about this pack: {} bytes with {} blobs here, {} bytes with {} blobs in another segment",
+                                rec.size, rec.blobs, old.size, old.blobs
+                            );
+                            self.error(Problem::IndexConflict, format!("{object} / {}", pack_path(p.kind, &p.id)), msg);
+                        }
+                    }
+                }
+            }
+        }
+        self.stats.packs = packs.len() as u64;
+        Ok((packs, damaged))
+    }
+
+    /// Compares the index with the packs present; returns packs present
+    /// that no index names.
+    fn check_packs(&mut self, packs: &HashMap<PackId, PackRec>) -> Result<Vec<(PackId, BlobKind, u64)>> {
+        let backend = self.repo.backend();
+        let mut present: HashMap<(PackId, BlobKind), u64> = HashMap::new();
+        for kind in [BlobKind::Data, BlobKind::Tree] {
+            let ft = pack_file_type(kind);
+            for (name, size) in backend.list(ft)? {
+                match PackId::from_hex(&name) {
+                    Ok(id) => {
+                        present.insert((id, kind), size);
+                    }
+                    Err(_) => {
+                        self.push(
+                            Severity::Notice,
+                            Problem::StrayFile,
+                            ft.path(&name),
+                            "not a pack name; ignored".into(),
+                        );
+                    }
+                }
+            }
+        }
+        let mut ids: Vec<_> = packs.iter().collect();
+        ids.sort_by_key(|(id, _)| **id);
+        for (id, rec) in ids {
+            let object = pack_path(rec.kind, id);
+            match present.get(&(*id, rec.kind)) {
+                None => {
+                    let other = match rec.kind {
+                        BlobKind::Data => BlobKind::Tree,
+                        BlobKind::Tree => BlobKind::Data,
+                    };
+                    let msg = if present.contains_key(&(*id, other)) {
+                        format!(
+                            "missing: the index lists it as a {:?} pack, but it is stored as {}",
+                            rec.kind,
+                            pack_path(other, id)
+                        )
+                    } else {
+                        format!("missing: the index lists it with {} blobs ({} bytes)", rec.blobs, rec.size)
+                    };
+                    let f = self.error(Problem::MissingPack, object, msg);
+                    self.bad_packs.insert(*id, f);
+                }
+                Some(&size) if size != rec.size => {
+                    let msg = format!("size {size} bytes, the index says {} (truncated or replaced)", rec.size);
+                    let f = self.error(Problem::PackSize, object, msg);
+                    self.bad_packs.insert(*id, f);
+                }
+                Some(_) => {}
+            }
+        }
+        let mut unindexed: Vec<_> = present
+            .into_iter()
+            .filter(|((id, _), _)| !packs.contains_key(id))
+            .map(|((id, kind), size)| (id, kind, size))
+            .collect();
+        unindexed.sort();
+        for (id, kind, size) in &unindexed {
+            self.push(
+                Severity::Notice,
+                Problem::UnindexedPack,
+                pack_path(*kind, id),
+                format!(
+                    "no index segment names this pack ({size} bytes): left by an interrupted run (prune removes it), or its segment is lost (`vault repair index` restores it)"
+                ),
+            );
+        }
+        Ok(unindexed)
+    }
+
+    fn check_snapshots(&mut self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let backend = self.repo.backend();
+        let names = backend.list(FileType::Snapshot)?;
+        let loaded: Vec<_> = names
+            .par_iter()
+            .map(|(n, _)| {
+                let id = SnapshotId::from_hex(n).map_err(|_| format!("{n:?} is not a snapshot id"))?;
+                self.repo.load_snapshot(&id).map(|s| (id, s)).map_err(|e| e.to_string())
+            })
+            .collect();
+        let mut good = Vec::new();
+        for ((name, _), res) in names.iter().zip(loaded) {
+            self.stats.snapshots += 1;
+            match res {
+                Ok(s) => good.push(s),
+                Err(e) => {
+                    self.error(Problem::Snapshot, FileType::Snapshot.path(name), e);
+                }
+            }
+        }
+        good.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(good)
+    }
+
+    fn read_data(
+        &mut self,
+        packs: &HashMap<PackId, PackRec>,
+        unindexed: &[(PackId, BlobKind, u64)],
+        subset: &DataSubset,
+        progress: &CheckProgress,
+    ) -> Result<()> {
+        // Indexed packs that are present with the right size, and packs no
+        // index names (their id is checked; their blobs are nobody's).
+        let mut candidates: Vec<(PackId, BlobKind, u64, Option<PackRec>)> = packs
+            .iter()
+            .filter(|(id, _)| !self.bad_packs.contains_key(id))
+            .map(|(id, r)| (*id, r.kind, r.size, Some(*r)))
+            .collect();
+        candidates.extend(unindexed.iter().map(|&(id, kind, size)| (id, kind, size, None)));
+        candidates.sort_by_key(|c| c.0);
+        let chosen = select(candidates, subset);
+        progress.bytes_total.store(chosen.iter().map(|c| c.2).sum(), Ordering::Relaxed);
+        let repo = self.repo;
+        let results: Vec<(PackId, BlobKind, u64, PackReading)> = chosen
+            .par_iter()
+            .map(|&(id, kind, size, rec)| {
+                let r = read_pack(repo, id, kind, rec);
+                progress.packs_done.fetch_add(1, Ordering::Relaxed);
+                progress.bytes_done.fetch_add(size, Ordering::Relaxed);
+                (id, kind, size, r)
+            })
+            .collect();
+        for (id, kind, size, r) in results {
+            self.stats.packs_read += 1;
+            self.stats.bytes_read += size;
+            self.stats.blobs_verified += r.blobs_verified;
+            let object = pack_path(kind, &id);
+            let mut first = None;
+            for (problem, msg) in r.findings {
+                let f = self.error(problem, object.clone(), msg);
+                first.get_or_insert(f);
+            }
+            if r.unusable
+                && let Some(f) = first
+            {
+                self.bad_packs.insert(id, f);
+            }
+            for (blob, msg) in r.bad_blobs {
+                let f = self.error(Problem::BlobDamaged, format!("blob {blob} in {object}"), msg);
+                self.bad_blobs.insert(blob, f);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a referenced blob is usable; `Some(finding)` when it isn't.
+    fn blob_status(&mut self, id: &BlobId, kind: BlobKind) -> Result<Option<usize>> {
+        if let Some(&f) = self.bad_blobs.get(id) {
+            return Ok(Some(f));
+        }
+        let Some(loc) = self.repo.index().get(id)? else {
+            let what = match kind {
+                BlobKind::Data => "data",
+                BlobKind::Tree => "tree",
+            };
+            let f = self.error(
+                Problem::MissingBlob,
+                format!("blob {id}"),
+                format!("{what} blob referenced by a snapshot is in no index segment (its pack or segment is lost)"),
+            );
+            self.bad_blobs.insert(*id, f);
+            return Ok(Some(f));
+        };
+        if loc.kind != kind {
+            let f = self.error(
+                Problem::MissingBlob,
+                format!("blob {id}"),
+                format!("referenced as a {kind:?} blob but indexed as a {:?} blob", loc.kind),
+            );
+            self.bad_blobs.insert(*id, f);
+            return Ok(Some(f));
+        }
+        Ok(self.bad_packs.get(&loc.pack).copied())
+    }
+
+    fn load_tree(&mut self, id: &BlobId) -> Result<std::result::Result<Tree, usize>> {
+        if let Some(f) = self.blob_status(id, BlobKind::Tree)? {
+            return Ok(Err(f));
+        }
+        match self.repo.load_tree(id) {
+            Ok(t) => Ok(Ok(t)),
+            Err(e @ Error::Cache { .. }) => Err(e),
+            Err(e) => {
+                let f = self.error(Problem::TreeDamaged, format!("tree {id}"), e.to_string());
+                self.bad_blobs.insert(*id, f);
+                Ok(Err(f))
+            }
+        }
+    }
+
+    /// Walks a tree once; true when it or anything below uses damaged data.
+    fn tree_dirty(&mut self, id: &BlobId, depth: usize) -> Result<bool> {
+        if let Some(&d) = self.dirty.get(id) {
+            return Ok(d);
+        }
+        let tree = match self.load_tree(id)? {
+            Ok(t) => t,
+            Err(_) => {
+                self.dirty.insert(*id, true);
+                return Ok(true);
+            }
+        };
+        self.stats.trees += 1;
+        let mut dirty = false;
+        for node in &tree.nodes {
+            match node.kind {
+                NodeKind::File => {
+                    for b in &node.content {
+                        self.stats.data_refs += 1;
+                        if self.blob_status(b, BlobKind::Data)?.is_some() {
+                            dirty = true;
+                        }
+                    }
+                }
+                NodeKind::Dir => match &node.subtree {
+                    Some(sub) if depth + 1 < MAX_TREE_DEPTH => dirty |= self.tree_dirty(sub, depth + 1)?,
+                    Some(_) => {
+                        let f = self.error(
+                            Problem::TreeDamaged,
+                            format!("tree {id}"),
+                            format!("directory nesting deeper than {MAX_TREE_DEPTH} levels"),
+                        );
+                        self.bad_blobs.insert(*id, f);
+                        dirty = true;
+                    }
+                    None => {
+                        let f = self.error(
+                            Problem::TreeDamaged,
+                            format!("tree {id}"),
+                            format!("directory {:?} has no subtree", node.display_name()),
+                        );
+                        self.bad_blobs.insert(*id, f);
+                        dirty = true;
+                    }
+                },
+                _ => {}
+            }
+        }
+        self.dirty.insert(*id, dirty);
+        Ok(dirty)
+    }
+
+    /// Names the snapshots and paths behind every blob-level finding.
+    fn trace_affected(&mut self, snapshots: &[(SnapshotId, Snapshot)]) -> Result<()> {
+        for (sid, snap) in snapshots {
+            if !self.dirty.get(&snap.tree).copied().unwrap_or(false) {
+                continue;
+            }
+            let mut hits: HashMap<usize, (Vec<String>, u64)> = HashMap::new();
+            self.trace(&snap.tree, "", 0, &mut hits)?;
+            let mut hits: Vec<_> = hits.into_iter().collect();
+            hits.sort_by_key(|(f, _)| *f);
+            for (f, (paths, omitted)) in hits {
+                self.findings[f].affected.push(Affected {
+                    snapshot: sid.to_hex(),
+                    time: snap.time.to_string(),
+                    host: snap.host.clone(),
+                    paths,
+                    paths_omitted: omitted,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn trace(
+        &mut self,
+        id: &BlobId,
+        path: &str,
+        depth: usize,
+        hits: &mut HashMap<usize, (Vec<String>, u64)>,
+    ) -> Result<()> {
+        fn hit(hits: &mut HashMap<usize, (Vec<String>, u64)>, f: usize, path: &str) {
+            let e = hits.entry(f).or_default();
+            if e.0.last().is_some_and(|p| p == path) {
+                return;
+            }
+            if e.0.len() < MAX_PATHS {
+                e.0.push(if path.is_empty() { "/".to_string() } else { path.to_string() });
+            } else {
+                e.1 += 1;
+            }
+        }
+        if let Some(f) = self.blob_status(id, BlobKind::Tree)? {
+            hit(hits, f, path);
+            return Ok(());
+        }
+        if !self.dirty.get(id).copied().unwrap_or(true) || depth >= MAX_TREE_DEPTH {
+            return Ok(());
+        }
+        let tree = match self.load_tree(id)? {
+            Ok(t) => t,
+            Err(f) => {
+                hit(hits, f, path);
+                return Ok(());
+            }
+        };
+        for node in &tree.nodes {
+            let p = format!("{path}/{}", node.display_name());
+            match node.kind {
+                NodeKind::File => {
+                    for b in &node.content {
+                        if let Some(f) = self.blob_status(b, BlobKind::Data)? {
+                            hit(hits, f, &p);
+                        }
+                    }
+                }
+                NodeKind::Dir => match &node.subtree {
+                    Some(sub) => self.trace(sub, &p, depth + 1, hits)?,
+                    None => {
+                        if let Some(&f) = self.bad_blobs.get(id) {
+                            hit(hits, f, &p);
+                        }
+                    }
+                },
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Picks the packs a subset names. Random choices use a fresh seed.
+fn select(
+    mut candidates: Vec<(PackId, BlobKind, u64, Option<PackRec>)>,
+    subset: &DataSubset,
+) -> Vec<(PackId, BlobKind, u64, Option<PackRec>)> {
+    let shuffle = |c: &mut Vec<(PackId, BlobKind, u64, Option<PackRec>)>| {
+        let seed: [u8; 32] = crate::crypto::random_bytes();
+        c.sort_by_cached_key(|x| *blake3::keyed_hash(&seed, x.0.as_bytes()).as_bytes());
+    };
+    match subset {
+        DataSubset::All => candidates,
+        DataSubset::Slice { n, of } => candidates
+            .into_iter()
+            .filter(|c| {
+                let v = u64::from_le_bytes(c.0.as_bytes()[..8].try_into().expect("8 bytes"));
+                v % (*of as u64) == (*n as u64 - 1)
+            })
+            .collect(),
+        DataSubset::Percent(p) => {
+            let want = ((candidates.len() as f64) * p / 100.0).ceil() as usize;
+            shuffle(&mut candidates);
+            candidates.truncate(want.min(candidates.len()));
+            candidates
+        }
+        DataSubset::Bytes(b) => {
+            shuffle(&mut candidates);
+            let mut total = 0u64;
+            let mut out = Vec::new();
+            for c in candidates {
+                if total >= *b {
+                    break;
+                }
+                total += c.2;
+                out.push(c);
+            }
+            out
+        }
+    }
+}
+
+/// Reads one pack whole and verifies everything in it.
+fn read_pack(repo: &Repository, id: PackId, kind: BlobKind, rec: Option<PackRec>) -> PackReading {
+    let mut r = PackReading { findings: Vec::new(), bad_blobs: Vec::new(), unusable: false, blobs_verified: 0 };
+    let ft = pack_file_type(kind);
+    let what = format!("pack {}", ft.path(&id.to_hex()));
+    let bytes = match repo.backend().read(ft, &id.to_hex()) {
+        Ok(b) => b,
+        Err(e) => {
+            r.findings.push((Problem::MissingPack, format!("could not be read: {e}")));
+            r.unusable = true;
+            return r;
+        }
+    };
+    let got = PackId(*blake3::hash(&bytes).as_bytes());
+    if got != id {
+        let msg = match rec {
+            Some(_) => format!("checksum mismatch: the content hashes to {got} (damaged)"),
+            None => format!("checksum mismatch: the content hashes to {got} (damaged or renamed)"),
+        };
+        r.findings.push((Problem::PackChecksum, msg));
+    }
+    let keys = repo.keys();
+    let header = match parse_header(keys, &bytes, bytes.len() as u64, &what) {
+        Ok(Ok(h)) => h,
+        Ok(Err(_)) => unreachable!("the whole pack is at hand"),
+        Err(e) => {
+            r.findings.push((Problem::PackHeader, e.to_string()));
+            r.unusable = true;
+            return r;
+        }
+    };
+    if header.kind != kind {
+        r.findings.push((
+            Problem::PackHeader,
+            format!("the header says {:?} blobs, the pack is stored as {kind:?}", header.kind),
+        ));
+    }
+    if let Some(rec) = rec
+        && (rec.digest != entries_digest(&header.entries) || rec.blobs as usize != header.entries.len())
+    {
+        r.findings.push((
+            Problem::IndexMismatch,
+            format!(
+                "the index lists {} blobs for this pack, its header {} (or their places differ): `vault repair index` rebuilds the index from the headers",
+                rec.blobs,
+                header.entries.len()
+            ),
+        ));
+    }
+    let trailer_salt: [u8; 32] =
+        bytes[bytes.len() - TRAILER_LEN..bytes.len() - TRAILER_LEN + 32].try_into().expect("32 bytes");
+    let cipher = keys.pack_cipher(&trailer_salt);
+    for e in &header.entries {
+        let sealed = &bytes[e.offset as usize..e.end() as usize];
+        match open_blob(&cipher, header.kind, e, sealed, &what) {
+            Ok(plain) => {
+                let h = keys.blob_id(&plain);
+                if h != e.id {
+                    r.bad_blobs.push((e.id, format!("content hashes to {h}, expected {}", e.id)));
+                } else {
+                    r.blobs_verified += 1;
+                }
+            }
+            Err(err) => r.bad_blobs.push((e.id, err.to_string())),
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subsets_parse() {
+        assert_eq!("10%".parse::<DataSubset>(), Ok(DataSubset::Percent(10.0)));
+        assert_eq!("3/7".parse::<DataSubset>(), Ok(DataSubset::Slice { n: 3, of: 7 }));
+        assert_eq!("5G".parse::<DataSubset>(), Ok(DataSubset::Bytes(5 << 30)));
+        assert_eq!("100".parse::<DataSubset>(), Ok(DataSubset::Bytes(100)));
+        for bad in ["0%", "101%", "x%", "0/3", "4/3", "1/0", "a/b", "0", "5Q", "", "-1%"] {
+            assert!(bad.parse::<DataSubset>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    fn cands(n: u8) -> Vec<(PackId, BlobKind, u64, Option<PackRec>)> {
+        (0..n).map(|i| (PackId(*blake3::hash(&[i]).as_bytes()), BlobKind::Data, 100, None)).collect()
+    }
+
+    #[test]
+    fn slices_cover_every_pack_once() {
+        let all = cands(100);
+        let mut seen = Vec::new();
+        for n in 1..=7 {
+            let part = select(all.clone(), &DataSubset::Slice { n, of: 7 });
+            // Deterministic.
+            assert_eq!(part, select(all.clone(), &DataSubset::Slice { n, of: 7 }));
+            seen.extend(part.into_iter().map(|c| c.0));
+        }
+        seen.sort();
+        let mut want: Vec<_> = all.iter().map(|c| c.0).collect();
+        want.sort();
+        assert_eq!(seen, want);
+    }
+
+    #[test]
+    fn percent_and_bytes_choose_enough() {
+        let all = cands(50);
+        assert_eq!(select(all.clone(), &DataSubset::Percent(10.0)).len(), 5);
+        assert_eq!(select(all.clone(), &DataSubset::Percent(100.0)).len(), 50);
+        assert_eq!(select(all.clone(), &DataSubset::Percent(0.1)).len(), 1);
+        assert_eq!(select(all.clone(), &DataSubset::Bytes(250)).len(), 3);
+        assert_eq!(select(all, &DataSubset::Bytes(1 << 40)).len(), 50);
+    }
+}
