@@ -61,6 +61,12 @@ pub enum Command {
     /// Manage the passwords (keys) that open the repository
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Remove snapshots by a retention policy or by id
+    Forget(ForgetArgs),
+    /// Remove data no snapshot uses (two-phase, safe with concurrent snapshots)
+    Prune(PruneArgs),
+    /// Show the repository settings, or raise the retention lock
+    Config(ConfigArgs),
     /// Verify the repository: structure, and with --read-data all data
     Check(CheckArgs),
     /// Rebuild the index from the packs, or rewrite snapshots that lost data
@@ -84,6 +90,9 @@ pub struct InitArgs {
     /// Argon2id memory cost in KiB for the key (default 65536)
     #[arg(long, value_name = "KIB", hide = true)]
     pub kdf_memory: Option<u32>,
+    /// Retention lock: no snapshot younger than this (e.g. 7y) can be forgotten
+    #[arg(long, value_name = "DURATION", value_parser = clap::value_parser!(vault_store::retention::Duration))]
+    pub min_retention: Option<vault_store::retention::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +130,9 @@ pub struct SnapshotArgs {
     /// File name for --stdin / --stdin-from-command
     #[arg(long, alias = "stdin-filename", value_name = "NAME", default_value = "stdin")]
     pub stdin_name: String,
+    /// Record this time instead of now: RFC 3339 (2026-01-31T23:00:00Z) or local "2026-01-31 23:00:00"
+    #[arg(long, value_name = "TIME", value_parser = crate::util::parse_time)]
+    pub time: Option<jiff::Timestamp>,
     /// The command for --stdin-from-command
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -239,4 +251,101 @@ pub enum RepairCommand {
         /// Snapshots to repair (default: all)
         snapshots: Vec<String>,
     },
+}
+
+type RDuration = vault_store::retention::Duration;
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Keep the N newest snapshots (-1: all)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_last: Option<i64>,
+    /// Keep the newest snapshot of each of the last N hours (-1: all hours)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_hourly: Option<i64>,
+    /// Keep the newest snapshot of each of the last N days
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_daily: Option<i64>,
+    /// Keep the newest snapshot of each of the last N weeks
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_weekly: Option<i64>,
+    /// Keep the newest snapshot of each of the last N months
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_monthly: Option<i64>,
+    /// Keep the newest snapshot of each of the last N years
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_yearly: Option<i64>,
+    /// Keep every snapshot within DURATION (e.g. 7y, 2y5m7d3h) of the newest
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<RDuration>,
+    /// Keep hourly snapshots within DURATION of the newest
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_hourly: Option<RDuration>,
+    /// Keep daily snapshots within DURATION of the newest
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_daily: Option<RDuration>,
+    /// Keep weekly snapshots within DURATION of the newest
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_weekly: Option<RDuration>,
+    /// Keep monthly snapshots within DURATION of the newest
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_monthly: Option<RDuration>,
+    /// Keep yearly snapshots within DURATION of the newest
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_yearly: Option<RDuration>,
+    /// Keep snapshots with all these tags (comma-separated; repeat for alternatives)
+    #[arg(long = "keep-tag", value_name = "TAGS")]
+    pub keep_tags: Vec<String>,
+    /// Only snapshots of this host (repeatable)
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only snapshots with these tags (comma-separated: all; repeat for alternatives)
+    #[arg(long = "tag", value_name = "TAGS")]
+    pub tags: Vec<String>,
+    /// Only snapshots of this source path (repeatable: all must be among its paths)
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// Group snapshots by these fields before applying the policy
+    #[arg(long, value_name = "FIELDS", default_value = "host,paths")]
+    pub group_by: vault_store::forget::GroupBy,
+    /// Show what would be removed; change nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Run prune afterwards
+    #[arg(long)]
+    pub prune: bool,
+    #[command(flatten)]
+    pub prune_opts: PruneOpts,
+    /// Snapshots to remove (ids or unique prefixes) instead of a policy
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PruneOpts {
+    /// Unused space allowed in partly used packs before they are repacked: 5%, 100M or unlimited
+    #[arg(long, value_name = "LIMIT", default_value = "5%")]
+    pub max_unused: vault_store::prune::MaxUnused,
+    /// Repack at most this many bytes of packs in one run (e.g. 10G)
+    #[arg(long, value_name = "SIZE", value_parser = crate::util::parse_size)]
+    pub max_repack_size: Option<u64>,
+    /// Wait this long between marking unused packs and deleting them (e.g. 24h, 30m, 0 for a repository with a single writer)
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = crate::util::parse_wait)]
+    pub grace: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Show the plan; change nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub opts: PruneOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Raise the retention lock to DURATION (e.g. 7y); it can never be lowered
+    #[arg(long, value_name = "DURATION")]
+    pub min_retention: Option<RDuration>,
 }

@@ -46,7 +46,12 @@ impl Ctx {
         let Some(repo) = self.global.repo.as_deref().filter(|r| !r.is_empty()) else {
             bail!("no repository given: use --repo or set VAULT_REPOSITORY");
         };
-        Ok(backend::open_url(repo)?.into())
+        let be = backend::open_url(repo)?;
+        // Crash tests only: die by SIGKILL before the (N+1)-th write.
+        if let Some(n) = std::env::var("VAULT_TEST_KILL_AFTER_WRITES").ok().and_then(|v| v.parse().ok()) {
+            return Ok(Arc::new(backend::crash::KillAfterWrites::new(be, n)));
+        }
+        Ok(be.into())
     }
 
     /// The password: --password-file, --password-command (or their

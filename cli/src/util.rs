@@ -17,6 +17,34 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
 }
 
+/// Parses a waiting time: `0`, `90s`, `30m`, `24h`, `7d`.
+pub fn parse_wait(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration (examples: 0, 90s, 30m, 24h, 7d)"))?;
+    let mult = match unit {
+        "" if n == 0 => 0,
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{s:?}: give a unit: s, m (minutes), h or d")),
+    };
+    n.checked_mul(mult).map(std::time::Duration::from_secs).ok_or_else(|| format!("{s:?} is too long"))
+}
+
+/// Parses a time: an RFC 3339 timestamp, or a civil time in the local zone.
+pub fn parse_time(s: &str) -> Result<jiff::Timestamp, String> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    let dt: jiff::civil::DateTime = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a time (e.g. 2026-01-31T23:00:00Z or \"2026-01-31 23:00:00\"): {e}"))?;
+    dt.to_zoned(jiff::tz::TimeZone::system()).map(|z| z.timestamp()).map_err(|e| format!("{s:?}: {e}"))
+}
+
 /// `12.3 MiB` style.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

@@ -31,7 +31,7 @@ use crate::format::BlobKind;
 use crate::format::snapshot::{SNAPSHOT_VERSION, Snapshot, SnapshotSummary};
 use crate::format::tree::{Node, NodeKind, Time, Tree};
 use crate::fsmeta::node_from_metadata;
-use crate::id::{BlobId, SnapshotId};
+use crate::id::{BlobId, PackId, SnapshotId};
 use crate::index::Indexer;
 use crate::pack::{CompressionLevel, FinishedPack, PackWriter};
 use crate::repository::{Repository, store_pack};
@@ -80,6 +80,8 @@ pub struct SnapshotOptions {
     pub one_file_system: bool,
     /// Parent for change detection.
     pub parent: ParentChoice,
+    /// The snapshot's time, when not now (backfilling, tests).
+    pub time: Option<jiff::Timestamp>,
 }
 
 /// One problem with a source entry; the snapshot goes on without it.
@@ -288,6 +290,8 @@ struct Walker<'a, 'r> {
     hardlinks: HashMap<(u64, u64), HardlinkContent>,
     /// The chunker's read buffer, reused from file to file.
     read_buf: Vec<u8>,
+    /// Packs prune has marked for deletion: never deduplicate against them.
+    marked: &'a HashSet<PackId>,
 }
 
 impl Walker<'_, '_> {
@@ -317,7 +321,13 @@ impl Walker<'_, '_> {
 
     /// True when a data blob is stored, or queued in this run.
     fn is_stored(&self, id: &BlobId) -> Result<bool> {
-        Ok(self.seen.contains(id) || self.repo.index().contains(id)?)
+        if self.seen.contains(id) {
+            return Ok(true);
+        }
+        if self.marked.is_empty() {
+            return self.repo.index().contains(id);
+        }
+        Ok(self.repo.index().get(id)?.is_some_and(|l| !self.marked.contains(&l.pack)))
     }
 
     /// True when every blob is stored or queued in this run.
@@ -346,7 +356,9 @@ impl Walker<'_, '_> {
         let id = self.repo.keys().blob_id(&bytes);
         // A data blob with the same bytes doesn't count: tree blobs must sit
         // in tree packs, which stay in a hot storage class.
-        if self.seen_trees.contains(&id) || self.repo.index().get(&id)?.is_some_and(|l| l.kind == BlobKind::Tree) {
+        if self.seen_trees.contains(&id)
+            || self.repo.index().get(&id)?.is_some_and(|l| l.kind == BlobKind::Tree && !self.marked.contains(&l.pack))
+        {
             return Ok(id);
         }
         self.seen_trees.insert(id);
@@ -677,6 +689,53 @@ fn find_parent(repo: &Repository, opts: &SnapshotOptions, paths: &[String]) -> R
     }
 }
 
+/// Before a snapshot commits: if prune marked packs since the run began,
+/// blobs the snapshot uses from them are stored again, so that the marked
+/// packs can go once their grace period ends. Returns how many.
+fn rescue_newly_marked(repo: &Repository, root: &BlobId, seen_marks: &HashSet<String>) -> Result<u64> {
+    let marks = crate::gc::load_marks(repo.backend(), repo.keys())?;
+    let new: HashSet<PackId> =
+        marks.into_iter().filter(|m| !seen_marks.contains(&m.name)).flat_map(|m| m.packs).collect();
+    if new.is_empty() {
+        return Ok(0);
+    }
+    let mut data = crate::repository::PackSaver::new(BlobKind::Data);
+    let mut trees = crate::repository::PackSaver::new(BlobKind::Tree);
+    let mut rescued = 0u64;
+    let mut visited = HashSet::new();
+    let mut stack = vec![*root];
+    let mut done = HashSet::new();
+    let mut rescue = |saver: &mut crate::repository::PackSaver, id: &BlobId| -> Result<()> {
+        if !done.contains(id) && repo.index().get(id)?.is_some_and(|l| new.contains(&l.pack)) {
+            done.insert(*id);
+            let plain = repo.read_blob(id)?;
+            saver.add(repo, &plain, true)?;
+            rescued += 1;
+        }
+        Ok(())
+    };
+    while let Some(t) = stack.pop() {
+        if !visited.insert(t) {
+            continue;
+        }
+        rescue(&mut trees, &t)?;
+        for n in repo.load_tree(&t)?.nodes {
+            match n.kind {
+                NodeKind::File => {
+                    for b in &n.content {
+                        rescue(&mut data, b)?;
+                    }
+                }
+                NodeKind::Dir => stack.extend(n.subtree),
+                _ => {}
+            }
+        }
+    }
+    data.finish(repo)?;
+    trees.finish(repo)?;
+    Ok(rescued)
+}
+
 /// Runs one snapshot. `before_commit` runs after all data is stored and
 /// before the snapshot object is written; an error from it (e.g. the
 /// producer of a stream exited non-zero) means no snapshot is recorded.
@@ -688,7 +747,7 @@ pub fn run_snapshot(
     before_commit: impl FnOnce() -> Result<()>,
 ) -> Result<SnapshotResult> {
     let started = Instant::now();
-    let time = jiff::Timestamp::now();
+    let time = opts.time.unwrap_or_else(jiff::Timestamp::now);
     let paths: Vec<String> = match &source {
         Source::Paths(p) => p.iter().map(|p| p.to_string_lossy().into_owned()).collect(),
         Source::Stream { name, .. } => vec![format!("/{}", name.trim_start_matches('/'))],
@@ -708,6 +767,7 @@ pub fn run_snapshot(
         None => None,
     };
     let excludes = exclude_matcher(&opts.excludes)?;
+    let (marked, mark_names) = crate::gc::marked_packs(repo.backend(), repo.keys())?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(1);
     let uploaders = repo.backend().connections().max(1);
     let shared = Shared {
@@ -749,6 +809,7 @@ pub fn run_snapshot(
             progress,
             hardlinks: HashMap::new(),
             read_buf: Vec::new(),
+            marked: &marked,
         };
         let nodes = match source {
             Source::Paths(paths) => {
@@ -775,6 +836,12 @@ pub fn run_snapshot(
         return Err(e);
     }
     flushed?;
+    let rescued = rescue_newly_marked(repo, &tree, &mark_names)?;
+    if rescued > 0 {
+        warnings.push(format!(
+            "prune marked packs for deletion while this snapshot ran: {rescued} blobs it uses were stored again"
+        ));
+    }
     before_commit()?;
     summary.blobs_added += shared.blobs_added.load(Ordering::Relaxed);
     summary.bytes_added = shared.bytes_added.load(Ordering::Relaxed);

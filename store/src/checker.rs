@@ -240,6 +240,7 @@ pub struct CheckProgress {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct PackRec {
     kind: BlobKind,
+    salt: [u8; 32],
     size: u64,
     blobs: u32,
     /// Digest of the index's entries for the pack, in offset order.
@@ -291,11 +292,14 @@ fn pack_path(kind: BlobKind, id: &PackId) -> String {
 /// repository can't be listed); damage is reported in the [`Report`].
 pub fn check(repo: &mut Repository, opts: &CheckOptions, progress: &CheckProgress) -> Result<Report> {
     let started = Instant::now();
-    let (packs, damaged, findings, stats) = {
+    let (packs, damaged, findings, stats, snapshots) = {
         let mut c = Checker::new(repo, Vec::new(), CheckStats::default());
         c.check_keys()?;
+        // Snapshots before the index: a snapshot run writes its segments
+        // before its snapshot, so every snapshot seen has its index seen.
+        let snapshots = c.check_snapshots()?;
         let (packs, damaged) = c.check_index()?;
-        (packs, damaged, c.findings, c.stats)
+        (packs, damaged, c.findings, c.stats, snapshots)
     };
     // The local cache may hold entries of a segment that has since been
     // damaged; the walk must see only what the repository can still prove.
@@ -308,7 +312,6 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions, progress: &CheckProgres
     }
     let mut c = Checker::new(repo, findings, stats);
     let unindexed = c.check_packs(&packs)?;
-    let snapshots = c.check_snapshots()?;
     if let Some(subset) = &opts.read_data {
         c.read_data(&packs, &unindexed, subset, progress)?;
     }
@@ -391,7 +394,13 @@ impl<'r> Checker<'r> {
                 self.stats.index_segments += 1;
                 let object = FileType::Index.path(&id.to_hex());
                 let seg = match res {
+                    // Written since the cache was synced (a concurrent run).
+                    Ok(s) if !self.repo.index().has_segment(&id)? => {
+                        self.repo.index().add_segment(id, &s)?;
+                        s
+                    }
                     Ok(s) => s,
+                    Err(e @ Error::Backend(_)) if !e.is_not_found() => return Err(e),
                     Err(e) => {
                         self.error(Problem::IndexSegment, object, e.to_string());
                         damaged.push(id);
@@ -419,6 +428,7 @@ impl<'r> Checker<'r> {
                     }
                     let rec = PackRec {
                         kind: p.kind,
+                        salt: p.salt,
                         size: p.size,
                         blobs: p.blobs.len() as u32,
                         digest: entries_digest(&p.blobs),
@@ -561,12 +571,12 @@ impl<'r> Checker<'r> {
         let results: Vec<(PackId, BlobKind, u64, PackReading)> = chosen
             .par_iter()
             .map(|&(id, kind, size, rec)| {
-                let r = read_pack(repo, id, kind, rec);
+                let r = read_pack(repo, id, kind, size, rec)?;
                 progress.packs_done.fetch_add(1, Ordering::Relaxed);
                 progress.bytes_done.fetch_add(size, Ordering::Relaxed);
-                (id, kind, size, r)
+                Ok((id, kind, size, r))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         for (id, kind, size, r) in results {
             self.stats.packs_read += 1;
             self.stats.bytes_read += size;
@@ -584,7 +594,10 @@ impl<'r> Checker<'r> {
             }
             for (blob, msg) in r.bad_blobs {
                 let f = self.error(Problem::BlobDamaged, format!("blob {blob} in {object}"), msg);
-                self.bad_blobs.insert(blob, f);
+                // Only the copy the index uses matters to snapshots.
+                if self.repo.index().get(&blob)?.is_some_and(|l| l.pack == id) {
+                    self.bad_blobs.insert(blob, f);
+                }
             }
         }
         Ok(())
@@ -808,17 +821,29 @@ fn select(
 }
 
 /// Reads one pack whole and verifies everything in it.
-fn read_pack(repo: &Repository, id: PackId, kind: BlobKind, rec: Option<PackRec>) -> PackReading {
+/// Packs larger than this are not read into memory (the format caps packs
+/// at 1 GiB plus one blob).
+const MAX_PACK_READ: u64 = (1 << 30) + crate::format::MAX_BLOB_LEN as u64 + (1 << 20);
+
+/// Reads one pack whole and verifies everything in it. Errors only when
+/// the backend fails to read (the check can't go on); damage is reported.
+fn read_pack(repo: &Repository, id: PackId, kind: BlobKind, size: u64, rec: Option<PackRec>) -> Result<PackReading> {
     let mut r = PackReading { findings: Vec::new(), bad_blobs: Vec::new(), unusable: false, blobs_verified: 0 };
     let ft = pack_file_type(kind);
     let what = format!("pack {}", ft.path(&id.to_hex()));
+    if size > MAX_PACK_READ {
+        r.findings.push((Problem::PackHeader, format!("{size} bytes: larger than any pack can be")));
+        r.unusable = true;
+        return Ok(r);
+    }
     let bytes = match repo.backend().read(ft, &id.to_hex()) {
         Ok(b) => b,
-        Err(e) => {
-            r.findings.push((Problem::MissingPack, format!("could not be read: {e}")));
+        Err(e) if e.is_not_found() => {
+            r.findings.push((Problem::MissingPack, format!("vanished while the check ran: {e}")));
             r.unusable = true;
-            return r;
+            return Ok(r);
         }
+        Err(e) => return Err(e.into()),
     };
     let got = PackId(*blake3::hash(&bytes).as_bytes());
     if got != id {
@@ -835,7 +860,7 @@ fn read_pack(repo: &Repository, id: PackId, kind: BlobKind, rec: Option<PackRec>
         Err(e) => {
             r.findings.push((Problem::PackHeader, e.to_string()));
             r.unusable = true;
-            return r;
+            return Ok(r);
         }
     };
     if header.kind != kind {
@@ -844,9 +869,21 @@ fn read_pack(repo: &Repository, id: PackId, kind: BlobKind, rec: Option<PackRec>
             format!("the header says {:?} blobs, the pack is stored as {kind:?}", header.kind),
         ));
     }
+    let trailer_salt: [u8; 32] =
+        bytes[bytes.len() - TRAILER_LEN..bytes.len() - TRAILER_LEN + 32].try_into().expect("32 bytes");
+    if let Some(rec) = rec
+        && rec.salt != trailer_salt
+    {
+        r.findings.push((
+            Problem::IndexMismatch,
+            "the index records another key salt than the pack's trailer: its blobs can't be decrypted through the index; `vault repair index` rebuilds it".into(),
+        ));
+        r.unusable = true;
+    }
     if let Some(rec) = rec
         && (rec.digest != entries_digest(&header.entries) || rec.blobs as usize != header.entries.len())
     {
+        r.unusable = true;
         r.findings.push((
             Problem::IndexMismatch,
             format!(
@@ -856,8 +893,6 @@ fn read_pack(repo: &Repository, id: PackId, kind: BlobKind, rec: Option<PackRec>
             ),
         ));
     }
-    let trailer_salt: [u8; 32] =
-        bytes[bytes.len() - TRAILER_LEN..bytes.len() - TRAILER_LEN + 32].try_into().expect("32 bytes");
     let cipher = keys.pack_cipher(&trailer_salt);
     for e in &header.entries {
         let sealed = &bytes[e.offset as usize..e.end() as usize];
@@ -873,7 +908,7 @@ fn read_pack(repo: &Repository, id: PackId, kind: BlobKind, rec: Option<PackRec>
             Err(err) => r.bad_blobs.push((e.id, err.to_string())),
         }
     }
-    r
+    Ok(r)
 }
 
 #[cfg(test)]

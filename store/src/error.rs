@@ -166,6 +166,10 @@ pub enum Error {
         message: String,
     },
 
+    /// Another process holds the maintenance lease.
+    #[error("{0}")]
+    Locked(String),
+
     /// A refused request (bad option value, last key removal, ...).
     #[error("{0}")]
     Invalid(String),

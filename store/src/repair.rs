@@ -71,8 +71,10 @@ fn read_pack_index(repo: &Repository, id: PackId, kind: BlobKind, size: u64) -> 
 
 /// Rebuilds the repository's index from the headers of the packs present.
 /// `progress` counts packs read.
-pub fn repair_index(repo: &mut Repository, progress: &AtomicU64) -> Result<IndexRepair> {
+pub fn repair_index(repo: &mut Repository, host: &str, user: &str, progress: &AtomicU64) -> Result<IndexRepair> {
     let backend = repo.backend_arc();
+    // No prune may delete packs while the index is rebuilt from them.
+    let lease = crate::gc::Lease::acquire(backend.clone(), repo.keys(), "repair index", host, user)?;
     let old_segments: Vec<IndexId> =
         backend.list(FileType::Index)?.iter().filter_map(|(n, _)| IndexId::from_hex(n).ok()).collect();
     let mut packs = Vec::new();
@@ -104,6 +106,11 @@ pub fn repair_index(repo: &mut Repository, progress: &AtomicU64) -> Result<Index
                     out.blobs_indexed += p.blobs.len() as u64;
                     indexer.add(p, repo.backend(), repo.keys(), repo.index())?;
                 }
+                // Gone since listed: nothing to index.
+                Err(e) if e.is_not_found() => {}
+                // A failed read says nothing about the pack: stop rather
+                // than drop what the old index knows of it.
+                Err(e @ Error::Backend(_)) => return Err(e),
                 Err(e) => {
                     out.unreadable.push((pack_file_type(kind).path(&id.to_hex()), e.to_string()));
                     unreadable.insert(id);
@@ -115,7 +122,12 @@ pub fn repair_index(repo: &mut Repository, progress: &AtomicU64) -> Result<Index
     if !unreadable.is_empty() {
         let mut carried = HashSet::new();
         for seg_id in &old_segments {
-            let Ok(seg) = load_segment(repo.backend(), repo.keys(), seg_id) else { continue };
+            let seg = match load_segment(repo.backend(), repo.keys(), seg_id) {
+                Ok(seg) => seg,
+                Err(e @ Error::Backend(_)) => return Err(e),
+                // Damaged: what it said is lost either way.
+                Err(_) => continue,
+            };
             for p in seg.packs {
                 if unreadable.contains(&p.id) && carried.insert(p.id) {
                     out.carried_over += 1;
@@ -134,6 +146,8 @@ pub fn repair_index(repo: &mut Repository, progress: &AtomicU64) -> Result<Index
             Err(e) => return Err(e.into()),
         }
     }
+    lease.verify()?;
+    drop(lease);
     repo.rebuild_index()?;
     Ok(out)
 }
@@ -191,10 +205,13 @@ impl Rewriter<'_> {
 
     fn put_tree(&mut self, tree: &Tree) -> Result<BlobId> {
         let bytes = tree.encode();
-        if self.dry_run {
-            return Ok(self.repo.keys().blob_id(&bytes));
+        let id = self.repo.keys().blob_id(&bytes);
+        // An identical tree the index knows may itself be lost: store it
+        // again unless it is readable.
+        if self.dry_run || self.lost(&id, BlobKind::Tree)?.is_none() {
+            return Ok(id);
         }
-        self.saver.add(self.repo, &bytes, false)
+        self.saver.add(self.repo, &bytes, true)
     }
 
     fn rewrite(&mut self, id: &BlobId, depth: usize) -> Result<Rewritten> {

@@ -34,6 +34,8 @@ pub struct InitOptions {
     pub host: String,
     /// User recorded in the key file.
     pub user: String,
+    /// Retention lock (a duration such as `7y`), if any.
+    pub min_retention: Option<String>,
 }
 
 impl Default for InitOptions {
@@ -45,6 +47,7 @@ impl Default for InitOptions {
             kdf: KdfParams::default(),
             host: String::new(),
             user: String::new(),
+            min_retention: None,
         }
     }
 }
@@ -87,6 +90,7 @@ impl Repository {
             pack_size: opts.pack_size,
             compression_level: opts.compression_level,
             gc_protocol: GC_PROTOCOL,
+            min_retention: opts.min_retention.clone(),
         };
         config.validate()?;
         vault_chunker::Chunker::new(
@@ -102,9 +106,7 @@ impl Repository {
         let kbytes = kf.encode();
         let kid = KeyId(*blake3::hash(&kbytes).as_bytes());
         backend.write_new(FileType::Key, &kid.to_hex(), &kbytes)?;
-        let mut cfg = Config::header().to_vec();
-        cfg.extend_from_slice(&envelope::seal(&keys, crate::format::config::AAD, &config.encode()));
-        backend.write_new(FileType::Config, "config", &cfg)?;
+        backend.write_new(FileType::Config, "config", &Self::sealed_config(&keys, &config))?;
         Ok(config.id)
     }
 
@@ -186,6 +188,40 @@ impl Repository {
     /// The index.
     pub fn index(&self) -> &IndexCache {
         &self.index
+    }
+
+    fn sealed_config(keys: &Keys, config: &Config) -> Vec<u8> {
+        let mut cfg = Config::header().to_vec();
+        cfg.extend_from_slice(&envelope::seal(keys, crate::format::config::AAD, &config.encode()));
+        cfg
+    }
+
+    /// Replaces the config (atomically) after validating the new one.
+    pub fn write_config(&mut self, config: Config) -> Result<()> {
+        config.validate()?;
+        self.backend.replace(FileType::Config, "config", &Self::sealed_config(&self.keys, &config))?;
+        self.config = config;
+        Ok(())
+    }
+
+    /// Sets the retention lock. It can only be raised: a shorter duration
+    /// than the current one is refused.
+    pub fn raise_min_retention(&mut self, new: &str) -> Result<()> {
+        use crate::retention::Duration as D;
+        let d: D = new.parse().map_err(|e: String| Error::Invalid(format!("minimum retention: {e}")))?;
+        if let Some(cur) = &self.config.min_retention {
+            let c: D = cur.parse().map_err(|e: String| Error::Invalid(format!("current minimum retention: {e}")))?;
+            let now = jiff::Timestamp::now();
+            let tz = jiff::tz::TimeZone::UTC;
+            if d.before(now, &tz) > c.before(now, &tz) {
+                return Err(Error::Invalid(format!(
+                    "the retention lock can only be raised: it is {cur}, {new} would shorten it"
+                )));
+            }
+        }
+        let mut cfg = self.config.clone();
+        cfg.min_retention = Some(d.to_string());
+        self.write_config(cfg)
     }
 
     /// Rebuilds the local index cache from the repository's segments.
@@ -462,9 +498,20 @@ impl PackSaver {
     /// Stores the last pack and writes the index segment for everything
     /// stored. Until this returns, the new blobs are not in the repository's
     /// index.
-    pub fn finish(mut self, repo: &Repository) -> Result<Vec<IndexId>> {
+    pub fn finish(mut self, repo: &Repository) -> Result<SaverTotals> {
         self.flush(repo)?;
         self.indexer.flush(&*repo.backend, &repo.keys, &repo.index)?;
-        Ok(self.indexer.written)
+        Ok(SaverTotals { segments: self.indexer.written, packs: self.packs, bytes: self.bytes })
     }
+}
+
+/// What a [`PackSaver`] stored.
+#[derive(Debug, Clone, Default)]
+pub struct SaverTotals {
+    /// Index segments written.
+    pub segments: Vec<IndexId>,
+    /// Packs stored.
+    pub packs: Vec<crate::id::PackId>,
+    /// Bytes written.
+    pub bytes: u64,
 }

@@ -361,3 +361,34 @@ fn check_that_cannot_run_exits_2() {
     let missing = s.v.path("nowhere");
     s.v.cmd().arg("check").env("VAULT_REPOSITORY", &missing).run().code_is(2).stderr_has("nowhere");
 }
+
+#[test]
+fn repair_snapshots_stores_trees_anew_when_the_index_names_a_lost_copy() {
+    let v = Vault::init();
+    // X holds an empty directory; Y holds one too, so Y's `empty/` listing
+    // is the same tree blob, stored in X's tree pack only.
+    let x = v.src("x");
+    fs::create_dir_all(x.join("empty")).unwrap();
+    write(&x.join("a.txt"), b"x");
+    let sx = v.snapshot(&[&x], &[])["snapshot_id"].as_str().unwrap().to_string();
+    let x_trees = v.repo_files("tree");
+    let y = v.src("y");
+    fs::create_dir_all(y.join("empty")).unwrap();
+    write(&y.join("b.txt"), b"y");
+    let sy = v.snapshot(&[&y], &[])["snapshot_id"].as_str().unwrap().to_string();
+    for p in &x_trees {
+        fs::remove_file(p).unwrap();
+    }
+    // The index still names the lost copy of the empty listing: repair must
+    // store it again rather than trust the index.
+    let out = v.cmd().args(["repair", "snapshots", "--forget", &sy]).run().ok();
+    assert!(out.stdout_str().contains("/empty/"), "{}", out.explain());
+    v.cmd().args(["forget", &sx]).run().ok();
+    v.cmd().args(["repair", "index"]).run().ok();
+    let r = check(&v, &["--read-data"], 0);
+    assert!(errors(&r).is_empty(), "{r:#}");
+    let target = v.path("t");
+    v.restore("latest", &target, &[]).ok();
+    assert_eq!(fs::read(restored(&target, &y.join("b.txt"))).unwrap(), b"y");
+    assert!(restored(&target, &y.join("empty")).is_dir());
+}

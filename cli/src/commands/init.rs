@@ -30,6 +30,7 @@ pub fn run(ctx: &Ctx, a: InitArgs) -> Result<u8> {
     if let Some(p) = a.pack_size {
         opts.pack_size = p;
     }
+    opts.min_retention = a.min_retention.map(|d| d.to_string());
     if let Some(m) = a.kdf_memory {
         opts.kdf = KdfParams { memory_kib: m, ..KdfParams::default() };
     }

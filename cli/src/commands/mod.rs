@@ -2,10 +2,13 @@
 
 mod check;
 mod completion;
+mod config;
 mod dump;
+mod forget;
 mod init;
 mod key;
 mod ls;
+mod prune;
 mod repair;
 mod restore;
 mod snapshot;
@@ -28,6 +31,9 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Key(k) => key::run(&ctx, k),
         Command::Check(a) => check::run(&ctx, a),
+        Command::Forget(a) => forget::run(&ctx, a),
+        Command::Prune(a) => prune::run(&ctx, a),
+        Command::Config(a) => config::run(&ctx, a),
         Command::Repair(c) => repair::run(&ctx, c),
         Command::Completion(a) => completion::run(a),
     }

@@ -23,7 +23,7 @@ fn index(ctx: &Ctx) -> Result<u8> {
     let p2 = progress.clone();
     let display =
         Display::start(wanted(ctx.global.quiet, ctx.global.json), move || (p2.load(Ordering::Relaxed), 0, 0, 0, false));
-    let r = repair::repair_index(&mut repo, &progress)?;
+    let r = repair::repair_index(&mut repo, &crate::util::hostname(), &crate::util::username(), &progress)?;
     drop(display);
     if ctx.global.json {
         print_json(&r)?;
@@ -54,7 +54,7 @@ fn snapshots_cmd(ctx: &Ctx, forget: bool, dry_run: bool, specs: &[String]) -> Re
     let results = repair::repair_snapshots(&repo, &ids, forget, dry_run)?;
     if ctx.global.json {
         print_json(&results)?;
-        return Ok(0);
+        return Ok(if results.iter().any(|r| r.unrepairable.is_some()) { 1 } else { 0 });
     }
     if results.is_empty() {
         ctx.info("no snapshot references lost data");

@@ -49,6 +49,7 @@ pub fn run(ctx: &Ctx, a: SnapshotArgs) -> Result<u8> {
         excludes: excludes.clone(),
         one_file_system: a.one_file_system,
         parent,
+        time: a.time,
     };
     let progress = Arc::new(Progress::default());
     let show = wanted(ctx.global.quiet, ctx.global.json);

@@ -8,6 +8,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use super::{BResult, Backend, FileType};
 use crate::error::{BackendError, BackendErrorKind};
@@ -71,12 +72,17 @@ impl Backend for LocalBackend {
     }
 
     fn list(&self, t: FileType) -> BResult<Vec<(String, u64)>> {
+        Ok(self.list_times(t)?.into_iter().map(|(n, s, _)| (n, s)).collect())
+    }
+
+    fn list_times(&self, t: FileType) -> BResult<Vec<(String, u64, SystemTime)>> {
         let dir = self.root.join(t.dir());
         let mut out = Vec::new();
         let mut dirs = vec![dir.clone()];
+        let mtime = |m: &fs::Metadata| m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
         if t == FileType::Config {
             return match fs::metadata(self.root.join("config")) {
-                Ok(m) => Ok(vec![("config".into(), m.len())]),
+                Ok(m) => Ok(vec![("config".into(), m.len(), mtime(&m))]),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(vec![]),
                 Err(e) => Err(self.err("listing", &dir, &e)),
             };
@@ -85,6 +91,8 @@ impl Backend for LocalBackend {
             let rd = match fs::read_dir(&d) {
                 Ok(rd) => rd,
                 Err(e) if e.kind() == io::ErrorKind::NotFound && d != dir => continue,
+                // Repositories made before `marks/` existed don't have it.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && t == FileType::Marks => continue,
                 Err(e) => return Err(self.err("listing", &d, &e)),
             };
             for entry in rd {
@@ -105,7 +113,7 @@ impl Backend for LocalBackend {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(self.err("listing", &entry.path(), &e)),
                 };
-                out.push((name, m.len()));
+                out.push((name, m.len(), mtime(&m)));
             }
         }
         out.sort();
@@ -159,6 +167,27 @@ impl Backend for LocalBackend {
         };
         let res = write();
         let _ = fs::remove_file(&tmp);
+        res.map_err(|e| self.err("writing", &p, &e))?;
+        sync_dir(&dir).map_err(|e| self.err("syncing", &dir, &e))
+    }
+
+    fn replace(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()> {
+        let p = self.path(t, name);
+        let dir = p.parent().expect("object paths have a parent").to_path_buf();
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(|e| self.err("creating", &dir, &e))?;
+        }
+        let tmp = dir.join(format!(".tmp-{}", hex::encode(crate::crypto::random_bytes::<8>())));
+        let write = || -> io::Result<()> {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &p)
+        };
+        let res = write();
+        if res.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
         res.map_err(|e| self.err("writing", &p, &e))?;
         sync_dir(&dir).map_err(|e| self.err("syncing", &dir, &e))
     }

@@ -2,6 +2,7 @@
 //! (file type, name). Everything above this trait is backend-agnostic; retry,
 //! caching or rate limits are wrappers implementing the same trait.
 
+pub mod crash;
 pub mod local;
 
 use crate::error::BackendError;
@@ -21,8 +22,10 @@ pub enum FileType {
     Index,
     /// `snapshots/<id>`.
     Snapshot,
-    /// `locks/<id>`.
+    /// `locks/<id>`: the maintenance lease.
     Lock,
+    /// `marks/<id>`: packs marked for deletion by prune (two-phase GC).
+    Marks,
 }
 
 impl FileType {
@@ -36,6 +39,7 @@ impl FileType {
             FileType::Index => "index",
             FileType::Snapshot => "snapshots",
             FileType::Lock => "locks",
+            FileType::Marks => "marks",
         }
     }
 
@@ -45,7 +49,7 @@ impl FileType {
     }
 
     /// Every type, for creating and listing a repository.
-    pub const ALL: [FileType; 7] = [
+    pub const ALL: [FileType; 8] = [
         FileType::Config,
         FileType::Key,
         FileType::Data,
@@ -53,6 +57,7 @@ impl FileType {
         FileType::Index,
         FileType::Snapshot,
         FileType::Lock,
+        FileType::Marks,
     ];
 
     /// The relative path of object `name` of this type.
@@ -82,6 +87,11 @@ pub trait Backend: Send + Sync {
     /// Names and sizes of all objects of a type.
     fn list(&self, t: FileType) -> BResult<Vec<(String, u64)>>;
 
+    /// Names, sizes and modification times of all objects of a type. The
+    /// times are the backend's (the file system's, the server's): garbage
+    /// collection measures its grace period with them, not the client clock.
+    fn list_times(&self, t: FileType) -> BResult<Vec<(String, u64, std::time::SystemTime)>>;
+
     /// Size of one object.
     fn size(&self, t: FileType, name: &str) -> BResult<u64>;
 
@@ -94,6 +104,11 @@ pub trait Backend: Send + Sync {
     /// Stores an object that must not exist yet. If it exists already the
     /// result is an `AlreadyExists` error and the stored object is untouched.
     fn write_new(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()>;
+
+    /// Replaces an object atomically: readers see the old or the new
+    /// content, never a mix or nothing. Only for the few mutable objects
+    /// (`config`, the maintenance lease).
+    fn replace(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()>;
 
     /// Removes an object.
     fn remove(&self, t: FileType, name: &str) -> BResult<()>;

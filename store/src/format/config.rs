@@ -13,7 +13,7 @@ pub const MAGIC: &[u8; 8] = b"VAULTCFG";
 /// The envelope type of the config body.
 pub const AAD: &str = "config";
 /// Garbage-collection protocol this build follows.
-pub const GC_PROTOCOL: u32 = 1;
+pub const GC_PROTOCOL: u32 = 2;
 
 /// FastCDC parameters, fixed for the repository's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +48,10 @@ pub struct Config {
     /// GC protocol version; a vault that doesn't know it refuses to open the
     /// repository (so that no writer ignores the protocol).
     pub gc_protocol: u32,
+    /// Retention lock: no snapshot younger than this (a restic-style
+    /// duration such as `7y`) may be forgotten, nor data it uses pruned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_retention: Option<String>,
 }
 
 impl Config {
@@ -70,6 +74,9 @@ impl Config {
         }
         if !(1 << 20..=1 << 30).contains(&self.pack_size) {
             return Err(Error::Invalid(format!("pack size {} must be between 1 MiB and 1 GiB", self.pack_size)));
+        }
+        if let Some(r) = &self.min_retention {
+            r.parse::<crate::retention::Duration>().map_err(|e| Error::Invalid(format!("minimum retention: {e}")))?;
         }
         if !(0..=22).contains(&self.compression_level) {
             return Err(Error::Invalid(format!("compression level {} must be 0..=22", self.compression_level)));

@@ -232,6 +232,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn wait(mut self) -> Out {
         let start = Instant::now();
         let status = loop {

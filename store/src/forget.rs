@@ -1,0 +1,207 @@
+//! `vault forget`: which snapshots a retention policy keeps, per group, and
+//! the retention lock that overrides any policy.
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use serde::Serialize;
+
+use crate::format::snapshot::Snapshot;
+use crate::id::SnapshotId;
+use crate::retention::{self, Candidate, Duration, Policy};
+
+/// Which snapshot fields form a group (restic's `--group-by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupBy {
+    /// By host.
+    pub host: bool,
+    /// By the list of source paths.
+    pub paths: bool,
+    /// By the list of tags.
+    pub tags: bool,
+}
+
+impl Default for GroupBy {
+    fn default() -> Self {
+        GroupBy { host: true, paths: true, tags: false }
+    }
+}
+
+impl std::str::FromStr for GroupBy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut g = GroupBy { host: false, paths: false, tags: false };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "host" => g.host = true,
+                "paths" => g.paths = true,
+                "tags" => g.tags = true,
+                other => return Err(format!("--group-by: unknown field {other:?} (use host, paths, tags)")),
+            }
+        }
+        Ok(g)
+    }
+}
+
+/// A kept snapshot and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Kept {
+    /// The snapshot.
+    pub id: SnapshotId,
+    /// Its time.
+    pub time: Timestamp,
+    /// Reasons, e.g. "daily snapshot", "within 7y", "retention lock 7y".
+    pub reasons: Vec<String>,
+}
+
+/// One group's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Group {
+    /// Host, when grouping by host.
+    pub host: Option<String>,
+    /// Paths, when grouping by paths.
+    pub paths: Option<Vec<String>>,
+    /// Tags, when grouping by tags.
+    pub tags: Option<Vec<String>>,
+    /// Kept snapshots, newest first.
+    pub keep: Vec<Kept>,
+    /// Snapshots to remove, newest first.
+    pub remove: Vec<(SnapshotId, Timestamp)>,
+}
+
+/// The retention lock: snapshots newer than `min.before(now)` stay.
+#[derive(Debug, Clone, Copy)]
+pub struct RetentionLock {
+    /// The minimum retention.
+    pub min: Duration,
+    /// The time it counts from (the earlier of the client's and the
+    /// backend's clocks, so a clock set forward can't unlock anything).
+    pub now: Timestamp,
+}
+
+impl RetentionLock {
+    /// True when the lock protects a snapshot taken at `t`.
+    pub fn protects(&self, t: Timestamp) -> bool {
+        t > self.min.before(self.now, &TimeZone::UTC)
+    }
+}
+
+/// Applies `policy` to each group of `snapshots`, then the retention lock.
+pub fn plan(
+    snapshots: &[(SnapshotId, Snapshot)],
+    policy: &Policy,
+    group_by: GroupBy,
+    tz: &TimeZone,
+    lock: Option<RetentionLock>,
+) -> Vec<Group> {
+    let key = |s: &Snapshot| {
+        let mut paths = s.paths.clone();
+        paths.sort();
+        let mut tags = s.tags.clone();
+        tags.sort();
+        (group_by.host.then(|| s.host.clone()), group_by.paths.then_some(paths), group_by.tags.then_some(tags))
+    };
+    let mut groups: Vec<(_, Vec<&(SnapshotId, Snapshot)>)> = Vec::new();
+    for s in snapshots {
+        let k = key(&s.1);
+        match groups.iter_mut().find(|(gk, _)| *gk == k) {
+            Some((_, v)) => v.push(s),
+            None => groups.push((k, vec![s])),
+        }
+    }
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
+    groups
+        .into_iter()
+        .map(|((host, paths, tags), mut members)| {
+            members.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(b.0.cmp(&a.0)));
+            let cands: Vec<Candidate> =
+                members.iter().map(|(_, s)| Candidate { time: s.time, tags: s.tags.clone() }).collect();
+            let decisions = retention::apply(policy, &cands, tz);
+            let mut g = Group { host, paths, tags, keep: Vec::new(), remove: Vec::new() };
+            for ((id, s), mut d) in members.into_iter().map(|m| (m.0, &m.1)).zip(decisions) {
+                if !d.keep
+                    && let Some(l) = lock.filter(|l| l.protects(s.time))
+                {
+                    d.keep = true;
+                    d.reasons.push(format!("retention lock {}", l.min));
+                }
+                if d.keep {
+                    g.keep.push(Kept { id, time: s.time, reasons: d.reasons });
+                } else {
+                    g.remove.push((id, s.time));
+                }
+            }
+            g
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::BlobId;
+
+    fn snap(host: &str, path: &str, time: &str) -> Snapshot {
+        Snapshot {
+            version: 1,
+            time: time.parse().unwrap(),
+            host: host.into(),
+            user: "u".into(),
+            paths: vec![path.into()],
+            tags: vec![],
+            tree: BlobId([0; 32]),
+            parent: None,
+            excludes: vec![],
+            program_version: "t".into(),
+            summary: None,
+            original: None,
+        }
+    }
+
+    fn id(n: u8) -> SnapshotId {
+        SnapshotId([n; 32])
+    }
+
+    #[test]
+    fn groups_by_host_and_paths_and_keeps_per_group() {
+        let snaps = vec![
+            (id(1), snap("a", "/x", "2026-01-01T10:00:00Z")),
+            (id(2), snap("a", "/x", "2026-01-02T10:00:00Z")),
+            (id(3), snap("b", "/x", "2026-01-01T10:00:00Z")),
+            (id(4), snap("a", "/y", "2026-01-01T10:00:00Z")),
+        ];
+        let policy = Policy { last: Some(1), ..Default::default() };
+        let groups = plan(&snaps, &policy, GroupBy::default(), &TimeZone::UTC, None);
+        assert_eq!(groups.len(), 3);
+        let kept: Vec<SnapshotId> = groups.iter().flat_map(|g| g.keep.iter().map(|k| k.id)).collect();
+        let removed: Vec<SnapshotId> = groups.iter().flat_map(|g| g.remove.iter().map(|r| r.0)).collect();
+        assert_eq!(removed, vec![id(1)]);
+        assert!(kept.contains(&id(2)) && kept.contains(&id(3)) && kept.contains(&id(4)));
+        // One group for everything when grouping by nothing.
+        let none: GroupBy = "".parse().unwrap();
+        let groups = plan(&snaps, &policy, none, &TimeZone::UTC, None);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].keep.len(), 1);
+        assert_eq!(groups[0].keep[0].id, id(2));
+    }
+
+    #[test]
+    fn retention_lock_overrides_the_policy() {
+        let snaps = vec![
+            (id(1), snap("a", "/x", "2019-01-01T10:00:00Z")),
+            (id(2), snap("a", "/x", "2025-06-01T10:00:00Z")),
+            (id(3), snap("a", "/x", "2026-01-02T10:00:00Z")),
+        ];
+        let policy = Policy { last: Some(1), ..Default::default() };
+        let lock = RetentionLock { min: "5y".parse().unwrap(), now: "2026-01-03T00:00:00Z".parse().unwrap() };
+        let g = &plan(&snaps, &policy, GroupBy::default(), &TimeZone::UTC, Some(lock))[0];
+        assert_eq!(g.remove.iter().map(|r| r.0).collect::<Vec<_>>(), vec![id(1)]);
+        let locked = g.keep.iter().find(|k| k.id == id(2)).unwrap();
+        assert_eq!(locked.reasons, vec!["retention lock 5y".to_string()]);
+    }
+
+    #[test]
+    fn group_by_parses() {
+        assert_eq!("host,tags".parse::<GroupBy>().unwrap(), GroupBy { host: true, paths: false, tags: true });
+        assert!("hosts".parse::<GroupBy>().is_err());
+    }
+}
