@@ -81,9 +81,9 @@ pub struct InitArgs {
     /// Average chunk size (min is a quarter, max four times it), e.g. 1M, 256K
     #[arg(long, value_name = "SIZE", value_parser = crate::util::parse_size)]
     pub chunk_size: Option<u64>,
-    /// zstd compression level for file data, 0 (off) to 22
-    #[arg(long, value_name = "LEVEL", default_value_t = 3, value_parser = clap::value_parser!(i32).range(0..=22))]
-    pub compression: i32,
+    /// Default compression of file data: auto (zstd 1), off, fastest (zstd -3), default (zstd 3), max (zstd 19), or a zstd level -7..22
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    pub compression: vault_store::pack::CompressionMode,
     /// Target pack file size, e.g. 16M
     #[arg(long, value_name = "SIZE", value_parser = crate::util::parse_size)]
     pub pack_size: Option<u64>,
@@ -130,6 +130,9 @@ pub struct SnapshotArgs {
     /// File name for --stdin / --stdin-from-command
     #[arg(long, alias = "stdin-filename", value_name = "NAME", default_value = "stdin")]
     pub stdin_name: String,
+    /// Compression for this run: auto, off, fastest, default, max or a zstd level [default: the repository's]
+    #[arg(long, value_name = "MODE")]
+    pub compression: Option<vault_store::pack::CompressionMode>,
     /// Record this time instead of now: RFC 3339 (2026-01-31T23:00:00Z) or local "2026-01-31 23:00:00"
     #[arg(long, value_name = "TIME", value_parser = crate::util::parse_time)]
     pub time: Option<jiff::Timestamp>,

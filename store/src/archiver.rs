@@ -82,6 +82,11 @@ pub struct SnapshotOptions {
     pub parent: ParentChoice,
     /// The snapshot's time, when not now (backfilling, tests).
     pub time: Option<jiff::Timestamp>,
+    /// zstd level for data blobs of this run (else the repository's).
+    pub compression: Option<i32>,
+    /// Tests only: sleep this long after the data is stored, before the
+    /// run checks for new marks and commits.
+    pub pause_before_commit: Option<std::time::Duration>,
 }
 
 /// One problem with a source entry; the snapshot goes on without it.
@@ -173,6 +178,8 @@ fn change_stamp(meta: &Metadata) -> (u64, i64, i64, i64, i64) {
 /// Shared state of the background stages.
 struct Shared<'r> {
     repo: &'r Repository,
+    /// zstd level for data blobs.
+    level: i32,
     indexer: Mutex<Indexer>,
     failure: Mutex<Option<Error>>,
     failed: AtomicBool,
@@ -198,7 +205,7 @@ impl Shared<'_> {
 fn worker(shared: &Shared<'_>, jobs: Receiver<Job>, uploads: Sender<FinishedPack>) {
     let repo = shared.repo;
     let pack_size = repo.config().pack_size as usize;
-    let level = CompressionLevel(repo.config().compression_level);
+    let level = CompressionLevel(shared.level);
     // A pack is closed before it would pass pack_size, except when one blob is
     // larger on its own: room for one maximal chunk and the header suffices.
     let capacity = pack_size + repo.config().chunker.max_size as usize + (64 << 10);
@@ -772,6 +779,7 @@ pub fn run_snapshot(
     let uploaders = repo.backend().connections().max(1);
     let shared = Shared {
         repo,
+        level: opts.compression.unwrap_or(repo.config().compression_level),
         indexer: Mutex::new(Indexer::new()),
         failure: Mutex::new(None),
         failed: AtomicBool::new(false),
@@ -836,6 +844,9 @@ pub fn run_snapshot(
         return Err(e);
     }
     flushed?;
+    if let Some(p) = opts.pause_before_commit {
+        std::thread::sleep(p);
+    }
     let rescued = rescue_newly_marked(repo, &tree, &mark_names)?;
     if rescued > 0 {
         warnings.push(format!(

@@ -86,12 +86,18 @@ impl RetentionLock {
 }
 
 /// Applies `policy` to each group of `snapshots`, then the retention lock.
+///
+/// `stored_at` gives, where known, when each snapshot object was stored by
+/// the backend's clock: the lock protects a snapshot by the later of its
+/// recorded time and that, so a back-dated snapshot can't be forgotten early.
 pub fn plan(
     snapshots: &[(SnapshotId, Snapshot)],
     policy: &Policy,
     group_by: GroupBy,
     tz: &TimeZone,
     lock: Option<RetentionLock>,
+    stored_at: &dyn Fn(&SnapshotId) -> Option<Timestamp>,
+    now: Timestamp,
 ) -> Vec<Group> {
     let key = |s: &Snapshot| {
         let mut paths = s.paths.clone();
@@ -115,11 +121,12 @@ pub fn plan(
             members.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(b.0.cmp(&a.0)));
             let cands: Vec<Candidate> =
                 members.iter().map(|(_, s)| Candidate { time: s.time, tags: s.tags.clone() }).collect();
-            let decisions = retention::apply(policy, &cands, tz);
+            let decisions = retention::apply_at(policy, &cands, tz, Some(now));
             let mut g = Group { host, paths, tags, keep: Vec::new(), remove: Vec::new() };
             for ((id, s), mut d) in members.into_iter().map(|m| (m.0, &m.1)).zip(decisions) {
+                let age_from = stored_at(&id).map_or(s.time, |t| t.max(s.time));
                 if !d.keep
-                    && let Some(l) = lock.filter(|l| l.protects(s.time))
+                    && let Some(l) = lock.filter(|l| l.protects(age_from))
                 {
                     d.keep = true;
                     d.reasons.push(format!("retention lock {}", l.min));
@@ -170,7 +177,7 @@ mod tests {
             (id(4), snap("a", "/y", "2026-01-01T10:00:00Z")),
         ];
         let policy = Policy { last: Some(1), ..Default::default() };
-        let groups = plan(&snaps, &policy, GroupBy::default(), &TimeZone::UTC, None);
+        let groups = plan(&snaps, &policy, GroupBy::default(), &TimeZone::UTC, None, &|_| None, Timestamp::now());
         assert_eq!(groups.len(), 3);
         let kept: Vec<SnapshotId> = groups.iter().flat_map(|g| g.keep.iter().map(|k| k.id)).collect();
         let removed: Vec<SnapshotId> = groups.iter().flat_map(|g| g.remove.iter().map(|r| r.0)).collect();
@@ -178,7 +185,7 @@ mod tests {
         assert!(kept.contains(&id(2)) && kept.contains(&id(3)) && kept.contains(&id(4)));
         // One group for everything when grouping by nothing.
         let none: GroupBy = "".parse().unwrap();
-        let groups = plan(&snaps, &policy, none, &TimeZone::UTC, None);
+        let groups = plan(&snaps, &policy, none, &TimeZone::UTC, None, &|_| None, Timestamp::now());
         assert_eq!(groups.len(), 1);
         assert_eq!(groups[0].keep.len(), 1);
         assert_eq!(groups[0].keep[0].id, id(2));
@@ -193,7 +200,7 @@ mod tests {
         ];
         let policy = Policy { last: Some(1), ..Default::default() };
         let lock = RetentionLock { min: "5y".parse().unwrap(), now: "2026-01-03T00:00:00Z".parse().unwrap() };
-        let g = &plan(&snaps, &policy, GroupBy::default(), &TimeZone::UTC, Some(lock))[0];
+        let g = &plan(&snaps, &policy, GroupBy::default(), &TimeZone::UTC, Some(lock), &|_| None, Timestamp::now())[0];
         assert_eq!(g.remove.iter().map(|r| r.0).collect::<Vec<_>>(), vec![id(1)]);
         let locked = g.keep.iter().find(|k| k.id == id(2)).unwrap();
         assert_eq!(locked.reasons, vec!["retention lock 5y".to_string()]);

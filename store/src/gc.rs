@@ -56,6 +56,18 @@ pub struct LeaseInfo {
     pub since: String,
     /// Random: tells this holder's lease from a later one.
     pub token: String,
+    /// The holder's boot and pid namespace (Linux), so that "no such pid"
+    /// only counts on the very same system, not in another container with
+    /// the same host name.
+    #[serde(default)]
+    pub system: String,
+}
+
+/// This system's boot id and pid namespace, as one string.
+fn system_id() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let ns = std::fs::read_link("/proc/self/ns/pid").map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    format!("{}/{ns}", boot.trim())
 }
 
 /// A held lease; released when dropped.
@@ -66,6 +78,10 @@ pub struct Lease {
     /// Backend time when the lease was taken, and the local instant then.
     taken_at: (SystemTime, Instant),
     stop: Arc<AtomicBool>,
+    /// Set by the refresher when the lease is no longer ours.
+    lost: Arc<AtomicBool>,
+    /// When the lease was last written (taken or refreshed) successfully.
+    refreshed: Arc<std::sync::Mutex<Instant>>,
     refresher: Option<JoinHandle<()>>,
 }
 
@@ -103,8 +119,10 @@ impl Lease {
             user: user.into(),
             since: jiff::Timestamp::now().to_string(),
             token: hex::encode(crate::crypto::random_bytes::<16>()),
+            system: system_id(),
         };
         let sealed = envelope::seal(keys, LEASE_AAD, &serde_json::to_vec(&info).expect("serializes"));
+        let mut broke_stale = false;
         for attempt in 0..2 {
             match backend.write_new(FileType::Lock, LEASE_NAME, &sealed) {
                 Ok(()) => {
@@ -116,8 +134,17 @@ impl Lease {
                         info,
                         taken_at: (t, now),
                         stop: Arc::new(AtomicBool::new(false)),
+                        lost: Arc::new(AtomicBool::new(false)),
+                        refreshed: Arc::new(std::sync::Mutex::new(now)),
                         refresher: None,
                     };
+                    if broke_stale {
+                        // Another process may have judged the same lease
+                        // stale and be about to remove ours: give it time,
+                        // then make sure the lease is still ours.
+                        std::thread::sleep(Duration::from_secs(2));
+                        lease.verify()?;
+                    }
                     lease.start_refresher(sealed);
                     return Ok(lease);
                 }
@@ -127,9 +154,10 @@ impl Lease {
                     let Some(modified) = modified else { continue };
                     let now = backend_now(&*backend)?;
                     let age = now.duration_since(modified).unwrap_or_default();
-                    let dead_here = matches!(&holder, Ok(h) if h.host == host && !process_alive(h.pid));
+                    let dead_here = matches!(&holder, Ok(h) if h.host == host && !h.system.is_empty() && h.system == system_id() && !process_alive(h.pid));
                     if age > LEASE_TTL || dead_here {
                         // Stale: its holder crashed. Break it and try once more.
+                        broke_stale = true;
                         match backend.remove(FileType::Lock, LEASE_NAME) {
                             Ok(()) => continue,
                             Err(e) if e.is_not_found() => continue,
@@ -149,25 +177,41 @@ impl Lease {
                         FileType::Lock.path(LEASE_NAME)
                     )));
                 }
+                Err(e) if e.kind == BackendErrorKind::AlreadyExists => break,
                 Err(e) => return Err(e.into()),
             }
         }
         Err(Error::Locked(format!(
-            "{}: could not take the maintenance lease: another process took it at the same moment",
+            "{}: the repository is locked for maintenance: another process took the lease at the same moment",
             backend.location()
         )))
     }
 
     fn start_refresher(&mut self, sealed: Vec<u8>) {
         let stop = self.stop.clone();
+        let lost = self.lost.clone();
+        let refreshed = self.refreshed.clone();
         let backend = self.backend.clone();
+        let keys = self.keys.clone();
+        let token = self.info.token.clone();
         self.refresher = Some(std::thread::spawn(move || {
             let mut last = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) && !lost.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(200));
-                if last.elapsed() >= LEASE_REFRESH {
-                    let _ = backend.replace(FileType::Lock, LEASE_NAME, &sealed);
-                    last = Instant::now();
+                if last.elapsed() < LEASE_REFRESH {
+                    continue;
+                }
+                last = Instant::now();
+                // Never overwrite a lease someone else took over.
+                match read_lease(&*backend, &keys) {
+                    Ok(h) if h.token == token => {
+                        if backend.replace(FileType::Lock, LEASE_NAME, &sealed).is_ok() {
+                            *refreshed.lock().expect("no panics while locked") = Instant::now();
+                        }
+                    }
+                    Ok(_) => lost.store(true, Ordering::Relaxed),
+                    Err(e) if e.is_not_found() => lost.store(true, Ordering::Relaxed),
+                    Err(_) => {}
                 }
             }
         }));
@@ -179,8 +223,19 @@ impl Lease {
         self.taken_at.0 + self.taken_at.1.elapsed()
     }
 
-    /// Fails unless the lease is still this process's (nobody broke it).
+    /// Fails unless the lease is still this process's (nobody broke it),
+    /// and was refreshed recently enough that nobody could consider it stale.
     pub fn verify(&self) -> Result<()> {
+        if self.lost.load(Ordering::Relaxed) {
+            return Err(Error::Locked("the maintenance lease was taken over: stopping".into()));
+        }
+        let since = self.refreshed.lock().expect("no panics while locked").elapsed();
+        if since > LEASE_TTL / 2 {
+            return Err(Error::Locked(format!(
+                "the maintenance lease could not be refreshed for {}s: stopping before another process may take it",
+                since.as_secs()
+            )));
+        }
         match read_lease(&*self.backend, &self.keys) {
             Ok(h) if h.token == self.info.token => Ok(()),
             Ok(h) => Err(Error::Locked(format!(

@@ -10,9 +10,67 @@ use crate::format::index::IndexPack;
 use crate::format::pack::{BlobEntry, Compression, PackHeader, Trailer, seal_header};
 use crate::id::{BlobId, PackId};
 
-/// Compression setting of a writer: a zstd level, or 0 for none.
+/// Compression setting of a writer: a zstd level (negative levels are
+/// zstd's fast modes), or 0 for none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompressionLevel(pub i32);
+
+/// Lowest and highest zstd level accepted.
+pub const MIN_LEVEL: i32 = -7;
+/// Highest zstd level accepted.
+pub const MAX_LEVEL: i32 = 22;
+
+/// How hard to compress data blobs: `--compression`. Every mode first tests
+/// a sample of a large blob and stores data that doesn't compress as is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressionMode {
+    /// Store data uncompressed.
+    Off,
+    /// zstd level 1: most of level 3's ratio at about 1.5 times its speed.
+    Auto,
+    /// zstd's fast level -3: for data that must go in as fast as possible.
+    Fastest,
+    /// zstd level 3.
+    Default,
+    /// zstd level 19: for archives written once and kept for years.
+    Max,
+    /// An explicit zstd level.
+    Level(i32),
+}
+
+impl CompressionMode {
+    /// The zstd level (0: none).
+    pub fn level(self) -> i32 {
+        match self {
+            CompressionMode::Off => 0,
+            CompressionMode::Auto => 1,
+            CompressionMode::Fastest => -3,
+            CompressionMode::Default => 3,
+            CompressionMode::Max => 19,
+            CompressionMode::Level(n) => n,
+        }
+    }
+}
+
+impl std::str::FromStr for CompressionMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim() {
+            "off" | "none" => Ok(CompressionMode::Off),
+            "auto" => Ok(CompressionMode::Auto),
+            "fastest" => Ok(CompressionMode::Fastest),
+            "default" => Ok(CompressionMode::Default),
+            "max" => Ok(CompressionMode::Max),
+            t => match t.parse::<i32>() {
+                Ok(0) => Ok(CompressionMode::Off),
+                Ok(n) if (MIN_LEVEL..=MAX_LEVEL).contains(&n) => Ok(CompressionMode::Level(n)),
+                _ => Err(format!(
+                    "{s:?}: use auto, off, fastest, default, max, or a zstd level from {MIN_LEVEL} to {MAX_LEVEL}"
+                )),
+            },
+        }
+    }
+}
 
 /// A pack being filled. Each writer has its own salt, hence its own key.
 pub struct PackWriter {
@@ -43,8 +101,11 @@ impl PackWriter {
     /// An empty pack of `kind`.
     pub fn new(keys: &Keys, kind: BlobKind, level: CompressionLevel, capacity: usize) -> Self {
         let salt = random_bytes::<32>();
-        let compressor = if level.0 > 0 {
-            Some(zstd::bulk::Compressor::new(level.0).expect("zstd levels 1..=22 are valid"))
+        let compressor = if level.0 != 0 {
+            Some(
+                zstd::bulk::Compressor::new(level.0.clamp(MIN_LEVEL, MAX_LEVEL))
+                    .expect("zstd levels -7..=22 are valid"),
+            )
         } else {
             None
         };

@@ -244,6 +244,8 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions, progress: &PruneProgres
     }
     if repo.config().gc_protocol < crate::format::config::GC_PROTOCOL && !opts.dry_run {
         // From now on, writers that don't know about marks must not write.
+        // Re-read the config first: it may have changed since it was opened.
+        repo.reload_config()?;
         let mut cfg = repo.config().clone();
         cfg.gc_protocol = crate::format::config::GC_PROTOCOL;
         repo.write_config(cfg)?;
@@ -273,7 +275,18 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions, progress: &PruneProgres
         let mut ids = vec![tree_id];
         for n in &tree.nodes {
             match n.kind {
-                NodeKind::File => ids.extend_from_slice(&n.content),
+                NodeKind::File => {
+                    for b in &n.content {
+                        // A used blob the index doesn't know lives in a pack
+                        // that would look unused: refuse rather than delete it.
+                        if !repo.index().contains(b)? {
+                            return Err(Error::Invalid(format!(
+                                "cannot prune: blob {b} used by a snapshot is in no index segment; run `vault check` and `vault repair index` first"
+                            )));
+                        }
+                    }
+                    ids.extend_from_slice(&n.content)
+                }
                 NodeKind::Dir => {
                     if let Some(s) = n.subtree {
                         stack.push((s, depth + 1));
@@ -508,6 +521,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions, progress: &PruneProgres
         lease.verify()?;
     }
     for sid in &affected_segments {
+        lease.verify()?;
         let seg = load_segment(repo.backend(), repo.keys(), sid)?;
         let rest = IndexSegment { packs: seg.packs.into_iter().filter(|p| !deleting.contains(&p.id)).collect() };
         if !rest.packs.is_empty() {
@@ -519,6 +533,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions, progress: &PruneProgres
         rep.segments_rewritten += 1;
     }
     for sid in &affected_segments {
+        lease.verify()?;
         match repo.backend().remove(FileType::Index, &sid.to_hex()) {
             Ok(()) => {}
             Err(e) if e.is_not_found() => {}
@@ -543,6 +558,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions, progress: &PruneProgres
         progress.packs_done.fetch_add(1, Ordering::Relaxed);
     }
     // Marks whose packs are all settled (deleted, or used again) go.
+    lease.verify()?;
     for m in &marks {
         let settled = m.packs.iter().all(|p| {
             deleting.contains(p)

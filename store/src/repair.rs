@@ -296,7 +296,16 @@ pub fn repair_snapshots(
     ids: &[SnapshotId],
     forget: bool,
     dry_run: bool,
+    host: &str,
+    user: &str,
 ) -> Result<Vec<SnapshotRepair>> {
+    // Prune must not delete packs the new snapshots reuse while they are
+    // written: hold the maintenance lease.
+    let _lease = if dry_run {
+        None
+    } else {
+        Some(crate::gc::Lease::acquire(repo.backend_arc(), repo.keys(), "repair snapshots", host, user)?)
+    };
     let (all, _) = repo.snapshots()?;
     let chosen: Vec<(SnapshotId, Snapshot)> =
         all.into_iter().filter(|(id, _)| ids.is_empty() || ids.contains(id)).collect();

@@ -43,7 +43,7 @@ impl Default for InitOptions {
         InitOptions {
             chunker: ChunkerParams::default(),
             pack_size: 16 << 20,
-            compression_level: 3,
+            compression_level: 1,
             kdf: KdfParams::default(),
             host: String::new(),
             user: String::new(),
@@ -196,6 +196,19 @@ impl Repository {
         cfg
     }
 
+    /// Reads the config again from the repository.
+    pub fn reload_config(&mut self) -> Result<()> {
+        let bytes = self.backend.read(FileType::Config, "config")?;
+        let body = Config::split_header(&bytes, "config")?;
+        let plain = envelope::open(&self.keys, crate::format::config::AAD, body, "config")?;
+        let config = Config::decode(&plain, "config")?;
+        if config.id != self.config.id {
+            return Err(Error::corrupt("config", "the repository id changed while it was open"));
+        }
+        self.config = config;
+        Ok(())
+    }
+
     /// Replaces the config (atomically) after validating the new one.
     pub fn write_config(&mut self, config: Config) -> Result<()> {
         config.validate()?;
@@ -208,6 +221,7 @@ impl Repository {
     /// than the current one is refused.
     pub fn raise_min_retention(&mut self, new: &str) -> Result<()> {
         use crate::retention::Duration as D;
+        self.reload_config()?;
         let d: D = new.parse().map_err(|e: String| Error::Invalid(format!("minimum retention: {e}")))?;
         if let Some(cur) = &self.config.min_retention {
             let c: D = cur.parse().map_err(|e: String| Error::Invalid(format!("current minimum retention: {e}")))?;

@@ -314,6 +314,15 @@ struct WithinRule {
 /// snapshot of the group. Under an empty policy (see [`Policy::is_empty`])
 /// everything is kept, with no reasons.
 pub fn apply(policy: &Policy, snapshots: &[Candidate], tz: &TimeZone) -> Vec<Decision> {
+    apply_at(policy, snapshots, tz, None)
+}
+
+/// [`apply`], with `within` durations measured back from the newest snapshot
+/// that is not more than an hour after `now` (restic's rule: a snapshot
+/// from a host whose clock runs ahead must not push every real snapshot out
+/// of `--keep-within`). Without `now`, or when every snapshot is in the
+/// future, the newest snapshot counts.
+pub fn apply_at(policy: &Policy, snapshots: &[Candidate], tz: &TimeZone, now: Option<Timestamp>) -> Vec<Decision> {
     let mut decisions = vec![Decision { keep: false, reasons: Vec::new() }; snapshots.len()];
     if policy.is_empty() {
         for decision in &mut decisions {
@@ -328,7 +337,10 @@ pub fn apply(policy: &Policy, snapshots: &[Candidate], tz: &TimeZone) -> Vec<Dec
     let Some(&newest) = order.first() else {
         return decisions;
     };
-    let latest = snapshots[newest].time;
+    let horizon = now.and_then(|n| n.checked_add(jiff::SignedDuration::from_hours(1)).ok());
+    let latest = horizon
+        .and_then(|h| order.iter().map(|&i| snapshots[i].time).find(|t| *t <= h))
+        .unwrap_or(snapshots[newest].time);
 
     let within = policy.within.filter(|d| !d.is_zero()).map(|d| (d, d.before(latest, tz)));
     let mut count_rules: Vec<CountRule> = [

@@ -104,17 +104,30 @@ fn retention_lock_refuses_to_forget_young_snapshots() {
     let old = snapshot_at(&v, &ago(8 * 366), b"old", &[]);
     let young = snapshot_at(&v, &ago(365), b"young", &[]);
     let newest = snapshot_at(&v, &ago(1), b"newest", &[]);
+    // A snapshot dated 8 years back but stored today is protected by when
+    // the backend stored it: back-dating can't get around the lock.
+    let backdated = snapshot_at(&v, &ago(9 * 366), b"backdated", &[]);
+    // The lock measures age by the later of the recorded time and the
+    // object's modification time: make `old` look stored 8 years ago.
+    let stored = now.as_second() - 8 * 366 * 86400;
+    set_mtime(&v.repo.join("snapshots").join(&old), stored, 0);
+    set_mtime(&v.repo.join("snapshots").join(&young), now.as_second() - 365 * 86400, 0);
     // By id: refused, nothing removed.
     let out = v.cmd().args(["forget", &young]).run().code_is(1);
     assert!(out.stderr_str().contains("retention lock") && out.stderr_str().contains("7y"), "{}", out.explain());
-    assert_eq!(v.snapshot_ids().len(), 3);
+    assert_eq!(v.snapshot_ids().len(), 4);
     // By policy: the lock keeps what the policy would drop, and says so.
     let out = v.cmd().args(["forget", "--keep-last", "1"]).run().ok();
     assert!(out.stdout_str().contains("retention lock 7y"), "{}", out.explain());
     assert!(out.stderr_str().contains("retention lock"), "{}", out.explain());
     let left = v.snapshot_ids();
-    assert_eq!(left, vec![young.clone(), newest.clone()], "the 8-year-old one goes, the others stay");
+    assert_eq!(
+        left,
+        vec![backdated.clone(), young.clone(), newest.clone()],
+        "the 8-year-old one goes, the others stay"
+    );
     assert!(!left.contains(&old));
+    v.cmd().args(["forget", &backdated]).run().code_is(1).stderr_has("retention lock");
     // Prune never removes what the locked snapshot uses.
     v.cmd().args(["prune", "--grace", "0"]).run().ok();
     let target = v.path("t");
@@ -357,7 +370,9 @@ fn snapshots_running_beside_repeated_prunes_all_restore() {
         });
         // Let the writers finish, then stop the pruner.
         std::thread::sleep(std::time::Duration::from_millis(100));
+        let started = std::time::Instant::now();
         loop {
+            assert!(started.elapsed().as_secs() < 300, "the writers did not finish (one failed?)");
             if v.snapshots(&[]).len() >= 2 && writers.iter().all(|(w, _, _)| expected.join(format!("w{w}r5")).exists())
             {
                 break;
@@ -372,4 +387,68 @@ fn snapshots_running_beside_repeated_prunes_all_restore() {
     assert_all_restore(&v, &expected);
     assert!(v.snapshots(&[]).len() >= 4, "two per writer are kept");
     assert!(marked.into_inner() > 0, "prune marked or deleted packs while the snapshots ran");
+}
+
+#[test]
+fn a_snapshot_that_deduplicated_against_a_pack_marked_during_its_run_stores_the_data_again() {
+    let v = Vault::init();
+    let src = v.src("s");
+    let data = random_bytes(5, 500_000);
+    write(&src.join("x.bin"), &data);
+    let first = v.snapshot(&[&src], &[])["snapshot_id"].as_str().unwrap().to_string();
+    v.cmd().args(["forget", &first]).run().ok();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // A snapshot of the same data starts: no marks yet, so it deduplicates
+    // against the pack of the forgotten snapshot. While it waits before
+    // committing, prune marks that pack.
+    let running = v.cmd().args(["snapshot", "--json"]).arg(&src).env("VAULT_TEST_PAUSE_BEFORE_COMMIT", "5").spawn();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    // Its own cache, so it doesn't wait for the running snapshot's.
+    let r =
+        v.cmd().args(["prune", "--json", "--grace", "1s"]).env("VAULT_CACHE_DIR", v.path("cache2")).run().ok().json();
+    assert!(r["packs_marked"].as_u64().unwrap() > 0, "{r:#}");
+    let out = running.wait().ok();
+    assert!(out.stderr_str().contains("stored again"), "{}", out.explain());
+    // Once the grace period is over, prune deletes the marked pack; the new
+    // snapshot doesn't need it.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let r = v.cmd().args(["prune", "--json", "--grace", "1s"]).run().ok().json();
+    assert!(r["packs_deleted"].as_u64().unwrap() > 0, "{r:#}");
+    let target = v.path("t");
+    v.restore("latest", &target, &[]).ok();
+    assert_eq!(fs::read(restored(&target, &src.join("x.bin"))).unwrap(), data);
+    v.cmd().args(["check", "--read-data"]).run().ok();
+}
+
+#[test]
+fn prune_killed_while_deleting_marked_packs_leaves_every_snapshot_whole() {
+    let (v, expected) = history(4, 2);
+    // Mark, then let the grace period pass: the next prune deletes.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let r = v.cmd().args(["prune", "--json", "--grace", "1s", "--max-unused", "0%"]).run().ok().json();
+    assert!(r["packs_marked"].as_u64().unwrap() > 0, "{r:#}");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let pristine = v.path("pristine");
+    copy_dir(&v.repo, &pristine);
+    let mut completed = false;
+    for n in 0..200u64 {
+        copy_dir(&pristine, &v.repo);
+        v.drop_cache();
+        let out = v
+            .cmd()
+            .args(["prune", "-q", "--grace", "1s", "--max-unused", "0%"])
+            .env("VAULT_TEST_KILL_AFTER_WRITES", n.to_string())
+            .run();
+        if out.success() {
+            completed = true;
+            break;
+        }
+        assert_eq!(out.code, None, "prune failed instead of being killed after {n} writes:\n{}", out.explain());
+        v.cmd().args(["check", "--read-data"]).run().code_is(0);
+        assert_all_restore(&v, &expected);
+        v.cmd().args(["prune", "-q", "--grace", "1s", "--max-unused", "0%"]).run().ok();
+        assert_all_restore(&v, &expected);
+    }
+    assert!(completed, "prune never completed");
+    assert!(v.repo_files("marks").is_empty() || v.repo_files("marks").len() == 1, "settled marks go");
 }

@@ -47,6 +47,20 @@ struct Bench {
 }
 
 impl Bench {
+    /// Runs a vault command that is preparation, not a measured step.
+    fn quiet(&self, args: &[&str]) -> Result<()> {
+        let st = Command::new(&self.vault)
+            .args(args)
+            .env("VAULT_REPOSITORY", &self.repo)
+            .env("VAULT_PASSWORD", "bench")
+            .env("VAULT_CACHE_DIR", &self.cache)
+            .status()?;
+        if !st.success() {
+            bail!("vault {} failed", args.join(" "));
+        }
+        Ok(())
+    }
+
     fn run(&mut self, name: &str, bytes: u64, args: &[&str], stdin: Option<&Path>, stdout_null: bool) -> Result<()> {
         let stats = self.repo.with_extension("stats");
         let me = std::env::current_exe()?;
@@ -140,13 +154,15 @@ fn main() -> Result<()> {
     let mut size: u64 = 2 << 30;
     let mut source: Option<PathBuf> = None;
     let mut work = PathBuf::from("/tmp/vault-bench");
+    let mut skip_gc = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--size" => size = parse_size(it.next().context("--size needs a value")?)?,
             "--source" => source = Some(it.next().context("--source needs a value")?.into()),
             "--work" => work = it.next().context("--work needs a value")?.into(),
-            _ => bail!("usage: e2e [--size 2G] [--source DIR] [--work DIR]"),
+            "--skip-gc" => skip_gc = true,
+            _ => bail!("usage: e2e [--size 2G] [--source DIR] [--work DIR] [--skip-gc]"),
         }
     }
     let vault = std::env::current_exe()?.with_file_name("vault");
@@ -243,8 +259,28 @@ fn main() -> Result<()> {
     let rs = rnd.to_string_lossy().into_owned();
     b.run("snapshot, 1 GiB incompressible", rnd_size, &["snapshot", "-q", &rs], None, false)?;
     let repo_bytes = du(&b.repo);
-    b.run("check", 0, &["check", "-q"], None, false)?;
     b.run("check --read-data", repo_bytes, &["check", "-q", "--read-data"], None, false)?;
+    if !skip_gc {
+        // 20 snapshots of the tree plus 16 MiB of new data each, half of
+        // them forgotten, then prune (deleting at once) and a plain check.
+        let churn = work.join("churn");
+        let c = churn.to_string_lossy().into_owned();
+        let mut seed = 99u64;
+        for i in 0..20 {
+            let _ = fs::remove_dir_all(&churn);
+            fs::create_dir_all(&churn)?;
+            let mut buf = vec![0u8; 16 << 20];
+            xorshift_fill(&mut buf, &mut seed);
+            fs::write(churn.join(format!("new-{i}.bin")), &buf)?;
+            b.quiet(&["snapshot", "-q", &s, &c])?;
+        }
+        b.run("forget --keep-last 10", 0, &["forget", "-q", "--keep-last", "10"], None, false)?;
+        let before = du(&b.repo);
+        b.run("prune --grace 0", before, &["prune", "-q", "--grace", "0"], None, false)?;
+        eprintln!("prune freed {} MiB", (before - du(&b.repo)) >> 20);
+        b.run("check, 20+ snapshots", 0, &["check", "-q"], None, false)?;
+        let _ = fs::remove_dir_all(&churn);
+    }
 
     println!();
     println!(

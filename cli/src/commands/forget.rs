@@ -48,6 +48,14 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<u8> {
     let policy = policy(&a);
     let lock = retention_lock(&repo)?;
     let (all, bad) = repo.snapshots()?;
+    // When each snapshot object was stored, by the backend's clock.
+    let stored: std::collections::HashMap<String, jiff::Timestamp> = repo
+        .backend()
+        .list_times(FileType::Snapshot)?
+        .into_iter()
+        .filter_map(|(n, _, t)| Some((n, jiff::Timestamp::try_from(t).ok()?)))
+        .collect();
+    let stored_at = |id: &SnapshotId| stored.get(&id.to_hex()).copied();
     for e in &bad {
         eprintln!("warning: skipping a snapshot: {e}");
     }
@@ -59,13 +67,14 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<u8> {
         let mut ids: Vec<(SnapshotId, jiff::Timestamp)> = Vec::new();
         for spec in &a.snapshots {
             let (id, s) = repo.find_snapshot(spec, None, &[])?;
-            if let Some(l) = lock.filter(|l| l.protects(s.time)) {
+            let age_from = stored_at(&id).map_or(s.time, |t| t.max(s.time));
+            if let Some(l) = lock.filter(|l| l.protects(age_from)) {
                 bail!(
                     "refusing to forget snapshot {} of {}: the repository's retention lock keeps every snapshot for {} (until {})",
                     id.short(),
                     local_time(&s.time),
                     l.min,
-                    local_time(&add_duration(&s.time, &l.min))
+                    local_time(&add_duration(&age_from, &l.min))
                 );
             }
             if !ids.iter().any(|(i, _)| *i == id) {
@@ -99,7 +108,7 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<u8> {
             })
             .collect();
         let tz = jiff::tz::TimeZone::system();
-        let groups = forget::plan(&chosen, &policy, a.group_by, &tz, lock);
+        let groups = forget::plan(&chosen, &policy, a.group_by, &tz, lock, &stored_at, jiff::Timestamp::now());
         if ctx.global.json {
             let v: Vec<_> = groups
                 .iter()

@@ -15,7 +15,7 @@ pub fn run(ctx: &Ctx, a: InitArgs) -> Result<u8> {
         bail!("an empty password is not allowed");
     }
     let mut opts = InitOptions {
-        compression_level: a.compression,
+        compression_level: a.compression.level(),
         host: crate::util::hostname(),
         user: crate::util::username(),
         ..Default::default()

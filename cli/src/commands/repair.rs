@@ -51,7 +51,8 @@ fn snapshots_cmd(ctx: &Ctx, forget: bool, dry_run: bool, specs: &[String]) -> Re
     for s in specs {
         ids.push(repo.find_snapshot(s, None, &[])?.0);
     }
-    let results = repair::repair_snapshots(&repo, &ids, forget, dry_run)?;
+    let results =
+        repair::repair_snapshots(&repo, &ids, forget, dry_run, &crate::util::hostname(), &crate::util::username())?;
     if ctx.global.json {
         print_json(&results)?;
         return Ok(if results.iter().any(|r| r.unrepairable.is_some()) { 1 } else { 0 });

@@ -50,6 +50,11 @@ pub fn run(ctx: &Ctx, a: SnapshotArgs) -> Result<u8> {
         one_file_system: a.one_file_system,
         parent,
         time: a.time,
+        compression: a.compression.map(|c| c.level()),
+        pause_before_commit: std::env::var("VAULT_TEST_PAUSE_BEFORE_COMMIT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(std::time::Duration::from_secs_f64),
     };
     let progress = Arc::new(Progress::default());
     let show = wanted(ctx.global.quiet, ctx.global.json);

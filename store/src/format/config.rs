@@ -78,8 +78,8 @@ impl Config {
         if let Some(r) = &self.min_retention {
             r.parse::<crate::retention::Duration>().map_err(|e| Error::Invalid(format!("minimum retention: {e}")))?;
         }
-        if !(0..=22).contains(&self.compression_level) {
-            return Err(Error::Invalid(format!("compression level {} must be 0..=22", self.compression_level)));
+        if !(-7..=22).contains(&self.compression_level) {
+            return Err(Error::Invalid(format!("compression level {} must be -7..=22", self.compression_level)));
         }
         Ok(())
     }
