@@ -5,7 +5,6 @@
 use crate::crypto::{Cipher, Keys, blob_aad, blob_nonce, random_bytes};
 use crate::error::{Error, Result};
 use crate::format::BlobKind;
-use crate::format::envelope::decompress_bounded;
 use crate::format::index::IndexPack;
 use crate::format::pack::{BlobEntry, Compression, PackHeader, Trailer, seal_header};
 use crate::id::{BlobId, PackId};
@@ -204,6 +203,27 @@ impl PackWriter {
     }
 }
 
+/// Decompresses a blob whose plaintext length is known, in one shot into a
+/// buffer of exactly that size (no zero-filling, no regrowth), with a zstd
+/// context kept per thread. Output that would not fit is an error, so a
+/// hostile blob can't make it allocate more than the entry says.
+fn decompress_blob(data: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+    thread_local! {
+        static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    DCTX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let d = match slot.as_mut() {
+            Some(d) => d,
+            None => slot.insert(zstd::bulk::Decompressor::new()?),
+        };
+        let mut out = Vec::with_capacity(raw_len);
+        d.decompress_to_buffer(data, &mut out)?;
+        Ok(out)
+    })
+}
+
 /// Authenticates, decrypts and decompresses one sealed blob. `what` names the
 /// pack in errors.
 pub fn open_blob(cipher: &Cipher, kind: BlobKind, entry: &BlobEntry, sealed: &[u8], what: &str) -> Result<Vec<u8>> {
@@ -222,7 +242,7 @@ pub fn open_blob(cipher: &Cipher, kind: BlobKind, entry: &BlobEntry, sealed: &[u
     }
     let plain = match entry.compression {
         Compression::None => buf,
-        Compression::Zstd => decompress_bounded(&buf, entry.raw_len as usize)
+        Compression::Zstd => decompress_blob(&buf, entry.raw_len as usize)
             .map_err(|e| Error::corrupt(what, format!("blob {}: zstd: {e}", entry.id)))?,
     };
     if plain.len() != entry.raw_len as usize {
