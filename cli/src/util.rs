@@ -2,19 +2,7 @@
 
 /// Parses `123`, `64K`, `1M`, `16MiB`, `2G` (binary multiples).
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (examples: 4096, 64K, 16M, 1G)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(format!("{s:?}: unknown size unit {unit:?} (use K, M, G or T)")),
-    };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+    vault_store::parse_size(s)
 }
 
 /// Parses a waiting time: `0`, `90s`, `30m`, `24h`, `7d`.

@@ -79,22 +79,10 @@ impl FromStr for DataSubset {
             }
             return Ok(DataSubset::Slice { n, of });
         }
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
-        let n: u64 =
-            num.parse().map_err(|_| format!("{s:?}: expected a percentage (10%), a slice (3/7) or a size (5G)"))?;
-        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "k" | "kb" | "kib" => 1 << 10,
-            "m" | "mb" | "mib" => 1 << 20,
-            "g" | "gb" | "gib" => 1 << 30,
-            "t" | "tb" | "tib" => 1 << 40,
-            _ => return Err(format!("{s:?}: unknown size unit {unit:?} (use K, M, G or T)")),
-        };
-        match n.checked_mul(mult) {
-            Some(0) => Err(format!("{s:?}: the size must be above 0")),
-            Some(b) => Ok(DataSubset::Bytes(b)),
-            None => Err(format!("{s:?} is too large")),
+        match crate::parse_size(t) {
+            Ok(0) => Err(format!("{s:?}: the size must be above 0")),
+            Ok(b) => Ok(DataSubset::Bytes(b)),
+            Err(_) => Err(format!("{s:?}: expected a percentage (10%), a slice (3/7) or a size (5G)")),
         }
     }
 }

@@ -41,6 +41,24 @@ pub mod restorer;
 pub mod retention;
 
 pub use error::{Error, Result};
+
+/// Parses a byte size: `4096`, `64K`, `16M`, `16MiB`, `2G`, `1T` (binary
+/// multiples). The error names the input and what is expected.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (examples: 4096, 64K, 16M, 1G)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("{s:?}: unknown size unit {unit:?} (use K, M, G or T)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
 pub use id::{BlobId, IndexId, KeyId, PackId, RepoId, SnapshotId};
 #[cfg(feature = "repository")]
 pub use repository::{InitOptions, OpenOptions, Repository};

@@ -66,18 +66,7 @@ impl std::str::FromStr for MaxUnused {
             }
             return Ok(MaxUnused::Percent(v));
         }
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
-        let n: u64 = num.parse().map_err(|_| format!("{s:?}: expected e.g. 5%, 100M or unlimited"))?;
-        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "k" | "kib" => 1 << 10,
-            "m" | "mib" => 1 << 20,
-            "g" | "gib" => 1 << 30,
-            "t" | "tib" => 1 << 40,
-            _ => return Err(format!("{s:?}: unknown unit {unit:?}")),
-        };
-        n.checked_mul(mult).map(MaxUnused::Bytes).ok_or_else(|| format!("{s:?} is too large"))
+        crate::parse_size(t).map(MaxUnused::Bytes).map_err(|e| format!("{e} (or give e.g. 5% or unlimited)"))
     }
 }
 
@@ -199,6 +188,16 @@ impl DiskSet {
         Ok(self.db.get_pinned(id.as_bytes()).map_err(|e| self.err(e))?.is_some())
     }
 
+    /// The pack recorded for a blob.
+    fn get_pack(&self, id: &BlobId) -> Result<Option<PackId>> {
+        Ok(self.db.get_pinned(id.as_bytes()).map_err(|e| self.err(e))?.and_then(|v| PackId::from_slice(&v)))
+    }
+
+    /// Records the pack for a blob.
+    fn put_pack(&self, id: &BlobId, pack: &PackId) -> Result<()> {
+        self.db.put(id.as_bytes(), pack.as_bytes()).map_err(|e| self.err(e))
+    }
+
     fn insert_all(&self, ids: &[BlobId]) -> Result<()> {
         let mut b = rocksdb::WriteBatch::default();
         for id in ids {
@@ -300,8 +299,46 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions, progress: &PruneProgres
     }
 
     // 3. Classify.
+    // What is present, with the backend's times.
+    let mut present: HashMap<PackId, (BlobKind, u64, SystemTime)> = HashMap::new();
+    for kind in [BlobKind::Data, BlobKind::Tree] {
+        for (name, size, mtime) in repo.backend().list_times(pack_file_type(kind))? {
+            if let Ok(id) = PackId::from_hex(&name) {
+                present.insert(id, (kind, size, mtime));
+            }
+        }
+    }
+    let marks = gc::load_marks(repo.backend(), repo.keys())?;
+    let mut marked_at: HashMap<PackId, SystemTime> = HashMap::new();
+    for m in &marks {
+        for p in &m.packs {
+            let e = marked_at.entry(*p).or_insert(m.marked_at);
+            *e = (*e).min(m.marked_at);
+        }
+    }
     let segment_ids: Vec<IndexId> =
         repo.backend().list(FileType::Index)?.iter().filter_map(|(n, _)| IndexId::from_hex(n).ok()).collect();
+    // A used blob stored in several packs (two hosts stored it at once, or
+    // a repack copied it) is kept in one: a present pack before a missing
+    // one, an unmarked one before a marked one, then the smallest pack id.
+    // The choice depends only on the repository, so runs agree on it and a
+    // repacked or marked copy stays unused.
+    let preference = |p: &PackId| (!present.contains_key(p), marked_at.contains_key(p), *p);
+    let chosen = DiskSet::new(opts.temp_dir.as_deref())?;
+    for sid in &segment_ids {
+        let seg = load_segment(repo.backend(), repo.keys(), sid)?;
+        for p in &seg.packs {
+            for b in &p.blobs {
+                if !used.contains(&b.id)? {
+                    continue;
+                }
+                match chosen.get_pack(&b.id)? {
+                    Some(cur) if preference(&cur) <= preference(&p.id) => {}
+                    _ => chosen.put_pack(&b.id, &p.id)?,
+                }
+            }
+        }
+    }
     let mut packs: HashMap<PackId, PackUse> = HashMap::new();
     let mut pack_segments: HashMap<PackId, Vec<IndexId>> = HashMap::new();
     let mut counted: HashSet<PackId> = HashSet::new();
@@ -319,7 +356,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions, progress: &PruneProgres
             u.size = p.size;
             u.blobs = p.blobs.len() as u64;
             for b in &p.blobs {
-                if used.contains(&b.id)? && repo.index().get(&b.id)?.is_some_and(|l| l.pack == p.id) {
+                if chosen.get_pack(&b.id)? == Some(p.id) {
                     u.used_blobs += 1;
                     u.used_bytes += b.stored_len as u64;
                     used_count += 1;
@@ -331,15 +368,6 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions, progress: &PruneProgres
     rep.packs = packs.len() as u64;
     rep.bytes = packs.values().map(|u| u.size).sum();
 
-    // What is present, with the backend's times.
-    let mut present: HashMap<PackId, (BlobKind, u64, SystemTime)> = HashMap::new();
-    for kind in [BlobKind::Data, BlobKind::Tree] {
-        for (name, size, mtime) in repo.backend().list_times(pack_file_type(kind))? {
-            if let Ok(id) = PackId::from_hex(&name) {
-                present.insert(id, (kind, size, mtime));
-            }
-        }
-    }
     // A used blob in a pack that is gone: pruning can't make that worse,
     // but the user must know; refuse so that nothing hides it.
     for (id, u) in &packs {
@@ -353,14 +381,6 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions, progress: &PruneProgres
 
     let now = lease.backend_now();
     let older_than_grace = |t: SystemTime| now.duration_since(t).unwrap_or_default() >= opts.grace;
-    let marks = gc::load_marks(repo.backend(), repo.keys())?;
-    let mut marked_at: HashMap<PackId, SystemTime> = HashMap::new();
-    for m in &marks {
-        for p in &m.packs {
-            let e = marked_at.entry(*p).or_insert(m.marked_at);
-            *e = (*e).min(m.marked_at);
-        }
-    }
 
     // 4. Plan.
     let mut plan = Plan { delete: Vec::new(), to_mark: Vec::new() };
@@ -487,7 +507,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions, progress: &PruneProgres
             let cipher = repo.keys().pack_cipher(&salt);
             let saver = &mut savers[matches!(kind, BlobKind::Tree) as usize];
             for e in &header.entries {
-                if !(used.contains(&e.id)? && repo.index().get(&e.id)?.is_some_and(|l| l.pack == *id)) {
+                if chosen.get_pack(&e.id)? != Some(*id) {
                     continue;
                 }
                 let plain = open_blob(&cipher, kind, e, &bytes[e.offset as usize..e.end() as usize], &what)?;

@@ -33,6 +33,24 @@ impl LocalBackend {
     }
 }
 
+/// Writes `data` to a new `.tmp-*` file in `dir` and syncs it; returns its
+/// path. A failed write leaves nothing behind.
+fn write_temp(dir: &Path, data: &[u8]) -> io::Result<PathBuf> {
+    let tmp = dir.join(format!(".tmp-{}", hex::encode(crate::crypto::random_bytes::<8>())));
+    let write = || -> io::Result<()> {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()
+    };
+    match write() {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -158,14 +176,8 @@ impl Backend for LocalBackend {
                 sync_dir(up).map_err(|e| self.err("syncing", up, &e))?;
             }
         }
-        let tmp = dir.join(format!(".tmp-{}", hex::encode(crate::crypto::random_bytes::<8>())));
-        let write = || -> io::Result<()> {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            f.write_all(data)?;
-            f.sync_all()?;
-            fs::hard_link(&tmp, &p)
-        };
-        let res = write();
+        let tmp = write_temp(&dir, data).map_err(|e| self.err("writing", &p, &e))?;
+        let res = fs::hard_link(&tmp, &p);
         let _ = fs::remove_file(&tmp);
         res.map_err(|e| self.err("writing", &p, &e))?;
         sync_dir(&dir).map_err(|e| self.err("syncing", &dir, &e))
@@ -177,18 +189,11 @@ impl Backend for LocalBackend {
         if !dir.is_dir() {
             fs::create_dir_all(&dir).map_err(|e| self.err("creating", &dir, &e))?;
         }
-        let tmp = dir.join(format!(".tmp-{}", hex::encode(crate::crypto::random_bytes::<8>())));
-        let write = || -> io::Result<()> {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            f.write_all(data)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &p)
-        };
-        let res = write();
-        if res.is_err() {
+        let tmp = write_temp(&dir, data).map_err(|e| self.err("writing", &p, &e))?;
+        if let Err(e) = fs::rename(&tmp, &p) {
             let _ = fs::remove_file(&tmp);
+            return Err(self.err("writing", &p, &e));
         }
-        res.map_err(|e| self.err("writing", &p, &e))?;
         sync_dir(&dir).map_err(|e| self.err("syncing", &dir, &e))
     }
 
