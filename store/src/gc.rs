@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
+pub use crate::format::gc::{LeaseInfo, Marks};
 
 use crate::backend::{Backend, FileType};
 use crate::crypto::Keys;
@@ -40,28 +40,6 @@ pub const LEASE_REFRESH: Duration = Duration::from_secs(60);
 
 const LEASE_AAD: &str = "lease";
 const MARKS_AAD: &str = "marks";
-
-/// What a lease says of its holder.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LeaseInfo {
-    /// The operation, e.g. "prune".
-    pub operation: String,
-    /// Host name.
-    pub host: String,
-    /// Process id on that host.
-    pub pid: u32,
-    /// User name.
-    pub user: String,
-    /// When it was taken (the holder's clock; informative).
-    pub since: String,
-    /// Random: tells this holder's lease from a later one.
-    pub token: String,
-    /// The holder's boot and pid namespace (Linux), so that "no such pid"
-    /// only counts on the very same system, not in another container with
-    /// the same host name.
-    #[serde(default)]
-    pub system: String,
-}
 
 /// This system's boot id and pid namespace, as one string.
 fn system_id() -> String {
@@ -263,19 +241,7 @@ fn read_lease(backend: &dyn Backend, keys: &Keys) -> Result<LeaseInfo> {
     let what = FileType::Lock.path(LEASE_NAME);
     let sealed = backend.read(FileType::Lock, LEASE_NAME)?;
     let plain = envelope::open(keys, LEASE_AAD, &sealed, &what)?;
-    serde_json::from_slice(&plain).map_err(|e| Error::corrupt(what, format!("not a lease: {e}")))
-}
-
-/// One mark object: packs found unused by a prune.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Marks {
-    /// Object version, 1.
-    pub version: u32,
-    /// When prune wrote it (its clock; informative: the grace period uses
-    /// the object's modification time).
-    pub created: String,
-    /// The packs, hex ids.
-    pub packs: Vec<PackId>,
+    LeaseInfo::decode(&plain, &what)
 }
 
 /// A mark object as found in the repository.

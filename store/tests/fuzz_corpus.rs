@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use vault_store::crypto::{KeyFile, Keys};
 use vault_store::format::config::{self, Config};
 use vault_store::format::envelope;
+use vault_store::format::gc::{LeaseInfo, Marks};
 use vault_store::format::index::IndexSegment;
 use vault_store::format::pack::{PackHeader, parse_header};
 use vault_store::format::snapshot::Snapshot;
@@ -95,6 +96,23 @@ fn config_and_envelope_corpus() {
         let name = p.file_name().unwrap().to_string_lossy();
         if name.starts_with("seed-") && name != "seed-zstd-frame" {
             assert!(opened, "{} opens", p.display());
+        }
+    }
+}
+
+#[test]
+fn gc_objects_corpus() {
+    let all = inputs("gc_objects");
+    assert!(all.iter().any(|(p, _)| is_seed(p)), "the corpus has seeds");
+    for (p, data) in all {
+        let marks = Marks::decode(&data, "marks");
+        let lease = LeaseInfo::decode(&data, "lease");
+        let name = p.file_name().unwrap().to_string_lossy();
+        if name == "seed-marks" {
+            assert_eq!(marks.unwrap().packs.len(), 2, "{}", p.display());
+        }
+        if name == "seed-lease" {
+            assert_eq!(lease.unwrap().pid, 42, "{}", p.display());
         }
     }
 }

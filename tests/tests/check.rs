@@ -119,6 +119,10 @@ fn clean_repository_passes_with_no_findings() {
     let packs = s.v.repo_files("data").len() + s.v.repo_files("tree").len();
     assert_eq!(r["stats"]["packs_read"], packs as u64);
     assert!(r["stats"]["blobs_verified"].as_u64().unwrap() > 5);
+    // Without the shared cache (a temporary one is built) the result is the same.
+    let r = check(&s.v, &["--no-cache"], 0);
+    assert!(findings(&r).is_empty(), "{r:#}");
+    assert_eq!(r["stats"]["snapshots"], 2);
     // The text report says so, too.
     let out = s.v.cmd().arg("check").run().ok();
     assert!(out.stderr_str().contains("no errors found"), "{}", out.explain());

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod envelope;
+pub mod gc;
 pub mod index;
 pub mod pack;
 pub mod snapshot;
