@@ -278,15 +278,6 @@ fn open_regular(path: &Path, meta: &Metadata) -> io::Result<File> {
     Ok(f)
 }
 
-/// Entries whose metadata is read ahead in parallel, per batch.
-const PREFETCH_BATCH: usize = 256;
-
-/// An entry's metadata and extended attributes, read ahead.
-struct Prefetched {
-    meta: io::Result<Metadata>,
-    xattrs: io::Result<Vec<crate::format::tree::Xattr>>,
-}
-
 /// The walker's state.
 struct Walker<'a, 'r> {
     repo: &'r Repository,
@@ -494,14 +485,9 @@ impl Walker<'_, '_> {
         name: &OsStr,
         parent: Option<&Node>,
         root_dev: u64,
-        pre: Option<Prefetched>,
     ) -> Result<Option<Node>> {
         self.check_failed()?;
-        let (meta, xattrs) = match pre {
-            Some(p) => (p.meta, Some(p.xattrs)),
-            None => (std::fs::symlink_metadata(path), None),
-        };
-        let meta = match meta {
+        let meta = match std::fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(e) => {
                 let msg = if e.kind() == io::ErrorKind::NotFound {
@@ -520,11 +506,7 @@ impl Walker<'_, '_> {
                 return Ok(None);
             }
         };
-        match xattrs {
-            Some(Ok(x)) => node.xattrs = x,
-            Some(Err(e)) => self.error(path, format!("stored without extended attributes: {e}")),
-            None => self.read_xattrs(path, &mut node),
-        }
+        self.read_xattrs(path, &mut node);
         match node.kind {
             NodeKind::Dir => {
                 self.summary.dirs += 1;
@@ -603,29 +585,14 @@ impl Walker<'_, '_> {
         }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         let mut nodes = Vec::with_capacity(names.len());
-        let entries: Vec<(PathBuf, OsString)> =
-            names.into_iter().map(|n| (dir.join(&n), n)).filter(|(p, _)| !is_excluded(&self.excludes, p)).collect();
-        // Metadata and extended attributes are read a batch at a time, ahead
-        // of archiving the entries in order. (Reading a batch on rayon's
-        // pool measured no faster on two cores, and its idle threads spin.)
-        // Batches bound the memory a huge directory takes.
-        for batch in entries.chunks(PREFETCH_BATCH) {
-            let pre: Vec<Prefetched> = batch
-                .iter()
-                .map(|(p, _)| {
-                    let meta = std::fs::symlink_metadata(p);
-                    let xattrs = match &meta {
-                        Ok(_) => crate::fsmeta::read_xattrs(p),
-                        Err(_) => Ok(Vec::new()),
-                    };
-                    Prefetched { meta, xattrs }
-                })
-                .collect();
-            for ((path, name), pre) in batch.iter().zip(pre) {
-                let pnode = parent.and_then(|t| t.get(name.as_bytes()));
-                if let Some(n) = self.archive_entry(path, name, pnode, root_dev, Some(pre))? {
-                    nodes.push(n);
-                }
+        for name in names {
+            let path = dir.join(&name);
+            if is_excluded(&self.excludes, &path) {
+                continue;
+            }
+            let pnode = parent.and_then(|t| t.get(name.as_bytes()));
+            if let Some(n) = self.archive_entry(&path, &name, pnode, root_dev)? {
+                nodes.push(n);
             }
         }
         Ok(nodes)
@@ -652,7 +619,7 @@ impl Walker<'_, '_> {
             let pnode = parent.and_then(|t| t.get(name.as_bytes()));
             if rests.iter().any(|r| r.as_os_str().is_empty()) {
                 let dev = std::fs::symlink_metadata(&path).map(|m| m.dev()).unwrap_or(0);
-                if let Some(n) = self.archive_entry(&path, &name, pnode, dev, None)? {
+                if let Some(n) = self.archive_entry(&path, &name, pnode, dev)? {
                     nodes.push(n);
                 }
                 continue;

@@ -271,12 +271,16 @@ pub fn load_marks(backend: &dyn Backend, keys: &Keys) -> Result<Vec<StoredMarks>
     for (name, _, marked_at) in backend.list_times(FileType::Marks)? {
         let what = FileType::Marks.path(&name);
         let sealed = backend.read(FileType::Marks, &name)?;
-        let plain = envelope::open(keys, MARKS_AAD, &sealed, &what)?;
-        let m: Marks =
-            serde_json::from_slice(&plain).map_err(|e| Error::corrupt(&what, format!("not a mark list: {e}")))?;
-        if m.version != 1 {
-            return Err(Error::UnsupportedVersion { what, found: m.version, supported: 1 });
-        }
+        // Its packs can't be known: stop, and say what is safe to do. (Removing
+        // a mark only delays deletion: prune marks the packs again.)
+        let hint = |e: Error| {
+            Error::corrupt(
+                &what,
+                format!("{e}; removing this file is safe (prune marks its packs again and waits a new grace period)"),
+            )
+        };
+        let plain = envelope::open(keys, MARKS_AAD, &sealed, &what).map_err(hint)?;
+        let m = Marks::decode(&plain, &what).map_err(hint)?;
         out.push(StoredMarks { name, marked_at, packs: m.packs });
     }
     Ok(out)

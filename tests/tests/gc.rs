@@ -433,3 +433,20 @@ fn prune_killed_while_deleting_marked_packs_leaves_every_snapshot_whole() {
     assert!(kills >= 3, "prune did only {kills} writes");
     assert!(v.repo_files("marks").is_empty(), "settled marks go");
 }
+
+#[test]
+fn a_damaged_mark_stops_snapshots_with_a_safe_remedy() {
+    let v = Vault::init();
+    let src = v.src("s");
+    write(&src.join("a.txt"), b"a");
+    v.snapshot(&[&src], &[]);
+    let mark = v.repo.join("marks").join("ab".repeat(32));
+    fs::write(&mark, b"not a mark").unwrap();
+    // Its packs can't be known, so deduplicating could rely on a pack about
+    // to go: the snapshot stops and names the file and the remedy.
+    let out = v.cmd().arg("snapshot").arg(&src).run().failed();
+    let err = out.stderr_str();
+    assert!(err.contains(&"ab".repeat(32)) && err.contains("removing this file is safe"), "{}", out.explain());
+    fs::remove_file(&mark).unwrap();
+    v.snapshot(&[&src], &[]);
+}
