@@ -1,13 +1,17 @@
 #!/bin/bash
-# Prune at about a million blobs: 1 KiB average chunks, two generated
+# Prune at ~800 k blobs: 1 KiB average chunks, two generated
 # 500 MiB trees (about 400 k blobs each), one forgotten, then prune and
 # check, each with its wall time and peak RSS. Not part of CI.
 # Usage: cargo build --release -p vault-cli && benches/prune_blobs.sh
 set -euo pipefail
 V=${VAULT:-target/release/vault}
 W=${WORK:-/var/tmp/prune1m}
-rm -rf $W && mkdir -p $W/a $W/b
-export W; export VAULT_REPOSITORY=$W/repo VAULT_PASSWORD=pw VAULT_CACHE_DIR=$W/cache
+if [ -e "$W" ] && [ ! -e "$W/.prune-blobs" ]; then
+  echo "$W exists and was not made by this script: refusing to delete it" >&2
+  exit 1
+fi
+rm -rf "$W" && mkdir -p "$W/a" "$W/b" && touch "$W/.prune-blobs"
+export W; export VAULT_REPOSITORY="$W/repo" VAULT_PASSWORD=pw VAULT_CACHE_DIR="$W/cache"
 python3 - <<'PY'
 import os, random
 for d, seed in (("a", 1), ("b", 2)):
@@ -25,4 +29,4 @@ $V snapshots --json | python3 -c "import json,sys; s=json.load(sys.stdin); print
 $V forget -q --keep-last 1 --group-by host
 /usr/bin/time -f "prune: %e s, %M KiB" $V prune --grace 0
 /usr/bin/time -f "check: %e s, %M KiB" $V check -q
-rm -rf $W
+rm -rf "$W"

@@ -346,7 +346,21 @@ impl IndexCache {
     /// each table's bloom filter inside it, so a `key_may_exist` first would
     /// only double the work for blobs that are there.)
     pub fn contains(&self, id: &BlobId) -> Result<bool> {
-        Ok(self.db.get_pinned_cf(self.cf(CF_BLOBS), id.as_bytes()).map_err(|e| self.db_err(e))?.is_some())
+        let v = self.db.get_pinned_cf(self.cf(CF_BLOBS), id.as_bytes()).map_err(|e| self.db_err(e))?;
+        self.known(id, v.as_deref())
+    }
+
+    /// Whether a stored value says "present"; a value of the wrong shape is
+    /// a damaged cache, reported as such.
+    fn known(&self, id: &BlobId, v: Option<&[u8]>) -> Result<bool> {
+        match v {
+            None => Ok(false),
+            Some(v) if v.len() == 46 => Ok(true),
+            Some(_) => Err(Error::Cache {
+                path: self.path.clone(),
+                message: format!("damaged entry for blob {id}; delete the cache directory"),
+            }),
+        }
     }
 
     /// True when the index knows every one of the blobs: one batched lookup
@@ -357,8 +371,8 @@ impl IndexCache {
             [one] => self.contains(one),
             _ => {
                 let keys = ids.iter().map(|i| i.as_bytes().as_slice());
-                for r in self.db.batched_multi_get_cf(self.cf(CF_BLOBS), keys, false) {
-                    if r.map_err(|e| self.db_err(e))?.is_none() {
+                for (id, r) in ids.iter().zip(self.db.batched_multi_get_cf(self.cf(CF_BLOBS), keys, false)) {
+                    if !self.known(id, r.map_err(|e| self.db_err(e))?.as_deref())? {
                         return Ok(false);
                     }
                 }

@@ -212,6 +212,15 @@ fn decompress_blob(data: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
         static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
             const { std::cell::RefCell::new(None) };
     }
+    // The frame says how large it decompresses (our writers always record
+    // it): check before allocating, so a hostile length can't reserve memory.
+    match zstd::zstd_safe::get_frame_content_size(data) {
+        Ok(Some(n)) if n == raw_len as u64 => {}
+        Ok(Some(n)) => {
+            return Err(std::io::Error::other(format!("frame holds {n} bytes, the entry says {raw_len}")));
+        }
+        _ => return crate::format::envelope::decompress_bounded(data, raw_len),
+    }
     DCTX.with(|cell| {
         let mut slot = cell.borrow_mut();
         let d = match slot.as_mut() {

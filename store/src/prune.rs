@@ -323,11 +323,18 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions, progress: &PruneProgres
     // one, an unmarked one before a marked one, then the smallest pack id.
     // The choice depends only on the repository, so runs agree on it and a
     // repacked or marked copy stays unused.
-    let preference = |p: &PackId| (!present.contains_key(p), marked_at.contains_key(p), *p);
+    // A copy is readable only in a pack present where its kind belongs and
+    // with the size the index records: a misplaced or truncated file must
+    // not win over a good copy.
+    let mut readable: HashMap<PackId, bool> = HashMap::new();
     let chosen = DiskSet::new(opts.temp_dir.as_deref())?;
     for sid in &segment_ids {
         let seg = load_segment(repo.backend(), repo.keys(), sid)?;
         for p in &seg.packs {
+            let ok = matches!(present.get(&p.id), Some((k, size, _)) if *k == p.kind && *size == p.size);
+            *readable.entry(p.id).or_insert(ok) &= ok;
+            let preference =
+                |id: &PackId| (!readable.get(id).copied().unwrap_or(false), marked_at.contains_key(id), *id);
             for b in &p.blobs {
                 if !used.contains(&b.id)? {
                     continue;
@@ -371,9 +378,9 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions, progress: &PruneProgres
     // A used blob in a pack that is gone: pruning can't make that worse,
     // but the user must know; refuse so that nothing hides it.
     for (id, u) in &packs {
-        if u.used_blobs > 0 && !present.contains_key(id) {
+        if u.used_blobs > 0 && !readable.get(id).copied().unwrap_or(false) {
             return Err(Error::Invalid(format!(
-                "cannot prune: pack {} holds data that snapshots use, but it is missing; run `vault check`",
+                "cannot prune: pack {} holds data that snapshots use, but it is missing, truncated or misplaced; run `vault check`",
                 pack_file_type(u.kind.unwrap_or(BlobKind::Data)).path(&id.to_hex())
             )));
         }

@@ -450,3 +450,23 @@ fn a_damaged_mark_stops_snapshots_with_a_safe_remedy() {
     fs::remove_file(&mark).unwrap();
     v.snapshot(&[&src], &[]);
 }
+
+#[test]
+fn prune_refuses_when_a_used_pack_is_misplaced_or_truncated() {
+    let v = Vault::init();
+    let src = v.src("s");
+    write(&src.join("a.bin"), &random_bytes(9, 300_000));
+    v.snapshot(&[&src], &[]);
+    let pack = v.repo_files("data").pop().unwrap();
+    let rel = pack.strip_prefix(v.repo.join("data")).unwrap().to_path_buf();
+    let moved = v.repo.join("tree").join(&rel);
+    fs::create_dir_all(moved.parent().unwrap()).unwrap();
+    fs::rename(&pack, &moved).unwrap();
+    let before = listing(&v);
+    v.cmd().args(["prune", "--grace", "0"]).run().failed().stderr_has("misplaced");
+    assert_eq!(listing(&v), before, "prune changed the repository");
+    fs::rename(&moved, &pack).unwrap();
+    let len = fs::metadata(&pack).unwrap().len();
+    fs::OpenOptions::new().write(true).open(&pack).unwrap().set_len(len - 10).unwrap();
+    v.cmd().args(["prune", "--grace", "0"]).run().failed().stderr_has("truncated");
+}

@@ -51,8 +51,12 @@ fn main() -> Result<()> {
     if lookup_only {
         return lookups(&dir, n);
     }
+    if dir.exists() && !dir.join(".index-scale").exists() {
+        bail!("{} exists and was not made by index_scale: refusing to delete it", dir.display());
+    }
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join(".index-scale"), b"")?;
     let cache = IndexCache::open(Some(&dir), "scale", std::time::Duration::from_secs(1))?;
     let t = Instant::now();
     let mut next = 0u64;
