@@ -125,10 +125,10 @@ impl Repository {
             }
             Err(e) => return Err(e.into()),
         };
-        let body = Config::split_header(&cfg_bytes, "config")?;
+        // A newer format is recognised from the plaintext header before any key is tried.
+        Config::split_header(&cfg_bytes, "config")?;
         let (keys, key_id) = Self::unlock(&*backend, password)?;
-        let plain = envelope::open(&keys, crate::format::config::AAD, body, "config")?;
-        let config = Config::decode(&plain, "config")?;
+        let config = Self::open_config(&keys, &cfg_bytes)?;
         let wait = if opts.skip_index { Duration::ZERO } else { opts.cache_wait };
         let index = IndexCache::open(opts.cache_dir.as_deref(), &config.id.to_hex(), wait)?;
         let mut repo = Repository { backend, keys, config, key_id, index };
@@ -196,12 +196,17 @@ impl Repository {
         cfg
     }
 
+    /// The inverse of [`Self::sealed_config`]: header, envelope, JSON.
+    fn open_config(keys: &Keys, bytes: &[u8]) -> Result<Config> {
+        let body = Config::split_header(bytes, "config")?;
+        let plain = envelope::open(keys, crate::format::config::AAD, body, "config")?;
+        Config::decode(&plain, "config")
+    }
+
     /// Reads the config again from the repository.
     pub fn reload_config(&mut self) -> Result<()> {
         let bytes = self.backend.read(FileType::Config, "config")?;
-        let body = Config::split_header(&bytes, "config")?;
-        let plain = envelope::open(&self.keys, crate::format::config::AAD, body, "config")?;
-        let config = Config::decode(&plain, "config")?;
+        let config = Self::open_config(&self.keys, &bytes)?;
         if config.id != self.config.id {
             return Err(Error::corrupt("config", "the repository id changed while it was open"));
         }
@@ -395,24 +400,12 @@ impl Repository {
     }
 
     /// Writes a blob outside the pipeline (used for single tree blobs and
-    /// tests): stores a pack with just this blob unless the index has it.
+    /// tests): stores a pack with just this blob unless the index has it as
+    /// that kind.
     pub fn store_single_blob(&self, kind: BlobKind, data: &[u8]) -> Result<BlobId> {
-        let id = self.keys.blob_id(data);
-        if self.index.contains(&id)? {
-            return Ok(id);
-        }
-        let mut w = crate::pack::PackWriter::new(
-            &self.keys,
-            kind,
-            crate::pack::CompressionLevel(self.config.compression_level),
-            data.len() + 1024,
-        );
-        w.add(id, data)?;
-        let p = w.finish();
-        store_pack(&*self.backend, &p)?;
-        let mut indexer = crate::index::Indexer::new();
-        indexer.add(p.index, &*self.backend, &self.keys, &self.index)?;
-        indexer.flush(&*self.backend, &self.keys, &self.index)?;
+        let mut saver = PackSaver::new(kind);
+        let id = saver.add(self, data, false)?;
+        saver.finish(self)?;
         Ok(id)
     }
 }
