@@ -38,7 +38,7 @@ use crate::gc::{self, Lease};
 use crate::id::{BlobId, IndexId, PackId};
 use crate::index::{load_segment, save_segment};
 use crate::pack::open_blob;
-use crate::repository::{PackSaver, Repository, pack_file_type};
+use crate::repository::{PackSaver, Repository, list_packs, pack_file_type};
 use crate::restorer::MAX_TREE_DEPTH;
 
 /// How much unused space may stay in partly used packs.
@@ -300,14 +300,8 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions, progress: &PruneProgres
 
     // 3. Classify.
     // What is present, with the backend's times.
-    let mut present: HashMap<PackId, (BlobKind, u64, SystemTime)> = HashMap::new();
-    for kind in [BlobKind::Data, BlobKind::Tree] {
-        for (name, size, mtime) in repo.backend().list_times(pack_file_type(kind))? {
-            if let Ok(id) = PackId::from_hex(&name) {
-                present.insert(id, (kind, size, mtime));
-            }
-        }
-    }
+    let present: HashMap<PackId, (BlobKind, u64, SystemTime)> =
+        list_packs(repo.backend())?.into_iter().map(|(id, kind, size, mtime)| (id, (kind, size, mtime))).collect();
     let marks = gc::load_marks(repo.backend(), repo.keys())?;
     let mut marked_at: HashMap<PackId, SystemTime> = HashMap::new();
     for m in &marks {

@@ -22,7 +22,7 @@ use crate::format::snapshot::Snapshot;
 use crate::format::tree::{NodeKind, Tree};
 use crate::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::index::{Indexer, load_segment};
-use crate::repository::{PackSaver, Repository, pack_file_type};
+use crate::repository::{PackSaver, Repository, list_packs, pack_file_type};
 use crate::restorer::MAX_TREE_DEPTH;
 
 /// What `repair index` did.
@@ -78,13 +78,7 @@ pub fn repair_index(repo: &mut Repository, host: &str, user: &str, progress: &At
     let old_segments: Vec<IndexId> =
         backend.list(FileType::Index)?.iter().filter_map(|(n, _)| IndexId::from_hex(n).ok()).collect();
     let mut packs = Vec::new();
-    for kind in [BlobKind::Data, BlobKind::Tree] {
-        for (name, size) in backend.list(pack_file_type(kind))? {
-            if let Ok(id) = PackId::from_hex(&name) {
-                packs.push((id, kind, size));
-            }
-        }
-    }
+    packs.extend(list_packs(&*backend)?.into_iter().map(|(id, kind, size, _)| (id, kind, size)));
     packs.sort();
     let mut out = IndexRepair::default();
     let mut indexer = Indexer::new();
@@ -309,14 +303,8 @@ pub fn repair_snapshots(
     let (all, _) = repo.snapshots()?;
     let chosen: Vec<(SnapshotId, Snapshot)> =
         all.into_iter().filter(|(id, _)| ids.is_empty() || ids.contains(id)).collect();
-    let mut present = HashMap::new();
-    for kind in [BlobKind::Data, BlobKind::Tree] {
-        for (name, size) in repo.backend().list(pack_file_type(kind))? {
-            if let Ok(id) = PackId::from_hex(&name) {
-                present.insert(id, size);
-            }
-        }
-    }
+    let present: HashMap<PackId, u64> =
+        list_packs(repo.backend())?.into_iter().map(|(id, _, size, _)| (id, size)).collect();
     let mut rw = Rewriter { repo, present, saver: PackSaver::new(BlobKind::Tree), dry_run, memo: HashMap::new() };
     let mut plans = Vec::new();
     for (id, snap) in chosen {

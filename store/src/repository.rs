@@ -410,6 +410,21 @@ impl Repository {
     }
 }
 
+/// Every pack present, data and tree, with its kind, size and the backend's
+/// modification time. Names that are not pack ids are left out (`check`
+/// reports them).
+pub fn list_packs(backend: &dyn Backend) -> Result<Vec<(crate::id::PackId, BlobKind, u64, std::time::SystemTime)>> {
+    let mut out = Vec::new();
+    for kind in [BlobKind::Data, BlobKind::Tree] {
+        for (name, size, mtime) in backend.list_times(pack_file_type(kind))? {
+            if let Ok(id) = crate::id::PackId::from_hex(&name) {
+                out.push((id, kind, size, mtime));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The file type of packs holding `kind` blobs.
 pub fn pack_file_type(kind: BlobKind) -> FileType {
     match kind {
