@@ -5,7 +5,7 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use vault_store::{backend, Repository, InitOptions, OpenOptions};
-//! let be: Arc<dyn backend::Backend> = backend::open_url("/tmp/repo").unwrap().into();
+//! let be: Arc<dyn backend::Backend> = backend::open_url("/tmp/repo", &Default::default()).unwrap().into();
 //! Repository::init(be.clone(), b"secret", &InitOptions::default()).unwrap();
 //! let repo = Repository::open(be, b"secret", &OpenOptions::default()).unwrap();
 //! println!("{} snapshots", repo.snapshots().unwrap().0.len());

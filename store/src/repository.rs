@@ -62,6 +62,10 @@ pub struct OpenOptions {
     /// Don't bring the index up to date (for commands that never look up a
     /// blob: listing snapshots, managing keys).
     pub skip_index: bool,
+    /// Read snapshots, index segments and trees from the repository even
+    /// when it is remote and a cache directory is given (`check`, `repair`:
+    /// they must see the repository, not a local copy).
+    pub no_object_cache: bool,
 }
 
 /// An open repository.
@@ -116,7 +120,9 @@ impl Repository {
         let cfg_bytes = match backend.read(FileType::Config, "config") {
             Ok(b) => b,
             Err(e) if e.is_not_found() => {
-                let reason = if backend.is_empty().unwrap_or(false) {
+                // A listing error (a missing bucket, say) says more than
+                // "no config".
+                let reason = if backend.is_empty()? {
                     "it does not exist or is empty (create one with `vault init`)".to_string()
                 } else {
                     "there is no config file".to_string()
@@ -129,6 +135,13 @@ impl Repository {
         Config::split_header(&cfg_bytes, "config")?;
         let (keys, key_id) = Self::unlock(&*backend, password)?;
         let config = Self::open_config(&keys, &cfg_bytes)?;
+        let backend = match &opts.cache_dir {
+            Some(dir) if backend.is_remote() && !opts.no_object_cache => {
+                let objects = dir.join(config.id.to_hex()).join("objects");
+                Arc::new(crate::backend::cache::CachedBackend::new(backend, objects)) as Arc<dyn Backend>
+            }
+            _ => backend,
+        };
         let wait = if opts.skip_index { Duration::ZERO } else { opts.cache_wait };
         let index = IndexCache::open(opts.cache_dir.as_deref(), &config.id.to_hex(), wait)?;
         let mut repo = Repository { backend, keys, config, key_id, index };

@@ -312,11 +312,19 @@ pub fn restore(
     let pack_list: Vec<(PackId, Vec<BlobTargets>)> =
         packs.into_iter().map(|(p, blobs)| (p, blobs.into_values().collect())).collect();
     let written = AtomicU64::new(0);
-    pack_list.par_iter().for_each(|(pack, blobs)| {
-        for (file, msg) in restore_pack(repo, pack, blobs, &files, progress, &written) {
-            fail(file, msg);
-        }
-    });
+    let restore_all = || {
+        pack_list.par_iter().for_each(|(pack, blobs)| {
+            for (file, msg) in restore_pack(repo, pack, blobs, &files, progress, &written) {
+                fail(file, msg);
+            }
+        })
+    };
+    // A remote backend wants more requests in flight than there are cores:
+    // reading packs waits on the network, not on the CPU.
+    match wide_pool(repo) {
+        Some(pool) => pool.install(restore_all),
+        None => restore_all(),
+    }
     let failed = failed.into_inner().expect("no panics while locked");
     stats.bytes = written.load(Ordering::Relaxed);
 
@@ -587,15 +595,31 @@ pub fn find_node(repo: &Repository, root: &BlobId, path: &str) -> Result<Node> {
     Ok(node)
 }
 
+/// A thread pool as wide as the backend's connections, when that is wider
+/// than the global one.
+fn wide_pool(repo: &Repository) -> Option<rayon::ThreadPool> {
+    let want = repo.backend().connections();
+    if want <= rayon::current_num_threads() {
+        return None;
+    }
+    rayon::ThreadPoolBuilder::new().num_threads(want).thread_name(|i| format!("vault-read-{i}")).build().ok()
+}
+
 /// Streams a file's content to `out`, decrypting a few blobs ahead in parallel.
 pub fn dump(repo: &Repository, node: &Node, out: &mut dyn io::Write) -> Result<u64> {
     if node.kind != NodeKind::File {
         return Err(Error::Invalid(format!("{:?} is not a regular file", node.display_name())));
     }
-    let window = rayon::current_num_threads().max(2) * 2;
+    let pool = wide_pool(repo);
+    let threads = pool.as_ref().map_or_else(rayon::current_num_threads, |p| p.current_num_threads());
+    let window = threads.max(2) * 2;
     let mut total = 0u64;
     for ids in node.content.chunks(window) {
-        let blobs: Vec<Result<Vec<u8>>> = ids.par_iter().map(|id| repo.read_blob(id)).collect();
+        let read = || -> Vec<Result<Vec<u8>>> { ids.par_iter().map(|id| repo.read_blob(id)).collect() };
+        let blobs = match &pool {
+            Some(p) => p.install(read),
+            None => read(),
+        };
         for b in blobs {
             let b = b?;
             out.write_all(&b).map_err(|e| Error::io("standard output", e))?;

@@ -71,4 +71,7 @@ impl Backend for KillAfterWrites {
     fn connections(&self) -> usize {
         self.inner.connections()
     }
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
 }

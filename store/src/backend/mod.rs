@@ -2,8 +2,11 @@
 //! (file type, name). Everything above this trait is backend-agnostic; retry,
 //! caching or rate limits are wrappers implementing the same trait.
 
+pub mod cache;
 pub mod crash;
 pub mod local;
+pub mod memory;
+pub mod s3;
 
 use crate::error::BackendError;
 
@@ -117,11 +120,141 @@ pub trait Backend: Send + Sync {
     fn connections(&self) -> usize {
         2
     }
+
+    /// True for backends behind a network (S3): their trees, snapshots and
+    /// index segments are worth keeping in the local cache.
+    fn is_remote(&self) -> bool {
+        false
+    }
 }
 
-/// Opens the backend a repository URL names: `/path`, `file:///path` or a
-/// relative path.
-pub fn open_url(url: &str) -> Result<Box<dyn Backend>, crate::error::Error> {
+/// `-o KEY=VALUE` options for the backend a repository URL names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackendOptions(pub Vec<(String, String)>);
+
+/// Options `-o` accepts, with what they mean.
+pub const OPTION_HELP: &[(&str, &str)] = &[
+    ("s3.endpoint", "endpoint URL of an S3-compatible store (default: AWS_ENDPOINT_URL, else AWS)"),
+    ("s3.region", "region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)"),
+    (
+        "s3.path-style",
+        "true: endpoint/bucket/key requests; false: bucket.endpoint/key (default: true with an endpoint)",
+    ),
+    ("s3.storage-class", "storage class of data packs, e.g. STANDARD_IA (trees, index and snapshots stay STANDARD)"),
+    ("s3.connections", "concurrent requests (default 8)"),
+    ("s3.retries", "retries of a failing request (default 8)"),
+    ("s3.timeout", "time limit of one request, e.g. 120s (default)"),
+];
+
+impl BackendOptions {
+    /// Parses `KEY=VALUE` strings; unknown keys are refused.
+    pub fn parse<S: AsRef<str>>(items: &[S]) -> Result<Self, crate::error::Error> {
+        let mut out = Vec::new();
+        for item in items {
+            let item = item.as_ref();
+            let Some((k, v)) = item.split_once('=') else {
+                return Err(crate::error::Error::Invalid(format!("option {item:?}: expected KEY=VALUE")));
+            };
+            let k = k.trim();
+            if !OPTION_HELP.iter().any(|(name, _)| *name == k) {
+                let known: Vec<_> = OPTION_HELP.iter().map(|(n, _)| *n).collect();
+                return Err(crate::error::Error::Invalid(format!(
+                    "unknown option {k:?} (known: {})",
+                    known.join(", ")
+                )));
+            }
+            out.push((k.to_string(), v.trim().to_string()));
+        }
+        Ok(BackendOptions(out))
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Splits an S3 repository URL into options: `s3:bucket/prefix`,
+/// `s3://bucket/prefix`, or restic's `s3:http(s)://host[:port]/bucket/prefix`
+/// (which also sets the endpoint). `None` when the URL is not an S3 one.
+pub fn parse_s3_url(url: &str) -> Option<Result<s3::S3Options, crate::error::Error>> {
+    let rest = url.strip_prefix("s3://").or_else(|| url.strip_prefix("s3:"))?;
+    let (endpoint, path) = match rest.split_once("://") {
+        Some((scheme @ ("http" | "https"), after)) => {
+            let (host, path) = after.split_once('/').unwrap_or((after, ""));
+            (Some(format!("{scheme}://{host}")), path)
+        }
+        _ => (None, rest),
+    };
+    let path = path.trim_matches('/');
+    let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
+    if bucket.is_empty() {
+        return Some(Err(crate::error::Error::Invalid(format!(
+            "repository {url:?}: no bucket (use s3:BUCKET/PREFIX or s3://BUCKET/PREFIX)"
+        ))));
+    }
+    let mut o = s3::S3Options::new(bucket, prefix);
+    o.endpoint = endpoint;
+    Some(Ok(o))
+}
+
+fn apply_s3_options(o: &mut s3::S3Options, opts: &BackendOptions) -> Result<(), crate::error::Error> {
+    let bad = |k: &str, v: &str, want: &str| crate::error::Error::Invalid(format!("option {k}={v:?}: {want}"));
+    if let Some(v) = opts.get("s3.endpoint") {
+        if !(v.starts_with("http://") || v.starts_with("https://")) {
+            return Err(bad("s3.endpoint", v, "give a URL starting with http:// or https://"));
+        }
+        o.endpoint = Some(v.trim_end_matches('/').to_string());
+    }
+    if let Some(v) = opts.get("s3.region") {
+        o.region = Some(v.to_string());
+    }
+    if let Some(v) = opts.get("s3.path-style") {
+        o.path_style = Some(match v {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => return Err(bad("s3.path-style", v, "expected true or false")),
+        });
+    }
+    if let Some(v) = opts.get("s3.storage-class") {
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') {
+            return Err(bad("s3.storage-class", v, "expected a storage class name such as STANDARD_IA or GLACIER_IR"));
+        }
+        o.storage_class = Some(v.to_string());
+    }
+    if let Some(v) = opts.get("s3.connections") {
+        o.connections = v
+            .parse()
+            .ok()
+            .filter(|n| (1..=256).contains(n))
+            .ok_or_else(|| bad("s3.connections", v, "expected a number from 1 to 256"))?;
+    }
+    if let Some(v) = opts.get("s3.retries") {
+        o.retries = v
+            .parse()
+            .ok()
+            .filter(|n| *n <= 100)
+            .ok_or_else(|| bad("s3.retries", v, "expected a number from 0 to 100"))?;
+    }
+    if let Some(v) = opts.get("s3.timeout") {
+        let secs = v.strip_suffix('s').unwrap_or(v);
+        o.timeout = secs
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=3600).contains(n))
+            .map(std::time::Duration::from_secs)
+            .ok_or_else(|| bad("s3.timeout", v, "expected seconds from 1 to 3600, e.g. 120s"))?;
+    }
+    Ok(())
+}
+
+/// Opens the backend a repository URL names: `/path`, `file:///path`, a
+/// relative path, or an S3 bucket and prefix (see [`parse_s3_url`]).
+pub fn open_url(url: &str, opts: &BackendOptions) -> Result<Box<dyn Backend>, crate::error::Error> {
+    if let Some(s3) = parse_s3_url(url) {
+        let mut o = s3?;
+        apply_s3_options(&mut o, opts)?;
+        return Ok(Box::new(s3::S3Backend::new(o)?));
+    }
     if let Some(p) = url.strip_prefix("file://") {
         return Ok(Box::new(local::LocalBackend::new(p)));
     }
@@ -129,13 +262,46 @@ pub fn open_url(url: &str) -> Result<Box<dyn Backend>, crate::error::Error> {
         && !scheme.contains('/')
     {
         return Err(crate::error::Error::Invalid(format!(
-            "repository {url:?}: the {scheme}:// backend is not supported by this build (supported: a local path or file://)"
-        )));
-    }
-    if url.starts_with("s3:") {
-        return Err(crate::error::Error::Invalid(format!(
-            "repository {url:?}: S3 repositories are not supported by this build yet"
+            "repository {url:?}: the {scheme}:// backend is not supported (supported: a local path, file://PATH, s3:BUCKET/PREFIX)"
         )));
     }
     Ok(Box::new(local::LocalBackend::new(url)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_urls() {
+        let o = parse_s3_url("s3:bucket/some/prefix/").unwrap().unwrap();
+        assert_eq!((o.bucket.as_str(), o.prefix.as_str(), o.endpoint), ("bucket", "some/prefix", None));
+        let o = parse_s3_url("s3://bucket").unwrap().unwrap();
+        assert_eq!((o.bucket.as_str(), o.prefix.as_str()), ("bucket", ""));
+        let o = parse_s3_url("s3:http://127.0.0.1:9000/b/p").unwrap().unwrap();
+        assert_eq!(o.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!((o.bucket.as_str(), o.prefix.as_str()), ("b", "p"));
+        assert!(parse_s3_url("s3:").unwrap().is_err());
+        assert!(parse_s3_url("s3:https://host/").unwrap().is_err());
+        assert!(parse_s3_url("/srv/repo").is_none());
+        assert!(parse_s3_url("s3backup/dir").is_none());
+    }
+
+    #[test]
+    fn options_are_checked() {
+        let opts = BackendOptions::parse(&["s3.connections=16", "s3.path-style=false", "s3.storage-class=STANDARD_IA"])
+            .unwrap();
+        let mut o = s3::S3Options::new("b", "");
+        apply_s3_options(&mut o, &opts).unwrap();
+        assert_eq!((o.connections, o.path_style, o.storage_class.as_deref()), (16, Some(false), Some("STANDARD_IA")));
+        let e = BackendOptions::parse(&["s3.conections=3"]).unwrap_err().to_string();
+        assert!(e.contains("s3.conections") && e.contains("s3.connections"), "{e}");
+        assert!(BackendOptions::parse(&["s3.connections"]).is_err());
+        for bad in ["s3.connections=0", "s3.path-style=maybe", "s3.storage-class=standard-ia", "s3.endpoint=host:9000"]
+        {
+            let opts = BackendOptions::parse(&[bad]).unwrap();
+            let e = apply_s3_options(&mut o, &opts).unwrap_err().to_string();
+            assert!(e.contains(bad.split('=').next().unwrap()), "{bad}: {e}");
+        }
+    }
 }

@@ -1,0 +1,244 @@
+//! A local copy of a remote repository's metadata: snapshots, index
+//! segments and tree packs. They are immutable and named by their content,
+//! so a copy never goes stale; a second `vault snapshots`, an incremental
+//! snapshot or a restore plan against S3 reads them from disk instead of
+//! downloading them again. Data packs are never cached.
+//!
+//! Each cached file is `[BLAKE3 of the object: 32 bytes][object]`, checked
+//! the first time a process uses it: a damaged copy is dropped and fetched
+//! again, never reported as damage of the repository. Listing a type
+//! removes the copies of objects the repository no longer has (after
+//! `forget` or `prune` elsewhere). Writes go to the repository first, then
+//! into the cache, so the cache never holds what the repository lacks.
+//!
+//! `check` and `repair` don't use it: they must read the repository itself.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use super::{BResult, Backend, FileType};
+
+const HASH_LEN: u64 = 32;
+
+/// A caching wrapper around a (remote) backend.
+pub struct CachedBackend {
+    inner: Arc<dyn Backend>,
+    dir: PathBuf,
+    /// Cached files this process has already checked.
+    verified: Mutex<HashSet<PathBuf>>,
+}
+
+fn cached(t: FileType) -> bool {
+    matches!(t, FileType::Snapshot | FileType::Index | FileType::Tree)
+}
+
+impl CachedBackend {
+    /// Caches `inner`'s metadata under `dir`.
+    pub fn new(inner: Arc<dyn Backend>, dir: impl Into<PathBuf>) -> Self {
+        CachedBackend { inner, dir: dir.into(), verified: Mutex::new(HashSet::new()) }
+    }
+
+    fn file(&self, t: FileType, name: &str) -> PathBuf {
+        self.dir.join(t.path(name))
+    }
+
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashSet<PathBuf>> {
+        self.verified.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens a cached copy, checking it once per process. `None` when there
+    /// is no usable copy (a damaged one is removed).
+    fn open(&self, path: &Path) -> Option<fs::File> {
+        let mut f = fs::File::open(path).ok()?;
+        if self.verified().contains(path) {
+            return Some(f);
+        }
+        let mut all = Vec::new();
+        let ok = f.read_to_end(&mut all).is_ok()
+            && all.len() as u64 >= HASH_LEN
+            && blake3::hash(&all[HASH_LEN as usize..]).as_bytes() == &all[..HASH_LEN as usize];
+        if !ok {
+            let _ = fs::remove_file(path);
+            return None;
+        }
+        self.verified().insert(path.to_path_buf());
+        Some(f)
+    }
+
+    /// Stores a copy; failing to is not an error (the cache is optional).
+    fn store(&self, path: &Path, data: &[u8]) {
+        let Some(dir) = path.parent() else { return };
+        if fs::create_dir_all(dir).is_err() {
+            return;
+        }
+        let tmp = dir.join(format!(".tmp-{}", hex::encode(crate::crypto::random_bytes::<8>())));
+        let mut body = blake3::hash(data).as_bytes().to_vec();
+        body.extend_from_slice(data);
+        if fs::write(&tmp, &body).is_ok() && fs::rename(&tmp, path).is_ok() {
+            self.verified().insert(path.to_path_buf());
+        } else {
+            let _ = fs::remove_file(&tmp);
+        }
+    }
+
+    /// The whole object, from the cache or else fetched and cached.
+    fn fetch(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
+        let path = self.file(t, name);
+        if let Some(mut f) = self.open(&path) {
+            let mut buf = Vec::new();
+            if f.seek(SeekFrom::Start(HASH_LEN)).is_ok() && f.read_to_end(&mut buf).is_ok() {
+                return Ok(buf);
+            }
+        }
+        let data = self.inner.read(t, name)?;
+        self.store(&path, &data);
+        Ok(data)
+    }
+
+    /// Removes copies of objects the repository no longer lists.
+    fn forget_missing(&self, t: FileType, listed: &[String]) {
+        let keep: HashSet<&str> = listed.iter().map(String::as_str).collect();
+        let root = self.dir.join(t.dir());
+        let mut dirs = vec![root];
+        while let Some(d) = dirs.pop() {
+            let Ok(rd) = fs::read_dir(&d) else { continue };
+            for entry in rd.flatten() {
+                let path = entry.path();
+                if entry.file_type().is_ok_and(|ft| ft.is_dir()) {
+                    dirs.push(path);
+                    continue;
+                }
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !keep.contains(name.as_str()) {
+                    let _ = fs::remove_file(&path);
+                    self.verified().remove(&path);
+                }
+            }
+        }
+    }
+}
+
+impl Backend for CachedBackend {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn create(&self) -> BResult<()> {
+        self.inner.create()
+    }
+    fn is_empty(&self) -> BResult<bool> {
+        self.inner.is_empty()
+    }
+    fn list(&self, t: FileType) -> BResult<Vec<(String, u64)>> {
+        let listed = self.inner.list(t)?;
+        if cached(t) {
+            self.forget_missing(t, &listed.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>());
+        }
+        Ok(listed)
+    }
+    fn list_times(&self, t: FileType) -> BResult<Vec<(String, u64, SystemTime)>> {
+        let listed = self.inner.list_times(t)?;
+        if cached(t) {
+            self.forget_missing(t, &listed.iter().map(|(n, _, _)| n.clone()).collect::<Vec<_>>());
+        }
+        Ok(listed)
+    }
+    fn size(&self, t: FileType, name: &str) -> BResult<u64> {
+        self.inner.size(t, name)
+    }
+    fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
+        if cached(t) { self.fetch(t, name) } else { self.inner.read(t, name) }
+    }
+    /// A range of a tree pack comes from the cached pack (the whole pack is
+    /// fetched the first time: the other trees in it are usually needed
+    /// next). Other types are read from the repository.
+    fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> BResult<Vec<u8>> {
+        if !cached(t) {
+            return self.inner.read_range(t, name, offset, len);
+        }
+        let path = self.file(t, name);
+        if let Some(f) = self.open(&path) {
+            use std::os::unix::fs::FileExt;
+            let mut buf = vec![0u8; len as usize];
+            if let Some(at) = offset.checked_add(HASH_LEN)
+                && f.read_exact_at(&mut buf, at).is_ok()
+            {
+                return Ok(buf);
+            }
+        }
+        let whole = self.fetch(t, name)?;
+        match offset.checked_add(len) {
+            Some(end) if end <= whole.len() as u64 => Ok(whole[offset as usize..end as usize].to_vec()),
+            // Let the repository give its own error for a short object.
+            _ => self.inner.read_range(t, name, offset, len),
+        }
+    }
+    fn write_new(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()> {
+        self.inner.write_new(t, name, data)?;
+        if cached(t) {
+            self.store(&self.file(t, name), data);
+        }
+        Ok(())
+    }
+    fn replace(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()> {
+        self.inner.replace(t, name, data)
+    }
+    fn remove(&self, t: FileType, name: &str) -> BResult<()> {
+        let path = self.file(t, name);
+        let _ = fs::remove_file(&path);
+        self.verified().remove(&path);
+        self.inner.remove(t, name)
+    }
+    fn connections(&self) -> usize {
+        self.inner.connections()
+    }
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+
+    #[test]
+    fn serves_copies_and_heals_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = Arc::new(MemoryBackend::new());
+        let name = "ab".repeat(32);
+        mem.write_new(FileType::Tree, &name, b"0123456789").unwrap();
+        let c = CachedBackend::new(mem.clone(), dir.path());
+        assert_eq!(c.read_range(FileType::Tree, &name, 2, 3).unwrap(), b"234");
+        // Served from the copy: the repository's object is gone.
+        mem.remove(FileType::Tree, &name).unwrap();
+        assert_eq!(c.read_range(FileType::Tree, &name, 5, 5).unwrap(), b"56789");
+        // A damaged copy (seen by a new process) is dropped, not served.
+        let path = c.file(FileType::Tree, &name);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[40] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        mem.write_new(FileType::Tree, &name, b"0123456789").unwrap();
+        let c2 = CachedBackend::new(mem.clone(), dir.path());
+        assert_eq!(c2.read(FileType::Tree, &name).unwrap(), b"0123456789");
+        // Listing drops copies of removed objects.
+        mem.remove(FileType::Tree, &name).unwrap();
+        assert!(c2.list(FileType::Tree).unwrap().is_empty());
+        assert!(!path.exists());
+        assert!(c2.read(FileType::Tree, &name).unwrap_err().is_not_found());
+    }
+
+    #[test]
+    fn data_is_not_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = Arc::new(MemoryBackend::new());
+        let name = "cd".repeat(32);
+        let c = CachedBackend::new(mem.clone(), dir.path());
+        c.write_new(FileType::Data, &name, b"data").unwrap();
+        assert_eq!(c.read(FileType::Data, &name).unwrap(), b"data");
+        assert!(!c.file(FileType::Data, &name).exists());
+    }
+}

@@ -1,0 +1,499 @@
+//! A repository under a prefix of an S3 bucket (AWS S3 or a compatible
+//! store: MinIO, Ceph, Garage), through `object_store`.
+//!
+//! The store above is synchronous; this backend owns a small tokio runtime
+//! and blocks on it for each operation, so any number of pipeline threads
+//! may call it at once (each waits for its own request).
+//!
+//! Guarantees, as on a local directory:
+//! - **Nothing is overwritten.** `write_new` sends `If-None-Match: *`;
+//!   objects above [`MULTIPART_THRESHOLD`] go up in parts after a `HEAD`
+//!   found no object of that name (S3's multipart completion has no
+//!   condition in `object_store`; such objects are content-addressed packs,
+//!   whose name is the hash of their bytes, so a race could only store the
+//!   same bytes twice). An "already exists" answer is success when the
+//!   stored object is ours: the same size for a pack (its name is its
+//!   hash), the same bytes for anything else. That is what makes a retried
+//!   create safe after a reply was lost.
+//! - **Transient failures are retried**: `object_store` retries 5xx, 429,
+//!   timeouts of idempotent requests, dropped connections and broken
+//!   response bodies with exponential backoff and jitter, a bounded number
+//!   of times; this backend also retries creates whose request timed out or
+//!   was cut (which `object_store` won't, not knowing whether they landed).
+//!   Each retry is a log event (target `object_store` or this module).
+//! - **Permanent failures fail at once** with the bucket, the key and what
+//!   to check: credentials (403), a missing bucket, an unreachable
+//!   endpoint.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::client::{HttpError, HttpErrorKind};
+use object_store::path::Path as OPath;
+use object_store::{
+    Attribute, AttributeValue, Attributes, BackoffConfig, ClientConfigKey, ObjectStore, ObjectStoreExt, PutMode,
+    PutMultipartOptions, PutOptions, PutPayload, RetryConfig,
+};
+
+use super::{BResult, Backend, FileType};
+use crate::error::{BackendError, BackendErrorKind};
+
+/// Objects larger than this are uploaded in parts.
+pub const MULTIPART_THRESHOLD: usize = 32 << 20;
+/// Size of one part of a multipart upload (S3's minimum is 5 MiB).
+pub const PART_SIZE: usize = 16 << 20;
+/// Objects up to this size are compared byte for byte when a create finds
+/// them already there; packs are compared by size (their name is their hash).
+const COMPARE_LIMIT: u64 = 4 << 20;
+
+/// Where the repository is and how to reach it. Built from the repository
+/// URL, then `-o s3.*` options, then the standard `AWS_*` environment.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Options {
+    /// The bucket.
+    pub bucket: String,
+    /// The prefix inside the bucket (no leading or trailing `/`; may be empty).
+    pub prefix: String,
+    /// Endpoint URL for S3-compatible stores (`AWS_ENDPOINT_URL` otherwise).
+    pub endpoint: Option<String>,
+    /// Region (`AWS_REGION` / `AWS_DEFAULT_REGION` otherwise; `us-east-1`).
+    pub region: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`) instead of virtual-hosted
+    /// (`bucket.endpoint/key`). Default: path style with a custom endpoint,
+    /// virtual-hosted on AWS.
+    pub path_style: Option<bool>,
+    /// Storage class for data packs (metadata always stays STANDARD).
+    pub storage_class: Option<String>,
+    /// Concurrent requests the pipelines should make.
+    pub connections: usize,
+    /// Retries of a failing request before giving up.
+    pub retries: usize,
+    /// Time limit of one request.
+    pub timeout: Duration,
+    /// Access key id and secret, for programs that hold them; otherwise
+    /// they come from the environment (or an instance or container role).
+    pub credentials: Option<(String, String)>,
+}
+
+impl S3Options {
+    /// Options for `bucket`/`prefix` with the defaults.
+    pub fn new(bucket: &str, prefix: &str) -> Self {
+        S3Options {
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+            endpoint: None,
+            region: None,
+            path_style: None,
+            storage_class: None,
+            connections: 8,
+            retries: 8,
+            timeout: Duration::from_secs(120),
+            credentials: None,
+        }
+    }
+}
+
+/// An S3 repository.
+pub struct S3Backend {
+    store: AmazonS3,
+    rt: tokio::runtime::Runtime,
+    opts: S3Options,
+    /// The endpoint, for messages.
+    endpoint: String,
+}
+
+/// How the retry layer of this backend waits: `object_store`'s own backoff
+/// handles requests it may repeat; creates cut short are repeated here.
+fn backoff(attempt: u32) -> Duration {
+    let base = 100u64.saturating_mul(1 << attempt.min(10)).min(10_000);
+    let jitter = u64::from(u16::from_le_bytes(crate::crypto::random_bytes::<2>())) % (base / 2 + 1);
+    Duration::from_millis(base / 2 + jitter)
+}
+
+impl S3Backend {
+    /// Connects (lazily: no request is made here) to the bucket.
+    pub fn new(opts: S3Options) -> Result<Self, crate::error::Error> {
+        let invalid = |m: String| crate::error::Error::Invalid(format!("s3:{}/{}: {m}", opts.bucket, opts.prefix));
+        if opts.bucket.is_empty() {
+            return Err(invalid("no bucket given (use s3:BUCKET/PREFIX)".into()));
+        }
+        if !opts.prefix.is_empty() && OPath::parse(&opts.prefix).is_err() {
+            return Err(invalid(format!("{:?} is not a usable key prefix", opts.prefix)));
+        }
+        let mut b = AmazonS3Builder::from_env().with_bucket_name(&opts.bucket);
+        if let Some(e) = &opts.endpoint {
+            b = b.with_endpoint(e);
+        }
+        if let Some((id, secret)) = &opts.credentials {
+            b = b.with_access_key_id(id).with_secret_access_key(secret);
+        }
+        let endpoint = b.get_config_value(&AmazonS3ConfigKey::Endpoint);
+        if let Some(r) = &opts.region {
+            b = b.with_region(r);
+        } else if b.get_config_value(&AmazonS3ConfigKey::Region).is_none() {
+            let r = b.get_config_value(&AmazonS3ConfigKey::DefaultRegion).unwrap_or_else(|| "us-east-1".into());
+            b = b.with_region(r);
+        }
+        let region = b.get_config_value(&AmazonS3ConfigKey::Region).unwrap_or_default();
+        let path_style = opts.path_style.unwrap_or(endpoint.is_some());
+        // Plain HTTP only when the endpoint says so.
+        let allow_http = endpoint.as_deref().is_some_and(|e| e.starts_with("http://"));
+        b = b
+            .with_virtual_hosted_style_request(!path_style)
+            .with_allow_http(allow_http)
+            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), format!("{}s", opts.timeout.as_secs()))
+            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), "5s")
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(10),
+                    base: 2.0,
+                },
+                max_retries: opts.retries,
+                retry_timeout: Duration::from_secs(5 * 60),
+            });
+        let store = b.build().map_err(|e| invalid(format!("cannot configure the S3 client: {e}")))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("vault-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| invalid(format!("cannot start the I/O runtime: {e}")))?;
+        let endpoint = endpoint.unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+        Ok(S3Backend { store, rt, opts, endpoint })
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &S3Options {
+        &self.opts
+    }
+
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    fn key(&self, rel: &str) -> OPath {
+        if self.opts.prefix.is_empty() { OPath::from(rel) } else { OPath::from(format!("{}/{rel}", self.opts.prefix)) }
+    }
+
+    fn object_key(&self, t: FileType, name: &str) -> OPath {
+        self.key(&t.path(name))
+    }
+
+    fn url(&self, key: &OPath) -> String {
+        format!("s3://{}/{}", self.opts.bucket, key)
+    }
+
+    /// Maps an `object_store` error to one that says what to check.
+    fn err(&self, op: &'static str, key: &OPath, e: object_store::Error) -> BackendError {
+        classify(op, self.url(key), &self.opts.bucket, &self.endpoint, e)
+    }
+
+    fn attributes(&self, t: FileType) -> Attributes {
+        let mut a = Attributes::new();
+        // Only file contents may go cold: trees, index, snapshots and keys
+        // stay in the default class so that listing and planning never
+        // wait for a restore from an archive tier.
+        if let (FileType::Data, Some(class)) = (t, &self.opts.storage_class) {
+            a.insert(Attribute::StorageClass, AttributeValue::from(class.clone()));
+        }
+        a
+    }
+
+    /// True when the object at `key` is the one we meant to write.
+    fn is_ours(&self, t: FileType, key: &OPath, data: &[u8]) -> BResult<bool> {
+        let meta = self.block_on(self.store.head(key)).map_err(|e| self.err("checking", key, e))?;
+        if meta.size != data.len() as u64 {
+            return Ok(false);
+        }
+        if t.fanned_out() || meta.size > COMPARE_LIMIT {
+            return Ok(true);
+        }
+        let stored = self.block_on(async { self.store.get(key).await?.bytes().await });
+        Ok(stored.map_err(|e| self.err("checking", key, e))?.as_ref() == data)
+    }
+
+    async fn put_multipart(&self, t: FileType, key: &OPath, data: &[u8]) -> object_store::Result<()> {
+        let opts = PutMultipartOptions { attributes: self.attributes(t), ..Default::default() };
+        let mut upload = self.store.put_multipart_opts(key, opts).await?;
+        let parts: Vec<_> = data.chunks(PART_SIZE).map(|c| upload.put_part(PutPayload::from(c.to_vec()))).collect();
+        let mut results = futures_util::stream::iter(parts).buffer_unordered(4);
+        let mut failed = None;
+        while let Some(r) = results.next().await {
+            if let Err(e) = r {
+                failed = Some(e);
+                break;
+            }
+        }
+        drop(results);
+        if let Some(e) = failed {
+            let _ = upload.abort().await;
+            return Err(e);
+        }
+        match upload.complete().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let _ = upload.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// One attempt at a create-only write.
+    fn try_write_new(&self, t: FileType, key: &OPath, data: &[u8]) -> object_store::Result<()> {
+        if data.len() > MULTIPART_THRESHOLD {
+            return match self.block_on(self.store.head(key)) {
+                Ok(_) => Err(object_store::Error::AlreadyExists {
+                    path: key.to_string(),
+                    source: "found by HEAD before a multipart upload".into(),
+                }),
+                Err(object_store::Error::NotFound { .. }) => self.block_on(self.put_multipart(t, key, data)),
+                Err(e) => Err(e),
+            };
+        }
+        let opts = PutOptions { mode: PutMode::Create, attributes: self.attributes(t), ..Default::default() };
+        self.block_on(self.store.put_opts(key, PutPayload::from(data.to_vec()), opts)).map(|_| ())
+    }
+
+    fn list_objects(&self, t: FileType) -> BResult<Vec<(String, u64, SystemTime)>> {
+        if t == FileType::Config {
+            let key = self.key("config");
+            return match self.block_on(self.store.head(&key)) {
+                Ok(m) => Ok(vec![("config".into(), m.size, m.last_modified.into())]),
+                Err(object_store::Error::NotFound { .. }) => Ok(vec![]),
+                Err(e) => Err(self.err("listing", &key, e)),
+            };
+        }
+        let dir = self.key(t.dir());
+        let depth = if t.fanned_out() { 2 } else { 1 };
+        let mut out = Vec::new();
+        self.block_on(async {
+            let mut stream = self.store.list(Some(&dir));
+            while let Some(item) = stream.next().await {
+                let meta = item.map_err(|e| self.err("listing", &dir, e))?;
+                let Some(rel) = meta.location.prefix_match(&dir) else { continue };
+                let parts: Vec<_> = rel.collect();
+                if parts.len() != depth {
+                    continue;
+                }
+                let name = parts[depth - 1].as_ref().to_string();
+                out.push((name, meta.size, meta.last_modified.into()));
+            }
+            Ok::<_, BackendError>(())
+        })?;
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// True when a request timed out or its connection broke: it may have
+/// been carried out.
+fn is_cut(e: &object_store::Error) -> bool {
+    use std::error::Error as _;
+    let mut src = e.source();
+    while let Some(s) = src {
+        if let Some(h) = s.downcast_ref::<HttpError>() {
+            return matches!(h.kind(), HttpErrorKind::Timeout | HttpErrorKind::Interrupted | HttpErrorKind::Request);
+        }
+        src = s.source();
+    }
+    false
+}
+
+/// Turns an `object_store` error into a [`BackendError`] that names the
+/// object and what to check.
+fn classify(op: &'static str, location: String, bucket: &str, endpoint: &str, e: object_store::Error) -> BackendError {
+    use std::error::Error as _;
+    let mut text = e.to_string();
+    let mut src = e.source();
+    let mut http_kind = None;
+    while let Some(s) = src {
+        if let Some(h) = s.downcast_ref::<HttpError>() {
+            http_kind = Some(h.kind());
+        }
+        let st = s.to_string();
+        if !text.contains(&st) {
+            text = format!("{text}: {st}");
+        }
+        src = s.source();
+    }
+    let (kind, hint) = match &e {
+        _ if text.contains("NoSuchBucket") => (
+            BackendErrorKind::Permanent,
+            format!(
+                "bucket {bucket:?} does not exist at {endpoint} (create it, or check the name, region and endpoint)"
+            ),
+        ),
+        object_store::Error::NotFound { .. } => (BackendErrorKind::NotFound, "no such object".into()),
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+            (BackendErrorKind::AlreadyExists, "the object exists already".into())
+        }
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => (
+            BackendErrorKind::Permanent,
+            format!(
+                "access denied by {endpoint}: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), \
+                 the region, and that the key may use bucket {bucket:?}"
+            ),
+        ),
+        _ if text.contains("InvalidAccessKeyId") || text.contains("SignatureDoesNotMatch") => (
+            BackendErrorKind::Permanent,
+            format!("{endpoint} refused the credentials: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+        ),
+        _ if http_kind == Some(HttpErrorKind::Connect) => (
+            BackendErrorKind::Transient,
+            format!("cannot connect to {endpoint} (check AWS_ENDPOINT_URL or -o s3.endpoint, and the network)"),
+        ),
+        _ if matches!(
+            http_kind,
+            Some(HttpErrorKind::Timeout | HttpErrorKind::Interrupted | HttpErrorKind::Request)
+        ) =>
+        {
+            (BackendErrorKind::Transient, format!("the request to {endpoint} timed out or was cut off"))
+        }
+        _ if text.contains("InvalidRange") || text.contains("status code: 416") => {
+            (BackendErrorKind::Permanent, "the range is past the end of the object (truncated?)".into())
+        }
+        _ if text.contains("status code: 5") || text.contains("SlowDown") => {
+            (BackendErrorKind::Transient, format!("{endpoint} kept failing (server errors) after retries"))
+        }
+        _ => (BackendErrorKind::Permanent, format!("request to {endpoint} failed")),
+    };
+    BackendError { kind, op, location, message: format!("{hint} ({text})") }
+}
+
+impl Backend for S3Backend {
+    fn location(&self) -> String {
+        if self.opts.prefix.is_empty() {
+            format!("s3:{}", self.opts.bucket)
+        } else {
+            format!("s3:{}/{}", self.opts.bucket, self.opts.prefix)
+        }
+    }
+
+    /// Nothing to create: S3 has no directories. `is_empty`, which `init`
+    /// calls first, has already proved the bucket is there and readable.
+    fn create(&self) -> BResult<()> {
+        Ok(())
+    }
+
+    fn is_empty(&self) -> BResult<bool> {
+        let dir = if self.opts.prefix.is_empty() { None } else { Some(self.key("")) };
+        let listed = self
+            .block_on(self.store.list_with_delimiter(dir.as_ref()))
+            .map_err(|e| self.err("listing", &dir.clone().unwrap_or_default(), e))?;
+        Ok(listed.objects.is_empty() && listed.common_prefixes.is_empty())
+    }
+
+    fn list(&self, t: FileType) -> BResult<Vec<(String, u64)>> {
+        Ok(self.list_objects(t)?.into_iter().map(|(n, s, _)| (n, s)).collect())
+    }
+
+    fn list_times(&self, t: FileType) -> BResult<Vec<(String, u64, SystemTime)>> {
+        self.list_objects(t)
+    }
+
+    fn size(&self, t: FileType, name: &str) -> BResult<u64> {
+        let key = self.object_key(t, name);
+        self.block_on(self.store.head(&key)).map(|m| m.size).map_err(|e| self.err("reading", &key, e))
+    }
+
+    fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
+        let key = self.object_key(t, name);
+        self.block_on(async { self.store.get(&key).await?.bytes().await })
+            .map(|b| b.to_vec())
+            .map_err(|e| self.err("reading", &key, e))
+    }
+
+    fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> BResult<Vec<u8>> {
+        let key = self.object_key(t, name);
+        let end = offset.checked_add(len).ok_or_else(|| BackendError {
+            kind: BackendErrorKind::Permanent,
+            op: "reading",
+            location: self.url(&key),
+            message: format!("range {offset}+{len} overflows"),
+        })?;
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let got = self.block_on(self.store.get_range(&key, offset..end)).map_err(|e| self.err("reading", &key, e))?;
+        if got.len() as u64 != len {
+            return Err(BackendError {
+                kind: BackendErrorKind::Permanent,
+                op: "reading",
+                location: self.url(&key),
+                message: format!("range {offset}+{len}: got {} bytes (truncated object?)", got.len()),
+            });
+        }
+        Ok(got.to_vec())
+    }
+
+    fn write_new(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()> {
+        let key = self.object_key(t, name);
+        let mut attempt = 0u32;
+        loop {
+            match self.try_write_new(t, &key, data) {
+                Ok(()) => return Ok(()),
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    // Ours if a reply got lost (here or in object_store's
+                    // retries), or an identical content-addressed object.
+                    if self.is_ours(t, &key, data)? {
+                        return Ok(());
+                    }
+                    return Err(BackendError {
+                        kind: BackendErrorKind::AlreadyExists,
+                        op: "writing",
+                        location: self.url(&key),
+                        message: "an object with other content exists already".into(),
+                    });
+                }
+                // A create cut short may or may not have landed, so
+                // object_store leaves it to us: try again, and an "already
+                // exists" then is checked above.
+                Err(e) if is_cut(&e) && attempt < self.opts.retries as u32 => {
+                    let wait = backoff(attempt);
+                    tracing::debug!("retrying the write of {} in {:?}: {}", self.url(&key), wait, e);
+                    std::thread::sleep(wait);
+                    attempt += 1;
+                }
+                Err(e) => return Err(self.err("writing", &key, e)),
+            }
+        }
+    }
+
+    fn replace(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()> {
+        let key = self.object_key(t, name);
+        let opts = PutOptions { mode: PutMode::Overwrite, attributes: self.attributes(t), ..Default::default() };
+        self.block_on(self.store.put_opts(&key, PutPayload::from(data.to_vec()), opts))
+            .map(|_| ())
+            .map_err(|e| self.err("writing", &key, e))
+    }
+
+    fn remove(&self, t: FileType, name: &str) -> BResult<()> {
+        let key = self.object_key(t, name);
+        self.block_on(self.store.delete(&key)).map_err(|e| self.err("removing", &key, e))
+    }
+
+    fn connections(&self) -> usize {
+        self.opts.connections
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_bounded() {
+        for a in 0..20 {
+            let d = backoff(a);
+            let base = 100u64.saturating_mul(1 << a.min(10)).min(10_000);
+            assert!(d >= Duration::from_millis(base / 2) && d <= Duration::from_millis(base), "{a}: {d:?}");
+        }
+    }
+}
