@@ -17,9 +17,13 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, Args, Clone)]
 pub struct Global {
-    /// Repository location: a directory path or file:///path
+    /// Repository location: a directory path, file:///path, s3:BUCKET/PREFIX or s3://BUCKET/PREFIX
     #[arg(short = 'r', long = "repo", env = "VAULT_REPOSITORY", global = true, value_name = "REPO")]
     pub repo: Option<String>,
+    /// Backend option (repeatable): s3.endpoint=URL, s3.region=R, s3.path-style=true|false,
+    /// s3.storage-class=CLASS (data packs), s3.connections=N, s3.retries=N, s3.timeout=SECONDS
+    #[arg(short = 'o', long = "option", global = true, value_name = "KEY=VALUE")]
+    pub options: Vec<String>,
     /// Read the password from this file (first line)
     #[arg(long, env = "VAULT_PASSWORD_FILE", global = true, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
@@ -35,7 +39,7 @@ pub struct Global {
     /// Print only errors
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
-    /// Print more about what happens
+    /// Print more about what happens (also each retried request to a remote repository)
     #[arg(short, long, global = true)]
     pub verbose: bool,
     /// Machine-readable JSON output where a command prints results

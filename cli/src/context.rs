@@ -46,7 +46,8 @@ impl Ctx {
         let Some(repo) = self.global.repo.as_deref().filter(|r| !r.is_empty()) else {
             bail!("no repository given: use --repo or set VAULT_REPOSITORY");
         };
-        let be = backend::open_url(repo)?;
+        let options = backend::BackendOptions::parse(&self.global.options)?;
+        let be = backend::open_url(repo, &options)?;
         // Crash tests only: die by SIGKILL before the (N+1)-th write.
         if let Some(n) = std::env::var("VAULT_TEST_KILL_AFTER_WRITES").ok().and_then(|v| v.parse().ok()) {
             return Ok(Arc::new(backend::crash::KillAfterWrites::new(be, n)));
@@ -104,19 +105,31 @@ impl Ctx {
     /// Opens the repository, reporting cache fallbacks and damaged index
     /// segments.
     pub fn open(&self) -> Result<Repository> {
-        self.open_with(false)
+        self.open_with(false, false)
     }
 
     /// Opens without bringing the index up to date: for commands that only
     /// read snapshots or keys.
     pub fn open_without_index(&self) -> Result<Repository> {
-        self.open_with(true)
+        self.open_with(true, false)
     }
 
-    fn open_with(&self, skip_index: bool) -> Result<Repository> {
+    /// Opens so that every snapshot, index segment and tree is read from
+    /// the repository itself, never from the local copy of a remote
+    /// repository's metadata: for `check` and `repair`.
+    pub fn open_direct(&self) -> Result<Repository> {
+        self.open_with(false, true)
+    }
+
+    fn open_with(&self, skip_index: bool, no_object_cache: bool) -> Result<Repository> {
         let backend = self.backend()?;
         let password = self.password()?;
-        let opts = OpenOptions { cache_dir: self.cache_dir(), cache_wait: Duration::from_secs(3), skip_index };
+        let opts = OpenOptions {
+            cache_dir: self.cache_dir(),
+            cache_wait: Duration::from_secs(3),
+            skip_index,
+            no_object_cache,
+        };
         let repo = Repository::open(backend, &password, &opts)?;
         match repo.cache_mode() {
             CacheMode::Shared(p) => self.verbose(format!("index cache: {}", p.display())),

@@ -6,6 +6,7 @@
 mod args;
 mod commands;
 mod context;
+mod log;
 mod progress;
 mod util;
 
@@ -18,6 +19,9 @@ pub use context::Exit;
 /// Runs the CLI with the process's arguments.
 pub fn main() -> ExitCode {
     let cli = args::Cli::parse();
+    if cli.global.verbose {
+        log::init();
+    }
     let res = commands::run(cli);
     match res {
         Ok(code) => ExitCode::from(code),

@@ -32,7 +32,7 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<u8> {
 }
 
 fn check(ctx: &Ctx, a: &CheckArgs) -> Result<Report> {
-    let mut repo = ctx.open()?;
+    let mut repo = ctx.open_direct()?;
     let read_data = if a.read_data { Some(DataSubset::All) } else { a.read_data_subset.clone() };
     let progress = Arc::new(CheckProgress::default());
     let p2 = progress.clone();

@@ -18,7 +18,7 @@ pub fn run(ctx: &Ctx, cmd: RepairCommand) -> Result<u8> {
 }
 
 fn index(ctx: &Ctx) -> Result<u8> {
-    let mut repo = ctx.open()?;
+    let mut repo = ctx.open_direct()?;
     let progress = Arc::new(AtomicU64::new(0));
     let p2 = progress.clone();
     let display =
@@ -46,7 +46,7 @@ fn index(ctx: &Ctx) -> Result<u8> {
 }
 
 fn snapshots_cmd(ctx: &Ctx, forget: bool, dry_run: bool, specs: &[String]) -> Result<u8> {
-    let repo = ctx.open()?;
+    let repo = ctx.open_direct()?;
     let mut ids = Vec::new();
     for s in specs {
         ids.push(repo.find_snapshot(s, None, &[])?.0);
