@@ -262,7 +262,8 @@ fn malicious_tree_names_cannot_escape_the_target() {
     let s = v.snapshot(&[&src], &[]);
     let honest = SnapshotId::from_hex(s["snapshot_id"].as_str().unwrap()).unwrap();
 
-    let be: Arc<dyn backend::Backend> = backend::open_url(v.repo.to_str().unwrap()).unwrap().into();
+    let be: Arc<dyn backend::Backend> =
+        backend::open_url(v.repo.to_str().unwrap(), &Default::default()).unwrap().into();
     let repo =
         Repository::open(be, v.password.as_bytes(), &OpenOptions { cache_dir: None, ..Default::default() }).unwrap();
 

@@ -276,6 +276,10 @@ pub struct Vault {
     /// Holds source trees only, so that nothing else changes their parent
     /// directory between snapshots (see [`ancestor_stamp`]).
     pub sources: TempDir,
+    /// A repository URL to use instead of `repo` (an S3 bucket).
+    pub location: Option<String>,
+    /// More environment for every command (S3 credentials and endpoint).
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Vault {
@@ -285,7 +289,15 @@ impl Vault {
         let repo = dir.path().join("repo");
         let cache = dir.path().join("cache");
         let sources = TempDir::new().expect("tempdir");
-        Vault { dir, repo, cache, password: "correct horse battery staple".into(), sources }
+        Vault {
+            dir,
+            repo,
+            cache,
+            password: "correct horse battery staple".into(),
+            sources,
+            location: None,
+            env: Vec::new(),
+        }
     }
 
     /// A repository at `repo` (which may live elsewhere, e.g. on a small
@@ -301,7 +313,12 @@ impl Vault {
     /// the suite don't each spend a third of a second deriving the key; if
     /// the option is gone, the default cost is used.
     pub fn init() -> Self {
-        let v = Vault::new();
+        Vault::new().init_here()
+    }
+
+    /// Initialises this repository (see [`Vault::init`]).
+    pub fn init_here(self) -> Self {
+        let v = self;
         let out = v.cmd().args(["init", "--kdf-memory", "1024"]).run();
         if out.code == Some(2) && out.stderr_str().contains("kdf-memory") {
             v.cmd().arg("init").run().ok();
@@ -309,6 +326,13 @@ impl Vault {
             out.ok();
         }
         v
+    }
+
+    /// Initialises this repository with extra `init` options (and the cheap
+    /// key of [`Vault::init`]).
+    pub fn init_with_here(self, args: &[&str]) -> Self {
+        self.cmd().args(["init", "--kdf-memory", "1024"]).args(args).run().ok();
+        self
     }
 
     /// A fresh repository initialised with extra `init` options.
@@ -321,10 +345,15 @@ impl Vault {
     /// The binary, with this repository, password and cache in its
     /// environment and nothing else of vault's.
     pub fn cmd(&self) -> Cmd {
-        Cmd::vault()
-            .env("VAULT_REPOSITORY", &self.repo)
+        let repo = self.location.as_deref().map(OsStr::new).unwrap_or(self.repo.as_os_str());
+        let mut c = Cmd::vault()
+            .env("VAULT_REPOSITORY", repo)
             .env("VAULT_PASSWORD", &self.password)
-            .env("VAULT_CACHE_DIR", &self.cache)
+            .env("VAULT_CACHE_DIR", &self.cache);
+        for (k, v) in &self.env {
+            c = c.env(k, v);
+        }
+        c
     }
 
     /// A path inside this test's temporary dir.

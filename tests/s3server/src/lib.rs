@@ -1,0 +1,379 @@
+//! A real S3 server for tests and benchmarks, on `127.0.0.1:0`: `s3s-fs`
+//! serving a directory (a bucket is a subdirectory, an object a file at
+//! `root/bucket/key`), behind a fault-injecting layer that sees every
+//! request before the server does and every reply after it:
+//!
+//! - **errors**: a share of requests gets `500 InternalError` or
+//!   `503 SlowDown` without reaching the server;
+//! - **resets**: a share is served, then the connection is cut: replies
+//!   with a body stop half way, others are never sent (so a write may have
+//!   landed although the client saw a failure);
+//! - **delays**: a share waits before it is served;
+//! - **fail everything**: every request gets a 503 until switched off;
+//! - **cut writes**: the next N `PUT`s are stored, then their connections
+//!   cut before the reply.
+//!
+//! Which request gets which fault follows a seeded sequence, so a run is
+//! repeatable. Every request is logged (method, key, query, storage class
+//! header, what was done to it) for tests that count requests.
+//!
+//! The server runs on its own thread and tokio runtime and stops when the
+//! [`S3Server`] is dropped.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body as _, Frame};
+use hyper::{Request, Response};
+use s3s::Body;
+
+/// The access key the server accepts.
+pub const ACCESS_KEY: &str = "vault-test-access-key";
+/// The secret key the server accepts.
+pub const SECRET_KEY: &str = "vault-test-secret-key-0123456789";
+
+/// What the layer did to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Served as it came.
+    None,
+    /// Answered with this status without reaching the server.
+    Status(u16),
+    /// Served, then the connection was cut.
+    Reset,
+    /// Served after a delay.
+    Delay,
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// HTTP method.
+    pub method: String,
+    /// The path: `/bucket/key`.
+    pub path: String,
+    /// The query string, if any.
+    pub query: String,
+    /// The `x-amz-storage-class` header, if sent.
+    pub storage_class: Option<String>,
+    /// What was done to it.
+    pub fault: Fault,
+}
+
+/// Fault rates, in requests per thousand, and the delay.
+#[derive(Debug)]
+pub struct Faults {
+    /// Share of requests answered 500 or 503.
+    pub errors: AtomicU32,
+    /// Share of requests whose connection is cut after serving.
+    pub resets: AtomicU32,
+    /// Share of requests delayed.
+    pub delays: AtomicU32,
+    /// The delay, in milliseconds.
+    pub delay_ms: AtomicU32,
+    /// Answer every request with 503.
+    pub fail_all: AtomicBool,
+    /// Answer every request with 503 once this many have been served in
+    /// all (see [`Faults::fail_after`]).
+    fail_from: AtomicU64,
+    /// Serve the next this many PUTs, then cut their connections (the
+    /// object is stored, the client sees a failure).
+    pub cut_puts: AtomicU32,
+    counter: AtomicU64,
+}
+
+impl Faults {
+    /// Sets the rates (per thousand requests) and the delay.
+    pub fn set(&self, errors: u32, resets: u32, delays: u32, delay: Duration) {
+        self.errors.store(errors, Ordering::SeqCst);
+        self.resets.store(resets, Ordering::SeqCst);
+        self.delays.store(delays, Ordering::SeqCst);
+        self.delay_ms.store(delay.as_millis() as u32, Ordering::SeqCst);
+    }
+
+    /// Lets `n` more requests through, then fails every one with 503 (an
+    /// outage in the middle of a command).
+    pub fn fail_after(&self, n: u64) {
+        self.fail_from.store(self.counter.load(Ordering::SeqCst) + n, Ordering::SeqCst);
+    }
+
+    /// No faults.
+    pub fn clear(&self) {
+        self.fail_from.store(u64::MAX, Ordering::SeqCst);
+        self.set(0, 0, 0, Duration::ZERO);
+        self.fail_all.store(false, Ordering::SeqCst);
+        self.cut_puts.store(0, Ordering::SeqCst);
+    }
+
+    fn decide(&self, method: &hyper::Method) -> Fault {
+        let n = self.counter.fetch_add(1, Ordering::SeqCst);
+        if self.fail_all.load(Ordering::SeqCst) || n >= self.fail_from.load(Ordering::SeqCst) {
+            return Fault::Status(503);
+        }
+        if method == hyper::Method::PUT
+            && self.cut_puts.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+        {
+            return Fault::Reset;
+        }
+        // splitmix64 over a counter: a fixed, well-spread sequence.
+        let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let roll = (z % 1000) as u32;
+        let errors = self.errors.load(Ordering::SeqCst);
+        let resets = self.resets.load(Ordering::SeqCst);
+        let delays = self.delays.load(Ordering::SeqCst);
+        if roll < errors {
+            Fault::Status(if z & (1 << 40) == 0 { 500 } else { 503 })
+        } else if roll < errors + resets {
+            Fault::Reset
+        } else if roll < errors + resets + delays {
+            Fault::Delay
+        } else {
+            Fault::None
+        }
+    }
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            errors: AtomicU32::new(0),
+            resets: AtomicU32::new(0),
+            delays: AtomicU32::new(0),
+            delay_ms: AtomicU32::new(0),
+            fail_all: AtomicBool::new(false),
+            fail_from: AtomicU64::new(u64::MAX),
+            cut_puts: AtomicU32::new(0),
+            counter: AtomicU64::new(0),
+        }
+    }
+}
+
+/// What the server thread shares with the handle.
+#[derive(Default)]
+struct Shared {
+    faults: Faults,
+    log: Mutex<Vec<Record>>,
+}
+
+/// A running server; stopped on drop.
+pub struct S3Server {
+    addr: SocketAddr,
+    root: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    shared: Arc<Shared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A response body that fails after `left` bytes, which makes hyper cut the
+/// connection in the middle of the reply.
+struct CutBody {
+    inner: Body,
+    left: usize,
+}
+
+impl http_body::Body for CutBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return Poll::Ready(Some(Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected reset"))));
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(mut data) => {
+                    if data.len() > self.left {
+                        data.truncate(self.left);
+                    }
+                    self.left -= data.len();
+                    Poll::Ready(Some(Ok(Frame::data(data))))
+                }
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(std::io::Error::other(e.to_string())))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn error_reply(status: u16) -> Response<Body> {
+    let (code, msg) = if status == 503 {
+        ("SlowDown", "Please reduce your request rate.")
+    } else {
+        ("InternalError", "We encountered an internal error. Please try again.")
+    };
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{msg}</Message></Error>"
+    );
+    let mut r = Response::new(Body::from(xml));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).expect("500 and 503 are valid");
+    r.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/xml"));
+    r
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    s3: s3s::service::S3Service,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, std::io::Error> {
+    let fault = shared.faults.decide(req.method());
+    let record = Record {
+        method: req.method().to_string(),
+        path: req.uri().path().to_string(),
+        query: req.uri().query().unwrap_or("").to_string(),
+        storage_class: req.headers().get("x-amz-storage-class").and_then(|v| v.to_str().ok()).map(String::from),
+        fault,
+    };
+    shared.log.lock().unwrap_or_else(|p| p.into_inner()).push(record);
+    match fault {
+        Fault::Status(s) => return Ok(error_reply(s)),
+        Fault::Delay => {
+            let ms = shared.faults.delay_ms.load(Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(u64::from(ms))).await;
+        }
+        Fault::None | Fault::Reset => {}
+    }
+    let resp = s3.call(req.map(Body::from)).await.map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+    if fault != Fault::Reset {
+        return Ok(resp);
+    }
+    let len = resp.body().size_hint().exact().unwrap_or(0) as usize;
+    if len == 0 {
+        // Nothing to cut: drop the connection without a reply.
+        return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected reset"));
+    }
+    Ok(resp.map(|b| Body::http_body(CutBody { inner: b, left: len / 2 })))
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    s3: s3s::service::S3Service,
+    shared: Arc<Shared>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    loop {
+        let (socket, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(_) => continue,
+            },
+            _ = &mut stop => return,
+        };
+        let (s3, shared) = (s3.clone(), shared.clone());
+        let service = hyper::service::service_fn(move |req| handle(shared.clone(), s3.clone(), req));
+        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(socket), service).into_owned();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+}
+
+impl S3Server {
+    /// Starts a server over a new temporary directory.
+    pub fn start() -> S3Server {
+        let dir = tempfile::Builder::new().prefix("vault-s3-").tempdir().expect("creating the server's directory");
+        let mut s = Self::start_in(dir.path());
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Starts a server over `root` (which must exist).
+    pub fn start_in(root: &Path) -> S3Server {
+        let root = root.canonicalize().expect("the server's directory exists");
+        let fs = s3s_fs::FileSystem::new(&root).expect("s3s-fs opens the directory");
+        let mut b = s3s::service::S3ServiceBuilder::new(fs);
+        b.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        let s3 = b.build();
+        let shared = Arc::new(Shared::default());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let sh = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("s3-test-server".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("a tokio runtime for the server");
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding 127.0.0.1:0");
+                    addr_tx.send(listener.local_addr().expect("a bound address")).expect("the starter waits");
+                    serve(listener, s3, sh, stop_rx).await;
+                });
+            })
+            .expect("starting the server thread");
+        let addr = addr_rx.recv().expect("the server reports its address");
+        S3Server { addr, root, _dir: None, shared, stop: Some(stop_tx), thread: Some(thread) }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The directory served: `root/bucket/key` is an object.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates a bucket.
+    pub fn create_bucket(&self, name: &str) {
+        std::fs::create_dir_all(self.root.join(name)).expect("creating a bucket directory");
+    }
+
+    /// The fault controls.
+    pub fn faults(&self) -> &Faults {
+        &self.shared.faults
+    }
+
+    /// The requests so far.
+    pub fn requests(&self) -> Vec<Record> {
+        self.shared.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Forgets the requests so far.
+    pub fn clear_requests(&self) {
+        self.shared.log.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Environment variables that point an S3 client at this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_string()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_string()),
+            ("AWS_REGION", "us-east-1".to_string()),
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+            // Loopback only, whatever the machine's proxy settings.
+            ("NO_PROXY", "127.0.0.1,localhost".to_string()),
+            ("no_proxy", "127.0.0.1,localhost".to_string()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

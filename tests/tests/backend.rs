@@ -1,0 +1,142 @@
+//! One test suite for every backend: the local directory, memory, and S3
+//! through a real S3 server on 127.0.0.1 (s3s-fs). Each must behave the
+//! same way wherever the store relies on it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use vault_s3_server::S3Server;
+use vault_store::backend::{self, Backend, BackendOptions, FileType};
+
+use vault_store::error::BackendErrorKind;
+
+fn hex_name(seed: u8) -> String {
+    format!("{seed:02x}").repeat(32)
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u32).wrapping_mul(2654435761).rotate_left(seed as u32) as u8).collect()
+}
+
+/// Everything the store asks of a backend.
+fn suite(b: &dyn Backend) {
+    let loc = b.location();
+    assert!(b.is_empty().unwrap(), "{loc}: a new location is empty");
+    b.create().unwrap();
+    for t in FileType::ALL {
+        assert!(b.list(t).unwrap().is_empty(), "{loc}: nothing listed in {t:?} yet");
+    }
+
+    // put-if-absent, get, size, and no overwrite.
+    b.write_new(FileType::Config, "config", b"config v1").unwrap();
+    assert!(!b.is_empty().unwrap());
+    assert_eq!(b.read(FileType::Config, "config").unwrap(), b"config v1");
+    let e = b.write_new(FileType::Config, "config", b"other").unwrap_err();
+    assert_eq!(e.kind, BackendErrorKind::AlreadyExists, "{loc}: {e}");
+    assert_eq!(b.read(FileType::Config, "config").unwrap(), b"config v1", "{loc}: never overwritten");
+    assert_eq!(b.list(FileType::Config).unwrap(), vec![("config".to_string(), 9)]);
+
+    // put (replace) is atomic and whole.
+    b.replace(FileType::Config, "config", b"config v2, longer").unwrap();
+    assert_eq!(b.read(FileType::Config, "config").unwrap(), b"config v2, longer");
+
+    // Fanned-out packs, ranged reads.
+    let (p1, p2) = (hex_name(0xab), hex_name(0x12));
+    let d1 = pattern(100_000, 1);
+    b.write_new(FileType::Data, &p1, &d1).unwrap();
+    b.write_new(FileType::Tree, &p2, b"tree pack").unwrap();
+    assert_eq!(b.size(FileType::Data, &p1).unwrap(), 100_000);
+    assert_eq!(b.read_range(FileType::Data, &p1, 1000, 5000).unwrap(), &d1[1000..6000]);
+    assert_eq!(b.read_range(FileType::Data, &p1, 99_990, 10).unwrap(), &d1[99_990..]);
+    let e = b.read_range(FileType::Data, &p1, 99_990, 11).unwrap_err();
+    assert!(!e.is_not_found(), "{loc}: a short range is an error, not a missing object: {e}");
+
+    // Listing with a prefix: each type sees its own objects only, by name.
+    assert_eq!(b.list(FileType::Data).unwrap(), vec![(p1.clone(), 100_000)]);
+    assert_eq!(b.list(FileType::Tree).unwrap(), vec![(p2.clone(), 9)]);
+    let (i1, i2) = (hex_name(0x01), hex_name(0x02));
+    b.write_new(FileType::Index, &i2, b"segment two").unwrap();
+    b.write_new(FileType::Index, &i1, b"segment one").unwrap();
+    let names: Vec<String> = b.list(FileType::Index).unwrap().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, vec![i1.clone(), i2.clone()], "{loc}: sorted by name");
+    assert!(b.list(FileType::Snapshot).unwrap().is_empty());
+
+    // Modification times are the backend's and recent.
+    for (name, size, mtime) in b.list_times(FileType::Index).unwrap() {
+        let age = SystemTime::now().duration_since(mtime).unwrap_or_default();
+        assert!(age < Duration::from_secs(600), "{loc}: {name} ({size} bytes) has mtime {mtime:?}");
+    }
+
+    // An empty object.
+    let s = hex_name(0x55);
+    b.write_new(FileType::Snapshot, &s, b"").unwrap();
+    assert_eq!(b.read(FileType::Snapshot, &s).unwrap(), b"");
+    assert_eq!(b.size(FileType::Snapshot, &s).unwrap(), 0);
+    assert_eq!(b.list(FileType::Snapshot).unwrap(), vec![(s.clone(), 0)]);
+
+    // A missing object is NotFound, named.
+    let missing = hex_name(0xcd);
+    for e in [
+        b.read(FileType::Data, &missing).unwrap_err(),
+        b.size(FileType::Data, &missing).unwrap_err(),
+        b.read_range(FileType::Data, &missing, 0, 1).unwrap_err(),
+    ] {
+        assert!(e.is_not_found(), "{loc}: {e}");
+        assert!(e.to_string().contains(&format!("data/cd/{missing}")), "{loc}: the error names the object: {e}");
+    }
+
+    // Delete.
+    b.remove(FileType::Index, &i1).unwrap();
+    assert!(b.read(FileType::Index, &i1).unwrap_err().is_not_found());
+    assert_eq!(b.list(FileType::Index).unwrap(), vec![(i2.clone(), 11)]);
+    // Removing what is gone is harmless: S3 says nothing, a file system says "not found".
+    if let Err(e) = b.remove(FileType::Index, &i1) {
+        assert!(e.is_not_found(), "{loc}: {e}");
+    }
+
+    // A 40 MiB object (S3: a multipart upload).
+    let big = pattern(40 << 20, 7);
+    let bn = hex_name(0x40);
+    b.write_new(FileType::Data, &bn, &big).unwrap();
+    assert_eq!(b.size(FileType::Data, &bn).unwrap(), big.len() as u64);
+    assert!(b.read(FileType::Data, &bn).unwrap() == big, "{loc}: 40 MiB read back whole");
+    let mid: usize = 20 << 20;
+    assert!(b.read_range(FileType::Data, &bn, mid as u64 - 7, 1 << 20).unwrap() == big[mid - 7..mid - 7 + (1 << 20)]);
+    let e = b.write_new(FileType::Data, &bn, &big[..1000]).unwrap_err();
+    assert_eq!(e.kind, BackendErrorKind::AlreadyExists, "{loc}: {e}");
+    assert_eq!(b.size(FileType::Data, &bn).unwrap(), big.len() as u64, "{loc}: never overwritten");
+}
+
+#[test]
+fn local_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend::open_url(dir.path().join("repo").to_str().unwrap(), &BackendOptions::default()).unwrap();
+    suite(&*b);
+}
+
+#[test]
+fn memory_backend() {
+    suite(&backend::memory::MemoryBackend::new());
+}
+
+/// An S3 backend for `url` on the test server (credentials given directly:
+/// the tests don't change their own environment).
+pub fn s3_backend(server: &S3Server, url: &str) -> Arc<dyn Backend> {
+    let mut o = backend::parse_s3_url(url).unwrap().unwrap();
+    o.endpoint = Some(server.endpoint());
+    o.credentials = Some((vault_s3_server::ACCESS_KEY.into(), vault_s3_server::SECRET_KEY.into()));
+    Arc::new(backend::s3::S3Backend::new(o).unwrap())
+}
+
+#[test]
+fn s3_backend_suite() {
+    let server = S3Server::start();
+    server.create_bucket("suite");
+    let b = s3_backend(&server, "s3:suite/some/prefix");
+    suite(&*b);
+    // Objects live under the prefix, at the same relative paths as on disk.
+    let root = server.root().join("suite/some/prefix");
+    assert!(root.join("config").is_file());
+    assert!(root.join(format!("data/ab/{}", hex_name(0xab))).is_file());
+    assert!(root.join(format!("index/{}", hex_name(0x02))).is_file());
+}

@@ -1,0 +1,263 @@
+//! Repositories in S3, end to end through the `vault` binary, against a real
+//! S3 server (s3s-fs) on 127.0.0.1 started by each test: the commands work,
+//! repeated commands make few requests thanks to the local cache, faults
+//! (server errors, cut connections, delays, an outage) are survived or
+//! reported clearly without harm to the repository, and bad credentials, a
+//! missing bucket or an unreachable endpoint give clear errors.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use vault_s3_server::{Fault, Record, S3Server};
+
+const BUCKET: &str = "backups";
+
+/// A repository at `s3:BUCKET/PREFIX` on `server`, not yet initialised.
+fn on_s3(server: &S3Server, prefix: &str) -> Vault {
+    let mut v = Vault::new();
+    v.location = Some(format!("s3:{BUCKET}/{prefix}"));
+    v.env = server.env();
+    v
+}
+
+/// A small tree: a few files of each size class, nested directories.
+fn build_tree(src: &Path) {
+    write(&src.join("etc/app.conf"), b"listen = 127.0.0.1\n");
+    write(&src.join("etc/empty"), b"");
+    write(&src.join("data/big.bin"), &random_bytes(11, 5 * 1024 * 1024 + 17));
+    write(&src.join("data/medium.bin"), &random_bytes(12, 700_000));
+    for i in 0..30 {
+        write(&src.join(format!("logs/day-{i:02}.log")), format!("line {i}\n").repeat(200 + i).as_bytes());
+    }
+    std::os::unix::fs::symlink("etc/app.conf", src.join("conf-link")).unwrap();
+}
+
+fn gets_of(reqs: &[Record], dir: &str) -> usize {
+    reqs.iter().filter(|r| r.method == "GET" && r.path.contains(&format!("/{dir}/"))).count()
+}
+
+fn describe(reqs: &[Record]) -> String {
+    reqs.iter().map(|r| format!("{} {}?{} {:?}\n", r.method, r.path, r.query, r.fault)).collect()
+}
+
+#[test]
+fn s3_repository_end_to_end() {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let v = on_s3(&server, "hosts/db1").init_here();
+    assert!(server.root().join(BUCKET).join("hosts/db1/config").is_file(), "config is stored under the prefix");
+
+    let src = v.src("tree");
+    build_tree(&src);
+    let summary = v.snapshot(&[&src], &["--tag", "files", "-o", "s3.storage-class=REDUCED_REDUNDANCY"]);
+    assert!(count(&summary, "files_new") >= 33, "{summary}");
+
+    // Only data packs carry the storage class; metadata stays STANDARD.
+    let puts: Vec<Record> = server.requests().into_iter().filter(|r| r.method == "PUT").collect();
+    let data_puts: Vec<&Record> = puts.iter().filter(|r| r.path.contains("/data/")).collect();
+    assert!(!data_puts.is_empty(), "{}", describe(&puts));
+    assert!(data_puts.iter().all(|r| r.storage_class.as_deref() == Some("REDUCED_REDUNDANCY")), "{}", describe(&puts));
+    for dir in ["/tree/", "/index/", "/snapshots/"] {
+        let meta: Vec<&Record> = puts.iter().filter(|r| r.path.contains(dir)).collect();
+        assert!(!meta.is_empty(), "a PUT under {dir}: {}", describe(&puts));
+        assert!(meta.iter().all(|r| r.storage_class.is_none()), "{dir} stays STANDARD: {}", describe(&puts));
+    }
+
+    // A stream, as from pg_dump.
+    let dump = random_bytes(13, 3 << 20);
+    v.cmd().args(["snapshot", "--stdin", "--stdin-name", "db.sql", "--tag", "db"]).stdin(dump.clone()).run().ok();
+    let snaps = v.snapshots(&[]);
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+
+    // Restore byte for byte, from a machine that has never seen the repository.
+    v.drop_cache();
+    let target = v.path("restore");
+    v.restore(summary["snapshot_id"].as_str().unwrap(), &target, &[]).ok();
+    assert_trees_equal(&src, &restored(&target, &src), false);
+    let out = v.cmd().args(["dump", "latest", "/db.sql"]).run().ok();
+    assert!(out.stdout == dump, "dump returns the stream byte for byte");
+
+    // A second password.
+    let pw2 = v.path("pw2");
+    fs::write(&pw2, "another password\n").unwrap();
+    v.cmd().args(["key", "add", "--new-password-file"]).arg(&pw2).run().ok();
+    let out = v.cmd().env("VAULT_PASSWORD", "another password").args(["snapshots", "--json"]).run().ok();
+    assert_eq!(out.json().as_array().unwrap().len(), 2);
+    v.cmd().env("VAULT_PASSWORD", "wrong").arg("snapshots").run().code_is(12);
+
+    // The repository verifies, then a flipped bit in a data pack (on the
+    // server's disk) is found and named.
+    v.cmd().args(["check", "--read-data"]).run().ok();
+    let mut packs = Vec::new();
+    collect(&server.root().join(BUCKET).join("hosts/db1/data"), &mut packs);
+    packs.sort_by_key(|p| std::cmp::Reverse(fs::metadata(p).unwrap().len()));
+    let victim = &packs[0];
+    flip_bit(victim, 100);
+    let out = v.cmd().args(["check", "--read-data"]).run().code_is(1);
+    assert!(out.stdout_str().contains(&file_name(victim)), "check names the damaged pack:\n{}", out.explain());
+
+    // init refuses a prefix that holds a repository.
+    v.cmd().arg("init").run().failed().stderr_has("not empty");
+}
+
+fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            collect(&e.path(), out);
+        } else {
+            out.push(e.path());
+        }
+    }
+}
+
+#[test]
+fn s3_repeated_commands_read_from_the_cache() {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let v = on_s3(&server, "cached").init_here();
+    let src = v.src("tree");
+    build_tree(&src);
+    v.snapshot(&[&src], &[]);
+    v.snapshot(&[&src], &[]);
+
+    // `snapshots`: the first run on a fresh cache reads each snapshot once…
+    v.drop_cache();
+    server.clear_requests();
+    assert_eq!(v.snapshots(&[]).len(), 2);
+    assert_eq!(gets_of(&server.requests(), "snapshots"), 2, "{}", describe(&server.requests()));
+    // …the second reads none: config, key list, key, snapshot list.
+    server.clear_requests();
+    assert_eq!(v.snapshots(&[]).len(), 2);
+    let reqs = server.requests();
+    assert_eq!(gets_of(&reqs, "snapshots"), 0, "{}", describe(&reqs));
+    assert!(reqs.len() <= 4, "a second `snapshots` makes {} requests:\n{}", reqs.len(), describe(&reqs));
+
+    // An unchanged re-snapshot on this fresh cache reads the parent's trees
+    // once; the next one reads no tree pack, no snapshot and no index
+    // segment again, writes only the snapshot object, and lists each
+    // directory it needs at most twice.
+    v.snapshot(&[&src], &[]);
+    server.clear_requests();
+    let summary = v.snapshot(&[&src], &[]);
+    assert_eq!(count(&summary, "files_unmodified"), count(&summary, "files_new") + count(&summary, "files_unmodified"));
+    let reqs = server.requests();
+    for dir in ["tree", "snapshots", "index", "data"] {
+        assert_eq!(gets_of(&reqs, dir), 0, "GET under {dir}/:\n{}", describe(&reqs));
+    }
+    let puts: Vec<&Record> = reqs.iter().filter(|r| r.method == "PUT").collect();
+    assert_eq!(puts.len(), 1, "{}", describe(&reqs));
+    assert!(puts[0].path.contains("/snapshots/"), "{}", describe(&reqs));
+    assert!(reqs.len() <= 10, "an unchanged re-snapshot makes {} requests:\n{}", reqs.len(), describe(&reqs));
+
+    // A restore on this machine reads trees from the cache: only data packs.
+    server.clear_requests();
+    let target = v.path("restore");
+    v.restore("latest", &target, &[]).ok();
+    assert_trees_equal(&src, &restored(&target, &src), false);
+    let reqs = server.requests();
+    assert_eq!(gets_of(&reqs, "tree"), 0, "{}", describe(&reqs));
+    assert!(gets_of(&reqs, "data") > 0);
+}
+
+#[test]
+fn s3_survives_errors_resets_and_delays() {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let v = on_s3(&server, "flaky").init_with_here(&["--pack-size", "1M"]);
+    let src = v.src("tree");
+    build_tree(&src);
+    write(&src.join("data/more.bin"), &random_bytes(15, 6 << 20));
+    // 10 % server errors, 6 % cut connections, 10 % delayed by 300 ms, and
+    // the first three writes are stored but their replies lost.
+    server.faults().set(100, 60, 100, Duration::from_millis(300));
+    server.faults().cut_puts.store(3, std::sync::atomic::Ordering::SeqCst);
+    let out = v.cmd().args(["-v", "snapshot", "--json"]).arg(&src).run().ok();
+    assert!(out.stderr_str().contains("debug:"), "retries are logged with -v:\n{}", out.explain());
+    let target = v.path("restore");
+    v.drop_cache();
+    v.restore("latest", &target, &[]).ok();
+    assert_trees_equal(&src, &restored(&target, &src), false);
+    let reqs = server.requests();
+    for kind in [Fault::Status(500), Fault::Status(503), Fault::Reset, Fault::Delay] {
+        assert!(reqs.iter().any(|r| r.fault == kind), "no {kind:?} was injected in {} requests", reqs.len());
+    }
+    // A reset after a write landed makes the client see a failure for a
+    // write that happened: the retry finds the object and accepts it.
+    assert!(reqs.iter().any(|r| r.fault == Fault::Reset && r.method == "PUT"), "no PUT was cut: {}", describe(&reqs));
+    server.faults().clear();
+    v.cmd().args(["check", "--read-data"]).run().ok();
+}
+
+#[test]
+fn s3_outage_fails_clearly_and_a_rerun_succeeds() {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let v = on_s3(&server, "outage").init_with_here(&["--pack-size", "1M"]);
+    let src = v.src("tree");
+    build_tree(&src);
+    v.snapshot(&[&src], &[]);
+    write(&src.join("data/new.bin"), &random_bytes(14, 8 << 20));
+
+    // Down from the start: the command fails at once, naming the server.
+    server.faults().fail_all.store(true, std::sync::atomic::Ordering::SeqCst);
+    let out = v.cmd().args(["snapshot", "-o", "s3.retries=2"]).arg(&src).run().code_is(1);
+    let err = out.stderr_str();
+    assert!(err.contains(&server.endpoint()) && err.contains("s3://backups/outage/"), "{}", out.explain());
+    assert!(err.contains("503") || err.contains("SlowDown"), "{}", out.explain());
+    server.faults().clear();
+
+    // Down in the middle of the upload: some packs land, the run fails.
+    server.clear_requests();
+    server.faults().fail_after(14);
+    let out = v.cmd().args(["snapshot", "-o", "s3.retries=2"]).arg(&src).run().code_is(1);
+    assert!(out.stderr_str().contains("s3://backups/outage/"), "{}", out.explain());
+    let reqs = server.requests();
+    let landed = reqs.iter().filter(|r| r.method == "PUT" && r.path.contains("/data/") && r.fault == Fault::None);
+    assert!(landed.count() > 0, "no pack landed before the outage:\n{}", describe(&reqs));
+    assert!(!reqs.iter().any(|r| r.method == "PUT" && r.path.contains("/snapshots/") && r.fault == Fault::None));
+
+    // Nothing was harmed: the repository checks clean, the rerun completes,
+    // and both snapshots restore.
+    server.faults().clear();
+    v.cmd().args(["check", "--read-data"]).run().ok();
+    v.snapshot(&[&src], &[]);
+    assert_eq!(v.snapshots(&[]).len(), 2);
+    let target = v.path("restore");
+    v.restore("latest", &target, &[]).ok();
+    assert_trees_equal(&src, &restored(&target, &src), false);
+}
+
+#[test]
+fn s3_bad_credentials_bucket_and_endpoint_are_named() {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let v = on_s3(&server, "repo").init_here();
+
+    let out = v.cmd().env("AWS_SECRET_ACCESS_KEY", "not-the-secret").arg("snapshots").run().code_is(1);
+    let err = out.stderr_str();
+    assert!(err.contains("AWS_SECRET_ACCESS_KEY") && err.contains("s3://backups/repo/"), "{}", out.explain());
+
+    let out = v.cmd().env("AWS_ACCESS_KEY_ID", "nobody").arg("snapshots").run().code_is(1);
+    assert!(out.stderr_str().contains("AWS_ACCESS_KEY_ID"), "{}", out.explain());
+
+    let out = v.cmd().env("VAULT_REPOSITORY", "s3:no-such-bucket/repo").arg("snapshots").run().code_is(1);
+    assert!(out.stderr_str().contains("bucket \"no-such-bucket\" does not exist"), "{}", out.explain());
+    let out = v.cmd().env("VAULT_REPOSITORY", "s3:no-such-bucket/repo").arg("init").run().code_is(1);
+    assert!(out.stderr_str().contains("bucket \"no-such-bucket\" does not exist"), "{}", out.explain());
+
+    // An endpoint where nothing listens (a port just freed).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = format!("http://127.0.0.1:{port}");
+    let out = v.cmd().env("AWS_ENDPOINT_URL", &dead).args(["-o", "s3.retries=1", "snapshots"]).run().code_is(1);
+    assert!(out.stderr_str().contains(&format!("cannot connect to {dead}")), "{}", out.explain());
+
+    // A prefix with no repository is "no repository" (exit 10), not an S3 error.
+    v.cmd().env("VAULT_REPOSITORY", format!("s3:{BUCKET}/elsewhere")).arg("snapshots").run().code_is(10);
+    // A bad option is named.
+    v.cmd().args(["-o", "s3.conections=4", "snapshots"]).run().code_is(1).stderr_has("s3.conections");
+}
