@@ -250,13 +250,9 @@ fn uploader(shared: &Shared<'_>, packs: Receiver<FinishedPack>) {
         if shared.failed.load(Ordering::Relaxed) {
             continue;
         }
-        let res = store_pack(repo.backend(), &p).and_then(|()| {
-            shared.indexer.lock().expect("no panics while locked").add(
-                p.index,
-                repo.backend(),
-                repo.keys(),
-                repo.index(),
-            )
+        let FinishedPack { id, bytes, index, .. } = p;
+        let res = store_pack(repo.backend(), index.kind, &id, bytes).and_then(|()| {
+            shared.indexer.lock().expect("no panics while locked").add(index, repo.backend(), repo.keys(), repo.index())
         });
         if let Err(e) = res {
             shared.fail(e);

@@ -446,20 +446,22 @@ pub fn pack_file_type(kind: BlobKind) -> FileType {
     }
 }
 
-/// Uploads a finished pack. An existing object with the same (content) id
-/// and size counts as success.
-pub fn store_pack(backend: &dyn Backend, p: &crate::pack::FinishedPack) -> Result<()> {
-    let ft = pack_file_type(p.index.kind);
-    match backend.write_new(ft, &p.id.to_hex(), &p.bytes) {
+/// Uploads a finished pack (its bytes are handed over, so that a network
+/// backend need not copy them). An existing object with the same (content)
+/// id and size counts as success.
+pub fn store_pack(backend: &dyn Backend, kind: BlobKind, id: &crate::id::PackId, bytes: Vec<u8>) -> Result<()> {
+    let ft = pack_file_type(kind);
+    let len = bytes.len() as u64;
+    match backend.write_new_owned(ft, &id.to_hex(), bytes) {
         Ok(()) => Ok(()),
         Err(e) if e.kind == BackendErrorKind::AlreadyExists => {
-            let size = backend.size(ft, &p.id.to_hex())?;
-            if size == p.bytes.len() as u64 {
+            let size = backend.size(ft, &id.to_hex())?;
+            if size == len {
                 Ok(())
             } else {
                 Err(Error::corrupt(
-                    format!("pack {}", ft.path(&p.id.to_hex())),
-                    format!("already exists with size {size}, expected {}", p.bytes.len()),
+                    format!("pack {}", ft.path(&id.to_hex())),
+                    format!("already exists with size {size}, expected {len}"),
                 ))
             }
         }
@@ -524,8 +526,8 @@ impl PackSaver {
             return Ok(());
         }
         let p = w.finish();
-        store_pack(&*repo.backend, &p)?;
         self.bytes += p.bytes.len() as u64;
+        store_pack(&*repo.backend, p.index.kind, &p.id, p.bytes)?;
         self.packs.push(p.id);
         self.indexer.add(p.index, &*repo.backend, &repo.keys, &repo.index)
     }

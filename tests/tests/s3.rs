@@ -261,3 +261,40 @@ fn s3_bad_credentials_bucket_and_endpoint_are_named() {
     // A bad option is named.
     v.cmd().args(["-o", "s3.conections=4", "snapshots"]).run().code_is(1).stderr_has("s3.conections");
 }
+
+#[test]
+fn s3_forget_prune_and_check() {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let v = on_s3(&server, "gc").init_with_here(&["--pack-size", "1M"]);
+    let src = v.src("tree");
+    build_tree(&src);
+    v.snapshot(&[&src], &[]);
+    let gone = src.join("data/only-in-the-second.bin");
+    write(&gone, &random_bytes(16, 3 << 20));
+    let second = v.snapshot(&[&src], &[]);
+    fs::remove_file(&gone).unwrap();
+    v.snapshot(&[&src], &[]);
+    let data_bytes = || {
+        let mut packs = Vec::new();
+        collect(&server.root().join(BUCKET).join("gc/data"), &mut packs);
+        packs.iter().map(|p| fs::metadata(p).unwrap().len()).sum::<u64>()
+    };
+    let before = data_bytes();
+
+    // Forget the snapshot that alone held the 3 MiB file, prune at once.
+    v.cmd().args(["forget"]).arg(second["snapshot_id"].as_str().unwrap()).run().ok();
+    let out = v.cmd().args(["prune", "--grace", "0", "--json"]).run().ok();
+    let report = out.json();
+    assert!(report.to_string().contains("bytes"), "{report}");
+    let after = data_bytes();
+    assert!(before - after >= 2 << 20, "the forgotten 3 MiB file's data is gone: {before} -> {after} bytes");
+    assert!(fs::read_dir(server.root().join(BUCKET).join("gc/locks")).map_or(0, |d| d.count()) == 0, "lease released");
+
+    // What is left is whole and restores.
+    v.cmd().args(["check", "--read-data"]).run().ok();
+    assert_eq!(v.snapshots(&[]).len(), 2);
+    let target = v.path("restore");
+    v.restore("latest", &target, &[]).ok();
+    assert_trees_equal(&src, &restored(&target, &src), false);
+}

@@ -183,6 +183,9 @@ impl Backend for CachedBackend {
         }
         Ok(())
     }
+    fn write_new_owned(&self, t: FileType, name: &str, data: Vec<u8>) -> BResult<()> {
+        if cached(t) { self.write_new(t, name, &data) } else { self.inner.write_new_owned(t, name, data) }
+    }
     fn replace(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()> {
         self.inner.replace(t, name, data)
     }

@@ -60,6 +60,10 @@ impl Backend for KillAfterWrites {
         self.tick();
         self.inner.write_new(t, name, data)
     }
+    fn write_new_owned(&self, t: FileType, name: &str, data: Vec<u8>) -> BResult<()> {
+        self.tick();
+        self.inner.write_new_owned(t, name, data)
+    }
     fn replace(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()> {
         self.tick();
         self.inner.replace(t, name, data)

@@ -108,6 +108,12 @@ pub trait Backend: Send + Sync {
     /// result is an `AlreadyExists` error and the stored object is untouched.
     fn write_new(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()>;
 
+    /// [`Backend::write_new`] for a buffer the caller gives up, which a
+    /// network backend can send without copying it.
+    fn write_new_owned(&self, t: FileType, name: &str, data: Vec<u8>) -> BResult<()> {
+        self.write_new(t, name, &data)
+    }
+
     /// Replaces an object atomically: readers see the old or the new
     /// content, never a mix or nothing. Only for the few mutable objects
     /// (`config`, the maintenance lease).

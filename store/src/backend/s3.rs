@@ -28,6 +28,7 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::client::{HttpError, HttpErrorKind};
@@ -203,7 +204,7 @@ impl S3Backend {
     }
 
     /// True when the object at `key` is the one we meant to write.
-    fn is_ours(&self, t: FileType, key: &OPath, data: &[u8]) -> BResult<bool> {
+    fn is_ours(&self, t: FileType, key: &OPath, data: &Bytes) -> BResult<bool> {
         let meta = self.block_on(self.store.head(key)).map_err(|e| self.err("checking", key, e))?;
         if meta.size != data.len() as u64 {
             return Ok(false);
@@ -212,13 +213,16 @@ impl S3Backend {
             return Ok(true);
         }
         let stored = self.block_on(async { self.store.get(key).await?.bytes().await });
-        Ok(stored.map_err(|e| self.err("checking", key, e))?.as_ref() == data)
+        Ok(stored.map_err(|e| self.err("checking", key, e))? == data)
     }
 
-    async fn put_multipart(&self, t: FileType, key: &OPath, data: &[u8]) -> object_store::Result<()> {
+    async fn put_multipart(&self, t: FileType, key: &OPath, data: &Bytes) -> object_store::Result<()> {
         let opts = PutMultipartOptions { attributes: self.attributes(t), ..Default::default() };
         let mut upload = self.store.put_multipart_opts(key, opts).await?;
-        let parts: Vec<_> = data.chunks(PART_SIZE).map(|c| upload.put_part(PutPayload::from(c.to_vec()))).collect();
+        let parts: Vec<_> = (0..data.len())
+            .step_by(PART_SIZE)
+            .map(|at| upload.put_part(PutPayload::from(data.slice(at..data.len().min(at + PART_SIZE)))))
+            .collect();
         let mut results = futures_util::stream::iter(parts).buffer_unordered(4);
         let mut failed = None;
         while let Some(r) = results.next().await {
@@ -242,7 +246,7 @@ impl S3Backend {
     }
 
     /// One attempt at a create-only write.
-    fn try_write_new(&self, t: FileType, key: &OPath, data: &[u8]) -> object_store::Result<()> {
+    fn try_write_new(&self, t: FileType, key: &OPath, data: &Bytes) -> object_store::Result<()> {
         if data.len() > MULTIPART_THRESHOLD {
             return match self.block_on(self.store.head(key)) {
                 Ok(_) => Err(object_store::Error::AlreadyExists {
@@ -254,7 +258,7 @@ impl S3Backend {
             };
         }
         let opts = PutOptions { mode: PutMode::Create, attributes: self.attributes(t), ..Default::default() };
-        self.block_on(self.store.put_opts(key, PutPayload::from(data.to_vec()), opts)).map(|_| ())
+        self.block_on(self.store.put_opts(key, PutPayload::from(data.clone()), opts)).map(|_| ())
     }
 
     fn list_objects(&self, t: FileType) -> BResult<Vec<(String, u64, SystemTime)>> {
@@ -430,15 +434,20 @@ impl Backend for S3Backend {
     }
 
     fn write_new(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()> {
+        self.write_new_owned(t, name, data.to_vec())
+    }
+
+    fn write_new_owned(&self, t: FileType, name: &str, data: Vec<u8>) -> BResult<()> {
+        let data = Bytes::from(data);
         let key = self.object_key(t, name);
         let mut attempt = 0u32;
         loop {
-            match self.try_write_new(t, &key, data) {
+            match self.try_write_new(t, &key, &data) {
                 Ok(()) => return Ok(()),
                 Err(object_store::Error::AlreadyExists { .. }) => {
                     // Ours if a reply got lost (here or in object_store's
                     // retries), or an identical content-addressed object.
-                    if self.is_ours(t, &key, data)? {
+                    if self.is_ours(t, &key, &data)? {
                         return Ok(());
                     }
                     return Err(BackendError {
