@@ -408,8 +408,19 @@ pub struct SyncStats {
     pub rebuilt: bool,
 }
 
-/// Reads, authenticates and decodes one index segment.
+/// Reads, authenticates and decodes one index segment. A local copy that
+/// fails to authenticate is dropped and the segment read again from the
+/// repository.
 pub fn load_segment(backend: &dyn Backend, keys: &Keys, id: &IndexId) -> Result<IndexSegment> {
+    match load_segment_once(backend, keys, id) {
+        Err(Error::Corrupt { .. } | Error::ChecksumMismatch { .. }) if backend.evict(FileType::Index, &id.to_hex()) => {
+            load_segment_once(backend, keys, id)
+        }
+        r => r,
+    }
+}
+
+fn load_segment_once(backend: &dyn Backend, keys: &Keys, id: &IndexId) -> Result<IndexSegment> {
     let what = format!("index segment {}", FileType::Index.path(&id.to_hex()));
     let sealed = backend.read(FileType::Index, &id.to_hex())?;
     let plain = envelope::open(keys, fmt::AAD, &sealed, &what)?;

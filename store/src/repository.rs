@@ -309,8 +309,20 @@ impl Repository {
         Ok(id)
     }
 
-    /// Loads one snapshot.
+    /// Loads one snapshot. A local copy that fails to authenticate is
+    /// dropped and the snapshot read again from the repository.
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        match self.load_snapshot_once(id) {
+            Err(Error::Corrupt { .. } | Error::ChecksumMismatch { .. })
+                if self.backend.evict(FileType::Snapshot, &id.to_hex()) =>
+            {
+                self.load_snapshot_once(id)
+            }
+            r => r,
+        }
+    }
+
+    fn load_snapshot_once(&self, id: &SnapshotId) -> Result<Snapshot> {
         let what = format!("snapshot {id}");
         let sealed = self.backend.read(FileType::Snapshot, &id.to_hex())?;
         let plain = envelope::open(&self.keys, snapshot::AAD, &sealed, &what)?;

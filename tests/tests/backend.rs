@@ -104,7 +104,15 @@ fn suite(b: &dyn Backend) {
     assert!(b.read_range(FileType::Data, &bn, mid as u64 - 7, 1 << 20).unwrap() == big[mid - 7..mid - 7 + (1 << 20)]);
     let e = b.write_new(FileType::Data, &bn, &big[..1000]).unwrap_err();
     assert_eq!(e.kind, BackendErrorKind::AlreadyExists, "{loc}: {e}");
-    assert_eq!(b.size(FileType::Data, &bn).unwrap(), big.len() as u64, "{loc}: never overwritten");
+    let other = pattern(33 << 20, 9);
+    let e = b.write_new(FileType::Data, &bn, &other).unwrap_err();
+    assert_eq!(e.kind, BackendErrorKind::AlreadyExists, "{loc}: a large create over an object: {e}");
+    assert!(b.read(FileType::Data, &bn).unwrap() == big, "{loc}: never overwritten");
+    // The same bytes again: "exists" or success, and still the same object.
+    if let Err(e) = b.write_new(FileType::Data, &bn, &big) {
+        assert_eq!(e.kind, BackendErrorKind::AlreadyExists, "{loc}: {e}");
+    }
+    assert_eq!(b.size(FileType::Data, &bn).unwrap(), big.len() as u64);
 }
 
 #[test]

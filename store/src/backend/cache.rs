@@ -5,15 +5,21 @@
 //! downloading them again. Data packs are never cached.
 //!
 //! Each cached file is `[BLAKE3 of the object: 32 bytes][object]`, checked
-//! the first time a process uses it: a damaged copy is dropped and fetched
-//! again, never reported as damage of the repository. Listing a type
-//! removes the copies of objects the repository no longer has (after
-//! `forget` or `prune` elsewhere). Writes go to the repository first, then
-//! into the cache, so the cache never holds what the repository lacks.
+//! the first time a process uses it: a copy damaged on the local disk is
+//! dropped and fetched again. A tree pack is cached only when its bytes
+//! hash to its name (a pack's id is the BLAKE3 of the file), so a download
+//! damaged on the way is never kept. Snapshots and index segments can only
+//! be checked with the keys: a reader that finds one failing to
+//! authenticate calls [`Backend::evict`] and reads it again from the
+//! repository, so a bad copy is never reported as damage of the repository.
+//! Listing a type removes the copies of objects the repository no longer
+//! has (after `forget` or `prune` elsewhere). Writes go to the repository
+//! first, then into the cache, so the cache never holds what the repository
+//! lacks. Threads that want the same missing tree pack download it once.
 //!
 //! `check` and `repair` don't use it: they must read the repository itself.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -30,6 +36,8 @@ pub struct CachedBackend {
     dir: PathBuf,
     /// Cached files this process has already checked.
     verified: Mutex<HashSet<PathBuf>>,
+    /// One lock per object being downloaded.
+    inflight: Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
 }
 
 fn cached(t: FileType) -> bool {
@@ -39,7 +47,7 @@ fn cached(t: FileType) -> bool {
 impl CachedBackend {
     /// Caches `inner`'s metadata under `dir`.
     pub fn new(inner: Arc<dyn Backend>, dir: impl Into<PathBuf>) -> Self {
-        CachedBackend { inner, dir: dir.into(), verified: Mutex::new(HashSet::new()) }
+        CachedBackend { inner, dir: dir.into(), verified: Mutex::new(HashSet::new()), inflight: Mutex::default() }
     }
 
     fn file(&self, t: FileType, name: &str) -> PathBuf {
@@ -85,18 +93,32 @@ impl CachedBackend {
         }
     }
 
+    fn read_copy(&self, path: &Path) -> Option<Vec<u8>> {
+        let mut f = self.open(path)?;
+        let mut buf = Vec::new();
+        (f.seek(SeekFrom::Start(HASH_LEN)).is_ok() && f.read_to_end(&mut buf).is_ok()).then_some(buf)
+    }
+
     /// The whole object, from the cache or else fetched and cached.
     fn fetch(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
         let path = self.file(t, name);
-        if let Some(mut f) = self.open(&path) {
-            let mut buf = Vec::new();
-            if f.seek(SeekFrom::Start(HASH_LEN)).is_ok() && f.read_to_end(&mut buf).is_ok() {
-                return Ok(buf);
-            }
+        if let Some(buf) = self.read_copy(&path) {
+            return Ok(buf);
         }
-        let data = self.inner.read(t, name)?;
-        self.store(&path, &data);
-        Ok(data)
+        let lock = self.inflight.lock().unwrap_or_else(|p| p.into_inner()).entry(path.clone()).or_default().clone();
+        let _one_download = lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Another thread may have fetched it while this one waited.
+        let res = match self.read_copy(&path) {
+            Some(buf) => Ok(buf),
+            None => self.inner.read(t, name).inspect(|data| {
+                let intact = !t.fanned_out() || hex::encode(blake3::hash(data).as_bytes()) == name;
+                if intact {
+                    self.store(&path, data);
+                }
+            }),
+        };
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&path);
+        res
     }
 
     /// Removes copies of objects the repository no longer lists.
@@ -113,6 +135,10 @@ impl CachedBackend {
                     continue;
                 }
                 let name = entry.file_name().to_string_lossy().into_owned();
+                // Another process's copy being written.
+                if name.starts_with(".tmp-") {
+                    continue;
+                }
                 if !keep.contains(name.as_str()) {
                     let _ = fs::remove_file(&path);
                     self.verified().remove(&path);
@@ -133,11 +159,7 @@ impl Backend for CachedBackend {
         self.inner.is_empty()
     }
     fn list(&self, t: FileType) -> BResult<Vec<(String, u64)>> {
-        let listed = self.inner.list(t)?;
-        if cached(t) {
-            self.forget_missing(t, &listed.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>());
-        }
-        Ok(listed)
+        Ok(self.list_times(t)?.into_iter().map(|(n, s, _)| (n, s)).collect())
     }
     fn list_times(&self, t: FileType) -> BResult<Vec<(String, u64, SystemTime)>> {
         let listed = self.inner.list_times(t)?;
@@ -201,6 +223,11 @@ impl Backend for CachedBackend {
     fn is_remote(&self) -> bool {
         self.inner.is_remote()
     }
+    fn evict(&self, t: FileType, name: &str) -> bool {
+        let path = self.file(t, name);
+        self.verified().remove(&path);
+        fs::remove_file(&path).is_ok()
+    }
 }
 
 #[cfg(test)]
@@ -212,7 +239,7 @@ mod tests {
     fn serves_copies_and_heals_damage() {
         let dir = tempfile::tempdir().unwrap();
         let mem = Arc::new(MemoryBackend::new());
-        let name = "ab".repeat(32);
+        let name = hex::encode(blake3::hash(b"0123456789").as_bytes());
         mem.write_new(FileType::Tree, &name, b"0123456789").unwrap();
         let c = CachedBackend::new(mem.clone(), dir.path());
         assert_eq!(c.read_range(FileType::Tree, &name, 2, 3).unwrap(), b"234");
@@ -232,6 +259,23 @@ mod tests {
         assert!(c2.list(FileType::Tree).unwrap().is_empty());
         assert!(!path.exists());
         assert!(c2.read(FileType::Tree, &name).unwrap_err().is_not_found());
+    }
+
+    #[test]
+    fn a_pack_that_does_not_match_its_name_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = Arc::new(MemoryBackend::new());
+        let name = hex::encode(blake3::hash(b"the pack").as_bytes());
+        mem.write_new(FileType::Tree, &name, b"the pacK").unwrap();
+        let c = CachedBackend::new(mem.clone(), dir.path());
+        assert_eq!(c.read(FileType::Tree, &name).unwrap(), b"the pacK");
+        assert!(!c.file(FileType::Tree, &name).exists());
+        // A snapshot copy that a reader found bad is dropped on request.
+        mem.write_new(FileType::Snapshot, &name, b"snap").unwrap();
+        assert_eq!(c.read(FileType::Snapshot, &name).unwrap(), b"snap");
+        assert!(c.evict(FileType::Snapshot, &name));
+        assert!(!c.file(FileType::Snapshot, &name).exists());
+        assert!(!c.evict(FileType::Snapshot, &name));
     }
 
     #[test]

@@ -78,4 +78,7 @@ impl Backend for KillAfterWrites {
     fn is_remote(&self) -> bool {
         self.inner.is_remote()
     }
+    fn evict(&self, t: FileType, name: &str) -> bool {
+        self.inner.evict(t, name)
+    }
 }

@@ -63,14 +63,10 @@ impl Backend for MemoryBackend {
                 .collect());
         }
         let dir = format!("{}/", t.dir());
-        let depth = if t.fanned_out() { 2 } else { 1 };
         let mut out: Vec<_> = objects
             .range(dir.clone()..)
             .take_while(|(k, _)| k.starts_with(&dir))
-            .filter_map(|(k, (d, m))| {
-                let rel: Vec<&str> = k[dir.len()..].split('/').collect();
-                (rel.len() == depth).then(|| (rel[depth - 1].to_string(), d.len() as u64, *m))
-            })
+            .filter_map(|(k, (d, m))| t.name_in_dir(&k[dir.len()..]).map(|n| (n.to_string(), d.len() as u64, *m)))
             .collect();
         out.sort();
         Ok(out)

@@ -63,6 +63,16 @@ impl FileType {
         FileType::Marks,
     ];
 
+    /// The name of the object at `rel`, a path relative to this type's
+    /// directory, when it is at the right depth (`xx/name` for packs,
+    /// `name` for the rest); `None` for anything else stored there.
+    pub fn name_in_dir(self, rel: &str) -> Option<&str> {
+        let mut parts = rel.split('/');
+        let first = parts.next()?;
+        let name = if self.fanned_out() { parts.next()? } else { first };
+        (parts.next().is_none() && !name.is_empty()).then_some(name)
+    }
+
     /// The relative path of object `name` of this type.
     pub fn path(self, name: &str) -> String {
         match self {
@@ -105,7 +115,9 @@ pub trait Backend: Send + Sync {
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> BResult<Vec<u8>>;
 
     /// Stores an object that must not exist yet. If it exists already the
-    /// result is an `AlreadyExists` error and the stored object is untouched.
+    /// result is an `AlreadyExists` error and the stored object is untouched
+    /// (a network backend returns success instead when the stored object
+    /// has the same content: it can't tell its own lost reply from that).
     fn write_new(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()>;
 
     /// [`Backend::write_new`] for a buffer the caller gives up, which a
@@ -121,6 +133,15 @@ pub trait Backend: Send + Sync {
 
     /// Removes an object.
     fn remove(&self, t: FileType, name: &str) -> BResult<()>;
+
+    /// Drops a local copy of an object, if this backend keeps one (see
+    /// `cache`), so that the next read comes from the repository; returns
+    /// whether there was one. Readers call it when an object fails to
+    /// authenticate, so a damaged copy is never mistaken for damage in the
+    /// repository.
+    fn evict(&self, _t: FileType, _name: &str) -> bool {
+        false
+    }
 
     /// How many operations may usefully run at once.
     fn connections(&self) -> usize {
@@ -149,7 +170,7 @@ pub const OPTION_HELP: &[(&str, &str)] = &[
     ("s3.storage-class", "storage class of data packs, e.g. STANDARD_IA (trees, index and snapshots stay STANDARD)"),
     ("s3.connections", "concurrent requests (default 8)"),
     ("s3.retries", "retries of a failing request (default 8)"),
-    ("s3.timeout", "time limit of one request, e.g. 120s (default)"),
+    ("s3.timeout", "how long a request may wait for the server, e.g. 120s (default)"),
 ];
 
 impl BackendOptions {
@@ -260,6 +281,11 @@ pub fn open_url(url: &str, opts: &BackendOptions) -> Result<Box<dyn Backend>, cr
         let mut o = s3?;
         apply_s3_options(&mut o, opts)?;
         return Ok(Box::new(s3::S3Backend::new(o)?));
+    }
+    if let Some((k, _)) = opts.0.first() {
+        return Err(crate::error::Error::Invalid(format!(
+            "option {k} applies to S3 repositories (s3:BUCKET/PREFIX), not to {url:?}"
+        )));
     }
     if let Some(p) = url.strip_prefix("file://") {
         return Ok(Box::new(local::LocalBackend::new(p)));

@@ -30,11 +30,11 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
 use object_store::client::{HttpError, HttpErrorKind};
 use object_store::path::Path as OPath;
 use object_store::{
-    Attribute, AttributeValue, Attributes, BackoffConfig, ClientConfigKey, ObjectStore, ObjectStoreExt, PutMode,
+    Attribute, AttributeValue, Attributes, BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode,
     PutMultipartOptions, PutOptions, PutPayload, RetryConfig,
 };
 
@@ -48,6 +48,22 @@ pub const PART_SIZE: usize = 16 << 20;
 /// Objects up to this size are compared byte for byte when a create finds
 /// them already there; packs are compared by size (their name is their hash).
 const COMPARE_LIMIT: u64 = 4 << 20;
+
+/// Environment variables that give credentials (unless the program gives
+/// its own): static keys, a web identity (Kubernetes), a container role.
+const CREDENTIAL_VARS: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+];
+/// Environment variables for the region (the endpoint is read apart).
+const SETTING_VARS: &[&str] = &["AWS_REGION", "AWS_DEFAULT_REGION"];
 
 /// Where the repository is and how to reach it. Built from the repository
 /// URL, then `-o s3.*` options, then the standard `AWS_*` environment.
@@ -71,7 +87,7 @@ pub struct S3Options {
     pub connections: usize,
     /// Retries of a failing request before giving up.
     pub retries: usize,
-    /// Time limit of one request.
+    /// How long a request may wait for the next byte before it fails.
     pub timeout: Duration,
     /// Access key id and secret, for programs that hold them; otherwise
     /// they come from the environment (or an instance or container role).
@@ -123,14 +139,26 @@ impl S3Backend {
         if !opts.prefix.is_empty() && OPath::parse(&opts.prefix).is_err() {
             return Err(invalid(format!("{:?} is not a usable key prefix", opts.prefix)));
         }
-        let mut b = AmazonS3Builder::from_env().with_bucket_name(&opts.bucket);
-        if let Some(e) = &opts.endpoint {
+        let mut b = AmazonS3Builder::new().with_bucket_name(&opts.bucket);
+        // Only the standard variables: others object_store knows (a second
+        // endpoint key, disabled conditional puts, ...) would silently
+        // change what the options and the URL say.
+        for (var, value) in std::env::vars() {
+            let credential = CREDENTIAL_VARS.contains(&var.as_str());
+            if ((credential && opts.credentials.is_none()) || SETTING_VARS.contains(&var.as_str()))
+                && let Ok(key) = var.to_ascii_lowercase().parse::<AmazonS3ConfigKey>()
+            {
+                b = b.with_config(key, value);
+            }
+        }
+        let env_endpoint = std::env::var("AWS_ENDPOINT_URL_S3").or_else(|_| std::env::var("AWS_ENDPOINT_URL")).ok();
+        let endpoint = opts.endpoint.clone().or(env_endpoint).filter(|e| !e.is_empty());
+        if let Some(e) = &endpoint {
             b = b.with_endpoint(e);
         }
         if let Some((id, secret)) = &opts.credentials {
             b = b.with_access_key_id(id).with_secret_access_key(secret);
         }
-        let endpoint = b.get_config_value(&AmazonS3ConfigKey::Endpoint);
         if let Some(r) = &opts.region {
             b = b.with_region(r);
         } else if b.get_config_value(&AmazonS3ConfigKey::Region).is_none() {
@@ -141,11 +169,17 @@ impl S3Backend {
         let path_style = opts.path_style.unwrap_or(endpoint.is_some());
         // Plain HTTP only when the endpoint says so.
         let allow_http = endpoint.as_deref().is_some_and(|e| e.starts_with("http://"));
-        b = b
-            .with_virtual_hosted_style_request(!path_style)
+        let client = ClientOptions::new()
             .with_allow_http(allow_http)
-            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), format!("{}s", opts.timeout.as_secs()))
-            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), "5s")
+            // A transfer may take as long as it needs while data flows (up
+            // to half an hour); it fails when nothing arrives for `timeout`.
+            .with_timeout(Duration::from_secs(30 * 60))
+            .with_read_timeout(opts.timeout)
+            .with_connect_timeout(Duration::from_secs(5));
+        b = b
+            .with_client_options(client)
+            .with_virtual_hosted_style_request(!path_style)
+            .with_conditional_put(S3ConditionalPut::ETagMatch)
             .with_retry(RetryConfig {
                 backoff: BackoffConfig {
                     init_backoff: Duration::from_millis(100),
@@ -203,17 +237,22 @@ impl S3Backend {
         a
     }
 
-    /// True when the object at `key` is the one we meant to write.
-    fn is_ours(&self, t: FileType, key: &OPath, data: &Bytes) -> BResult<bool> {
-        let meta = self.block_on(self.store.head(key)).map_err(|e| self.err("checking", key, e))?;
+    /// Whether the object at `key` is the one we meant to write; `None`
+    /// when there is no object at all.
+    fn is_ours(&self, t: FileType, key: &OPath, data: &Bytes) -> BResult<Option<bool>> {
+        let meta = match self.block_on(self.store.head(key)) {
+            Ok(m) => m,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.err("checking", key, e)),
+        };
         if meta.size != data.len() as u64 {
-            return Ok(false);
+            return Ok(Some(false));
         }
         if t.fanned_out() || meta.size > COMPARE_LIMIT {
-            return Ok(true);
+            return Ok(Some(true));
         }
         let stored = self.block_on(async { self.store.get(key).await?.bytes().await });
-        Ok(stored.map_err(|e| self.err("checking", key, e))? == data)
+        Ok(Some(stored.map_err(|e| self.err("checking", key, e))? == data))
     }
 
     async fn put_multipart(&self, t: FileType, key: &OPath, data: &Bytes) -> object_store::Result<()> {
@@ -271,19 +310,18 @@ impl S3Backend {
             };
         }
         let dir = self.key(t.dir());
-        let depth = if t.fanned_out() { 2 } else { 1 };
         let mut out = Vec::new();
         self.block_on(async {
             let mut stream = self.store.list(Some(&dir));
             while let Some(item) = stream.next().await {
                 let meta = item.map_err(|e| self.err("listing", &dir, e))?;
-                let Some(rel) = meta.location.prefix_match(&dir) else { continue };
-                let parts: Vec<_> = rel.collect();
-                if parts.len() != depth {
+                let Some(rel) = meta.location.as_ref().strip_prefix(dir.as_ref()).and_then(|r| r.strip_prefix('/'))
+                else {
                     continue;
+                };
+                if let Some(name) = t.name_in_dir(rel) {
+                    out.push((name.to_string(), meta.size, meta.last_modified.into()));
                 }
-                let name = parts[depth - 1].as_ref().to_string();
-                out.push((name, meta.size, meta.last_modified.into()));
             }
             Ok::<_, BackendError>(())
         })?;
@@ -292,18 +330,23 @@ impl S3Backend {
     }
 }
 
-/// True when a request timed out or its connection broke: it may have
-/// been carried out.
-fn is_cut(e: &object_store::Error) -> bool {
+/// The transport failure under an error, if any.
+fn http_kind(e: &object_store::Error) -> Option<HttpErrorKind> {
     use std::error::Error as _;
     let mut src = e.source();
     while let Some(s) = src {
         if let Some(h) = s.downcast_ref::<HttpError>() {
-            return matches!(h.kind(), HttpErrorKind::Timeout | HttpErrorKind::Interrupted | HttpErrorKind::Request);
+            return Some(h.kind());
         }
         src = s.source();
     }
-    false
+    None
+}
+
+/// True when a request timed out or its transfer broke off: it may have
+/// been carried out, and object_store does not repeat a create then.
+fn is_cut(e: &object_store::Error) -> bool {
+    matches!(http_kind(e), Some(HttpErrorKind::Timeout | HttpErrorKind::Interrupted))
 }
 
 /// Turns an `object_store` error into a [`BackendError`] that names the
@@ -311,12 +354,9 @@ fn is_cut(e: &object_store::Error) -> bool {
 fn classify(op: &'static str, location: String, bucket: &str, endpoint: &str, e: object_store::Error) -> BackendError {
     use std::error::Error as _;
     let mut text = e.to_string();
+    let http_kind = http_kind(&e);
     let mut src = e.source();
-    let mut http_kind = None;
     while let Some(s) = src {
-        if let Some(h) = s.downcast_ref::<HttpError>() {
-            http_kind = Some(h.kind());
-        }
         let st = s.to_string();
         if !text.contains(&st) {
             text = format!("{text}: {st}");
@@ -442,31 +482,44 @@ impl Backend for S3Backend {
         let key = self.object_key(t, name);
         let mut attempt = 0u32;
         loop {
-            match self.try_write_new(t, &key, &data) {
+            let res = self.try_write_new(t, &key, &data);
+            let again = match &res {
                 Ok(()) => return Ok(()),
-                Err(object_store::Error::AlreadyExists { .. }) => {
-                    // Ours if a reply got lost (here or in object_store's
-                    // retries), or an identical content-addressed object.
-                    if self.is_ours(t, &key, &data)? {
-                        return Ok(());
+                // "Already exists": ours if a reply got lost (here or in
+                // object_store's retries), or an identical content-addressed
+                // object. A multipart upload whose completion reply was lost
+                // fails although the object is there: check the same way.
+                Err(e)
+                    if matches!(e, object_store::Error::AlreadyExists { .. }) || data.len() > MULTIPART_THRESHOLD =>
+                {
+                    match self.is_ours(t, &key, &data)? {
+                        Some(true) => return Ok(()),
+                        Some(false) => {
+                            return Err(BackendError {
+                                kind: BackendErrorKind::AlreadyExists,
+                                op: "writing",
+                                location: self.url(&key),
+                                message: "an object with other content exists already".into(),
+                            });
+                        }
+                        // Nothing there: a conflict between concurrent
+                        // creates (409), or a failed upload. Try again.
+                        None => true,
                     }
-                    return Err(BackendError {
-                        kind: BackendErrorKind::AlreadyExists,
-                        op: "writing",
-                        location: self.url(&key),
-                        message: "an object with other content exists already".into(),
-                    });
                 }
-                // A create cut short may or may not have landed, so
-                // object_store leaves it to us: try again, and an "already
-                // exists" then is checked above.
-                Err(e) if is_cut(&e) && attempt < self.opts.retries as u32 => {
+                // A create that timed out or was cut may or may not have
+                // landed, so object_store leaves it to us.
+                Err(e) => is_cut(e),
+            };
+            match res {
+                Err(e) if again && attempt < self.opts.retries as u32 => {
                     let wait = backoff(attempt);
                     tracing::debug!("retrying the write of {} in {:?}: {}", self.url(&key), wait, e);
                     std::thread::sleep(wait);
                     attempt += 1;
                 }
                 Err(e) => return Err(self.err("writing", &key, e)),
+                Ok(()) => unreachable!("returned above"),
             }
         }
     }

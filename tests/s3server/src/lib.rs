@@ -13,8 +13,9 @@
 //! - **cut writes**: the next N `PUT`s are stored, then their connections
 //!   cut before the reply.
 //!
-//! Which request gets which fault follows a seeded sequence, so a run is
-//! repeatable. Every request is logged (method, key, query, storage class
+//! Faults follow a fixed sequence over the order in which requests arrive
+//! (the n-th request always gets the same fault), so rates hold in every
+//! run, although which request is the n-th varies with concurrency. Every request is logged (method, key, query, storage class
 //! header, what was done to it) for tests that count requests.
 //!
 //! The server runs on its own thread and tokio runtime and stops when the
@@ -79,9 +80,8 @@ pub struct Faults {
     pub delay_ms: AtomicU32,
     /// Answer every request with 503.
     pub fail_all: AtomicBool,
-    /// Answer every request with 503 once this many have been served in
-    /// all (see [`Faults::fail_after`]).
-    fail_from: AtomicU64,
+    /// PUTs to let through before an outage (see [`Faults::fail_after_puts`]).
+    puts_left: AtomicU64,
     /// Serve the next this many PUTs, then cut their connections (the
     /// object is stored, the client sees a failure).
     pub cut_puts: AtomicU32,
@@ -97,15 +97,15 @@ impl Faults {
         self.delay_ms.store(delay.as_millis() as u32, Ordering::SeqCst);
     }
 
-    /// Lets `n` more requests through, then fails every one with 503 (an
-    /// outage in the middle of a command).
-    pub fn fail_after(&self, n: u64) {
-        self.fail_from.store(self.counter.load(Ordering::SeqCst) + n, Ordering::SeqCst);
+    /// Lets `n` more PUTs through, then fails every request with 503 (an
+    /// outage in the middle of an upload).
+    pub fn fail_after_puts(&self, n: u64) {
+        self.puts_left.store(n, Ordering::SeqCst);
     }
 
     /// No faults.
     pub fn clear(&self) {
-        self.fail_from.store(u64::MAX, Ordering::SeqCst);
+        self.puts_left.store(u64::MAX, Ordering::SeqCst);
         self.set(0, 0, 0, Duration::ZERO);
         self.fail_all.store(false, Ordering::SeqCst);
         self.cut_puts.store(0, Ordering::SeqCst);
@@ -113,7 +113,12 @@ impl Faults {
 
     fn decide(&self, method: &hyper::Method) -> Fault {
         let n = self.counter.fetch_add(1, Ordering::SeqCst);
-        if self.fail_all.load(Ordering::SeqCst) || n >= self.fail_from.load(Ordering::SeqCst) {
+        let outage = if method == hyper::Method::PUT {
+            self.puts_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err()
+        } else {
+            self.puts_left.load(Ordering::SeqCst) == 0
+        };
+        if self.fail_all.load(Ordering::SeqCst) || outage {
             return Fault::Status(503);
         }
         if method == hyper::Method::PUT
@@ -150,7 +155,7 @@ impl Default for Faults {
             delays: AtomicU32::new(0),
             delay_ms: AtomicU32::new(0),
             fail_all: AtomicBool::new(false),
-            fail_from: AtomicU64::new(u64::MAX),
+            puts_left: AtomicU64::new(u64::MAX),
             cut_puts: AtomicU32::new(0),
             counter: AtomicU64::new(0),
         }

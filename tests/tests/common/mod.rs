@@ -136,11 +136,12 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 impl Cmd {
-    /// The vault binary with every inherited `VAULT_*` variable removed.
+    /// The vault binary with every inherited `VAULT_*` and `AWS_*` variable
+    /// removed.
     pub fn vault() -> Self {
         let mut cmd = Command::new(BIN);
         for (k, _) in std::env::vars_os() {
-            if k.as_bytes().starts_with(b"VAULT_") {
+            if k.as_bytes().starts_with(b"VAULT_") || k.as_bytes().starts_with(b"AWS_") {
                 cmd.env_remove(&k);
             }
         }
