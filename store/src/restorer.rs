@@ -312,16 +312,20 @@ pub fn restore(
     let pack_list: Vec<(PackId, Vec<BlobTargets>)> =
         packs.into_iter().map(|(p, blobs)| (p, blobs.into_values().collect())).collect();
     let written = AtomicU64::new(0);
+    // A remote backend wants more requests in flight than there are cores
+    // (reading packs waits on the network, not on the CPU); the reads in
+    // flight share one memory budget however many there are.
+    let pool = wide_pool(repo);
+    let threads = pool.as_ref().map_or_else(rayon::current_num_threads, |p| p.current_num_threads());
+    let max_read = (READ_BUDGET / threads.max(1) as u64).clamp(MIN_READ, MAX_READ);
     let restore_all = || {
         pack_list.par_iter().for_each(|(pack, blobs)| {
-            for (file, msg) in restore_pack(repo, pack, blobs, &files, progress, &written) {
+            for (file, msg) in restore_pack(repo, pack, blobs, max_read, &files, progress, &written) {
                 fail(file, msg);
             }
         })
     };
-    // A remote backend wants more requests in flight than there are cores:
-    // reading packs waits on the network, not on the CPU.
-    match wide_pool(repo) {
+    match pool {
         Some(pool) => pool.install(restore_all),
         None => restore_all(),
     }
@@ -439,6 +443,10 @@ fn create_file(path: &Path, size: u64) -> io::Result<()> {
 const COALESCE_GAP: u64 = 1 << 20;
 /// Largest single read.
 const MAX_READ: u64 = 16 << 20;
+/// Smallest read limit (blobs are up to 4 MiB).
+const MIN_READ: u64 = 4 << 20;
+/// Bytes of pack reads in flight at once, over all threads.
+const READ_BUDGET: u64 = 32 << 20;
 
 /// Restores the needed blobs of one pack. Returns each file that could not
 /// be (fully) written with the reason.
@@ -446,6 +454,7 @@ fn restore_pack(
     repo: &Repository,
     pack: &PackId,
     blobs: &[BlobTargets],
+    max_read: u64,
     files: &[PlannedFile],
     progress: &RestoreProgress,
     written: &AtomicU64,
@@ -466,7 +475,7 @@ fn restore_pack(
     for b in order {
         let (start, end) = (b.0.offset as u64, b.0.end());
         match ranges.last_mut() {
-            Some((s, e, v)) if start <= *e + COALESCE_GAP && end - *s <= MAX_READ => {
+            Some((s, e, v)) if start <= *e + COALESCE_GAP && end - *s <= max_read => {
                 *e = (*e).max(end);
                 v.push(b);
             }

@@ -446,7 +446,7 @@ impl Backend for S3Backend {
     fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
         let key = self.object_key(t, name);
         self.block_on(async { self.store.get(&key).await?.bytes().await })
-            .map(|b| b.to_vec())
+            .map(Vec::from)
             .map_err(|e| self.err("reading", &key, e))
     }
 
@@ -470,7 +470,7 @@ impl Backend for S3Backend {
                 message: format!("range {offset}+{len}: got {} bytes (truncated object?)", got.len()),
             });
         }
-        Ok(got.to_vec())
+        Ok(Vec::from(got))
     }
 
     fn write_new(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()> {
