@@ -24,6 +24,17 @@ fn on_s3(server: &S3Server, prefix: &str) -> Vault {
     v
 }
 
+/// A server with the bucket, an initialised repository under `prefix` (with
+/// extra `init` options), and the source tree of [`build_tree`].
+fn setup(prefix: &str, init: &[&str]) -> (S3Server, Vault, std::path::PathBuf) {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let v = on_s3(&server, prefix).init_with_here(init);
+    let src = v.src("tree");
+    build_tree(&src);
+    (server, v, src)
+}
+
 /// A small tree: a few files of each size class, nested directories.
 fn build_tree(src: &Path) {
     write(&src.join("etc/app.conf"), b"listen = 127.0.0.1\n");
@@ -126,11 +137,7 @@ fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 
 #[test]
 fn s3_repeated_commands_read_from_the_cache() {
-    let server = S3Server::start();
-    server.create_bucket(BUCKET);
-    let v = on_s3(&server, "cached").init_here();
-    let src = v.src("tree");
-    build_tree(&src);
+    let (server, v, src) = setup("cached", &[]);
     v.snapshot(&[&src], &[]);
     v.snapshot(&[&src], &[]);
 
@@ -181,11 +188,7 @@ fn s3_repeated_commands_read_from_the_cache() {
 
 #[test]
 fn s3_survives_errors_resets_and_delays() {
-    let server = S3Server::start();
-    server.create_bucket(BUCKET);
-    let v = on_s3(&server, "flaky").init_with_here(&["--pack-size", "1M"]);
-    let src = v.src("tree");
-    build_tree(&src);
+    let (server, v, src) = setup("flaky", &["--pack-size", "1M"]);
     write(&src.join("data/more.bin"), &random_bytes(15, 6 << 20));
     // 10 % server errors, 6 % cut connections, 10 % delayed by 300 ms, and
     // the first three writes are stored but their replies lost.
@@ -210,11 +213,7 @@ fn s3_survives_errors_resets_and_delays() {
 
 #[test]
 fn s3_outage_fails_clearly_and_a_rerun_succeeds() {
-    let server = S3Server::start();
-    server.create_bucket(BUCKET);
-    let v = on_s3(&server, "outage").init_with_here(&["--pack-size", "1M"]);
-    let src = v.src("tree");
-    build_tree(&src);
+    let (server, v, src) = setup("outage", &["--pack-size", "1M"]);
     v.snapshot(&[&src], &[]);
     write(&src.join("data/new.bin"), &random_bytes(14, 8 << 20));
 
@@ -279,11 +278,7 @@ fn s3_bad_credentials_bucket_and_endpoint_are_named() {
 
 #[test]
 fn s3_forget_prune_and_check() {
-    let server = S3Server::start();
-    server.create_bucket(BUCKET);
-    let v = on_s3(&server, "gc").init_with_here(&["--pack-size", "1M"]);
-    let src = v.src("tree");
-    build_tree(&src);
+    let (server, v, src) = setup("gc", &["--pack-size", "1M"]);
     v.snapshot(&[&src], &[]);
     let gone = src.join("data/only-in-the-second.bin");
     write(&gone, &random_bytes(16, 3 << 20));
@@ -317,11 +312,7 @@ fn s3_forget_prune_and_check() {
 
 #[test]
 fn s3_requests_that_time_out_are_retried() {
-    let server = S3Server::start();
-    server.create_bucket(BUCKET);
-    let v = on_s3(&server, "slow").init_with_here(&["--pack-size", "1M"]);
-    let src = v.src("tree");
-    build_tree(&src);
+    let (server, v, src) = setup("slow", &["--pack-size", "1M"]);
     // A fifth of the requests answer after 1.5 s, past a 1 s timeout. A
     // timed-out PUT has landed all the same: the retry must accept it.
     server.faults().set(0, 0, 200, Duration::from_millis(1500));
