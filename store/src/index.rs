@@ -412,23 +412,11 @@ pub struct SyncStats {
 /// fails to authenticate is dropped and the segment read again from the
 /// repository.
 pub fn load_segment(backend: &dyn Backend, keys: &Keys, id: &IndexId) -> Result<IndexSegment> {
-    match load_segment_once(backend, keys, id) {
-        Err(Error::Corrupt { .. } | Error::ChecksumMismatch { .. }) if backend.evict(FileType::Index, &id.to_hex()) => {
-            load_segment_once(backend, keys, id)
-        }
-        r => r,
-    }
-}
-
-fn load_segment_once(backend: &dyn Backend, keys: &Keys, id: &IndexId) -> Result<IndexSegment> {
     let what = format!("index segment {}", FileType::Index.path(&id.to_hex()));
-    let sealed = backend.read(FileType::Index, &id.to_hex())?;
-    let plain = envelope::open(keys, fmt::AAD, &sealed, &what)?;
-    let got = keys.meta_id(&plain);
-    if got != id.0 {
-        return Err(Error::ChecksumMismatch { what, expected: id.to_hex(), got: hex::encode(got) });
-    }
-    IndexSegment::decode(&plain, &what)
+    crate::backend::read_checked(backend, FileType::Index, &id.to_hex(), |sealed| {
+        let plain = envelope::open_named(keys, fmt::AAD, &sealed, &id.0, &what)?;
+        IndexSegment::decode(&plain, &what)
+    })
 }
 
 /// Writes one index segment; returns its id.

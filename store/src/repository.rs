@@ -312,25 +312,11 @@ impl Repository {
     /// Loads one snapshot. A local copy that fails to authenticate is
     /// dropped and the snapshot read again from the repository.
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
-        match self.load_snapshot_once(id) {
-            Err(Error::Corrupt { .. } | Error::ChecksumMismatch { .. })
-                if self.backend.evict(FileType::Snapshot, &id.to_hex()) =>
-            {
-                self.load_snapshot_once(id)
-            }
-            r => r,
-        }
-    }
-
-    fn load_snapshot_once(&self, id: &SnapshotId) -> Result<Snapshot> {
         let what = format!("snapshot {id}");
-        let sealed = self.backend.read(FileType::Snapshot, &id.to_hex())?;
-        let plain = envelope::open(&self.keys, snapshot::AAD, &sealed, &what)?;
-        let got = self.keys.meta_id(&plain);
-        if got != id.0 {
-            return Err(Error::ChecksumMismatch { what, expected: id.to_hex(), got: hex::encode(got) });
-        }
-        Snapshot::decode(&plain, &what)
+        crate::backend::read_checked(&*self.backend, FileType::Snapshot, &id.to_hex(), |sealed| {
+            let plain = envelope::open_named(&self.keys, snapshot::AAD, &sealed, &id.0, &what)?;
+            Snapshot::decode(&plain, &what)
+        })
     }
 
     /// All snapshots, oldest first. Damaged ones are returned as errors

@@ -47,6 +47,16 @@ fn build_tree(src: &Path) {
     std::os::unix::fs::symlink("etc/app.conf", src.join("conf-link")).unwrap();
 }
 
+/// `check --read-data` is clean and the latest snapshot restores to a tree
+/// equal to `src`.
+#[track_caller]
+fn assert_checks_and_restores(v: &Vault, src: &Path) {
+    v.cmd().args(["check", "--read-data"]).run().ok();
+    let target = v.path(&format!("restore-{}", v.snapshot_ids().len()));
+    v.restore("latest", &target, &[]).ok();
+    assert_trees_equal(src, &restored(&target, src), false);
+}
+
 fn gets_of(reqs: &[Record], dir: &str) -> usize {
     reqs.iter().filter(|r| r.method == "GET" && r.path.contains(&format!("/{dir}/"))).count()
 }
@@ -241,9 +251,7 @@ fn s3_outage_fails_clearly_and_a_rerun_succeeds() {
     v.cmd().args(["check", "--read-data"]).run().ok();
     v.snapshot(&[&src], &[]);
     assert_eq!(v.snapshots(&[]).len(), 2);
-    let target = v.path("restore");
-    v.restore("latest", &target, &[]).ok();
-    assert_trees_equal(&src, &restored(&target, &src), false);
+    assert_checks_and_restores(&v, &src);
 }
 
 #[test]
@@ -303,11 +311,8 @@ fn s3_forget_prune_and_check() {
     assert!(fs::read_dir(server.root().join(BUCKET).join("gc/locks")).map_or(0, |d| d.count()) == 0, "lease released");
 
     // What is left is whole and restores.
-    v.cmd().args(["check", "--read-data"]).run().ok();
     assert_eq!(v.snapshots(&[]).len(), 2);
-    let target = v.path("restore");
-    v.restore("latest", &target, &[]).ok();
-    assert_trees_equal(&src, &restored(&target, &src), false);
+    assert_checks_and_restores(&v, &src);
 }
 
 #[test]

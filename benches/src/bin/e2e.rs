@@ -56,6 +56,19 @@ impl Bench {
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
     }
 
+    /// Restores the latest snapshot into tmpfs (`/dev/shm`, where the file
+    /// system's inode allocation is left out), when there is one.
+    fn restore_to_tmpfs(&mut self, name: &str, bytes: u64) -> Result<()> {
+        let shm = PathBuf::from("/dev/shm/vault-bench-restore");
+        if Path::new("/dev/shm").is_dir() {
+            let _ = fs::remove_dir_all(&shm);
+            let t = shm.to_string_lossy().into_owned();
+            self.run(name, bytes, &["restore", "-q", "latest", "--target", &t], None, false)?;
+            let _ = fs::remove_dir_all(&shm);
+        }
+        Ok(())
+    }
+
     /// Runs a vault command that is preparation, not a measured step.
     fn quiet(&self, args: &[&str]) -> Result<()> {
         let mut cmd = Command::new(&self.vault);
@@ -260,13 +273,7 @@ fn main() -> Result<()> {
     let _ = fs::remove_dir_all(&restore);
     // The same restore into tmpfs: what the file system's inode allocation
     // costs on ext4 (see benches/README.md) is left out.
-    let shm = PathBuf::from("/dev/shm/vault-bench-restore");
-    if Path::new("/dev/shm").is_dir() {
-        let _ = fs::remove_dir_all(&shm);
-        let t = shm.to_string_lossy().into_owned();
-        b.run("restore to tmpfs", src_bytes, &["restore", "-q", "latest", "--target", &t], None, false)?;
-        let _ = fs::remove_dir_all(&shm);
-    }
+    b.restore_to_tmpfs("restore to tmpfs", src_bytes)?;
     b.run(
         "snapshot --stdin, 500 MiB SQL",
         sql_size,
@@ -345,13 +352,7 @@ fn s3_steps(b: &mut Bench, work: &Path, src: &Path, src_bytes: u64) -> Result<()
     s3.run("S3: init", 0, &["init", "-q"], None, false)?;
     s3.run("S3: snapshot, first", src_bytes, &["snapshot", "-q", &s], None, false)?;
     s3.run("S3: snapshot, unchanged", src_bytes, &["snapshot", "-q", &s], None, false)?;
-    let shm = PathBuf::from("/dev/shm/vault-bench-restore");
-    if Path::new("/dev/shm").is_dir() {
-        let _ = fs::remove_dir_all(&shm);
-        let t = shm.to_string_lossy().into_owned();
-        s3.run("S3: restore to tmpfs", src_bytes, &["restore", "-q", "latest", "--target", &t], None, false)?;
-        let _ = fs::remove_dir_all(&shm);
-    }
+    s3.restore_to_tmpfs("S3: restore to tmpfs", src_bytes)?;
     drop(server);
     let _ = fs::remove_dir_all(&root);
     // Ratios against the local steps of the same name.

@@ -21,7 +21,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -58,23 +57,24 @@ impl CachedBackend {
         self.verified.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Opens a cached copy, checking it once per process. `None` when there
-    /// is no usable copy (a damaged one is removed).
-    fn open(&self, path: &Path) -> Option<fs::File> {
-        let mut f = fs::File::open(path).ok()?;
-        if self.verified().contains(path) {
-            return Some(f);
-        }
-        let mut all = Vec::new();
-        let ok = f.read_to_end(&mut all).is_ok()
-            && all.len() as u64 >= HASH_LEN
-            && blake3::hash(&all[HASH_LEN as usize..]).as_bytes() == &all[..HASH_LEN as usize];
-        if !ok {
+    /// A cached copy, read once and checked the first time this process
+    /// uses it. `None` when there is no usable copy (a damaged one is
+    /// removed).
+    fn read_copy(&self, path: &Path) -> Option<Vec<u8>> {
+        let mut all = fs::read(path).ok()?;
+        if all.len() < HASH_LEN as usize {
             let _ = fs::remove_file(path);
             return None;
         }
-        self.verified().insert(path.to_path_buf());
-        Some(f)
+        let body = all.split_off(HASH_LEN as usize);
+        if !self.verified().contains(path) {
+            if blake3::hash(&body).as_bytes() != all.as_slice() {
+                let _ = fs::remove_file(path);
+                return None;
+            }
+            self.verified().insert(path.to_path_buf());
+        }
+        Some(body)
     }
 
     /// Stores a copy; failing to is not an error (the cache is optional).
@@ -91,12 +91,6 @@ impl CachedBackend {
         } else {
             let _ = fs::remove_file(&tmp);
         }
-    }
-
-    fn read_copy(&self, path: &Path) -> Option<Vec<u8>> {
-        let mut f = self.open(path)?;
-        let mut buf = Vec::new();
-        (f.seek(SeekFrom::Start(HASH_LEN)).is_ok() && f.read_to_end(&mut buf).is_ok()).then_some(buf)
     }
 
     /// The whole object, from the cache or else fetched and cached.
@@ -181,13 +175,15 @@ impl Backend for CachedBackend {
         if !cached(t) {
             return self.inner.read_range(t, name, offset, len);
         }
+        // A copy this process has checked: read just the range.
         let path = self.file(t, name);
-        if let Some(f) = self.open(&path) {
+        if self.verified().contains(&path)
+            && let Ok(f) = fs::File::open(&path)
+            && let Some(at) = offset.checked_add(HASH_LEN)
+        {
             use std::os::unix::fs::FileExt;
             let mut buf = vec![0u8; len as usize];
-            if let Some(at) = offset.checked_add(HASH_LEN)
-                && f.read_exact_at(&mut buf, at).is_ok()
-            {
+            if f.read_exact_at(&mut buf, at).is_ok() {
                 return Ok(buf);
             }
         }

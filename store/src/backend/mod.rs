@@ -155,6 +155,25 @@ pub trait Backend: Send + Sync {
     }
 }
 
+/// Reads an object and checks it with `check` (authenticate, decode). When
+/// that fails and the backend held a local copy, the copy is dropped and
+/// the object read again from the repository, so a damaged copy is never
+/// reported as damage of the repository.
+pub fn read_checked<T>(
+    backend: &dyn Backend,
+    t: FileType,
+    name: &str,
+    check: impl Fn(Vec<u8>) -> crate::Result<T>,
+) -> crate::Result<T> {
+    use crate::error::Error;
+    match check(backend.read(t, name)?) {
+        Err(Error::Corrupt { .. } | Error::ChecksumMismatch { .. }) if backend.evict(t, name) => {
+            check(backend.read(t, name)?)
+        }
+        r => r,
+    }
+}
+
 /// `-o KEY=VALUE` options for the backend a repository URL names.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BackendOptions(pub Vec<(String, String)>);
@@ -226,6 +245,16 @@ pub fn parse_s3_url(url: &str) -> Option<Result<s3::S3Options, crate::error::Err
 
 fn apply_s3_options(o: &mut s3::S3Options, opts: &BackendOptions) -> Result<(), crate::error::Error> {
     let bad = |k: &str, v: &str, want: &str| crate::error::Error::Invalid(format!("option {k}={v:?}: {want}"));
+    // A whole number in `range` (a trailing unit `s` allowed for times).
+    let number = |k: &str, v: &str, range: std::ops::RangeInclusive<u64>, unit: &str| {
+        v.strip_suffix(unit)
+            .filter(|_| !unit.is_empty())
+            .unwrap_or(v)
+            .parse::<u64>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| bad(k, v, &format!("expected a number from {} to {}{unit}", range.start(), range.end())))
+    };
     if let Some(v) = opts.get("s3.endpoint") {
         if !(v.starts_with("http://") || v.starts_with("https://")) {
             return Err(bad("s3.endpoint", v, "give a URL starting with http:// or https://"));
@@ -249,27 +278,13 @@ fn apply_s3_options(o: &mut s3::S3Options, opts: &BackendOptions) -> Result<(), 
         o.storage_class = Some(v.to_string());
     }
     if let Some(v) = opts.get("s3.connections") {
-        o.connections = v
-            .parse()
-            .ok()
-            .filter(|n| (1..=256).contains(n))
-            .ok_or_else(|| bad("s3.connections", v, "expected a number from 1 to 256"))?;
+        o.connections = number("s3.connections", v, 1..=256, "")? as usize;
     }
     if let Some(v) = opts.get("s3.retries") {
-        o.retries = v
-            .parse()
-            .ok()
-            .filter(|n| *n <= 100)
-            .ok_or_else(|| bad("s3.retries", v, "expected a number from 0 to 100"))?;
+        o.retries = number("s3.retries", v, 0..=100, "")? as usize;
     }
     if let Some(v) = opts.get("s3.timeout") {
-        let secs = v.strip_suffix('s').unwrap_or(v);
-        o.timeout = secs
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (1..=3600).contains(n))
-            .map(std::time::Duration::from_secs)
-            .ok_or_else(|| bad("s3.timeout", v, "expected seconds from 1 to 3600, e.g. 120s"))?;
+        o.timeout = std::time::Duration::from_secs(number("s3.timeout", v, 1..=3600, "s")?);
     }
     Ok(())
 }

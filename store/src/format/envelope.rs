@@ -35,6 +35,17 @@ pub fn seal(keys: &Keys, aad: &str, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Opens the envelope of an object named by the keyed hash of its
+/// plaintext (index segments, snapshots), and checks that name.
+pub fn open_named(keys: &Keys, aad: &str, sealed: &[u8], id: &[u8; 32], what: &str) -> Result<Vec<u8>> {
+    let plain = open(keys, aad, sealed, what)?;
+    let got = keys.meta_id(&plain);
+    if &got != id {
+        return Err(Error::ChecksumMismatch { what: what.into(), expected: hex::encode(id), got: hex::encode(got) });
+    }
+    Ok(plain)
+}
+
 /// Opens an envelope; `what` names the object in errors.
 pub fn open(keys: &Keys, aad: &str, sealed: &[u8], what: &str) -> Result<Vec<u8>> {
     if sealed.len() < 1 + NONCE_LEN + TAG_LEN + 1 {
