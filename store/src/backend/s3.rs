@@ -139,6 +139,10 @@ impl S3Backend {
         if !opts.prefix.is_empty() && OPath::parse(&opts.prefix).is_err() {
             return Err(invalid(format!("{:?} is not a usable key prefix", opts.prefix)));
         }
+        // reqwest is built without a TLS provider of its own (see the
+        // workspace manifest): ring is it, for the whole process. An error
+        // only says one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut b = AmazonS3Builder::new().with_bucket_name(&opts.bucket);
         // Only the standard variables: others object_store knows (a second
         // endpoint key, disabled conditional puts, ...) would silently
