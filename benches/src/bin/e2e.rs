@@ -146,6 +146,71 @@ fn xorshift_fill(buf: &mut [u8], seed: &mut u64) {
     }
 }
 
+/// Regular files under `dir`, in a fixed (sorted) order.
+fn regular_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    let mut entries: Vec<_> = rd.filter_map(|e| e.ok()).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        match e.file_type() {
+            Ok(t) if t.is_dir() => regular_files(&e.path(), out),
+            Ok(t) if t.is_file() => out.push(e.path()),
+            _ => {}
+        }
+    }
+}
+
+/// What [`change_one_percent`] did, and how to undo it.
+struct Changes {
+    /// (changed file, copy of its original content)
+    saved: Vec<(PathBuf, PathBuf)>,
+    /// Bytes of the changed files after the change.
+    file_bytes: u64,
+    /// Bytes written or inserted by the edits themselves.
+    edit_bytes: u64,
+    /// At most what the changed data needs stored: per file, its size up to
+    /// two maximal chunks (an edit re-stores the chunk it falls in and the
+    /// boundary after it may move into the next one).
+    bound_bytes: u64,
+}
+
+/// Changes every 100th regular file of `src`, in turn by appending 4 KiB,
+/// overwriting 64 bytes in the middle, and inserting 1 KiB a third of the
+/// way in (which shifts the rest of the file). Originals go to `save`.
+fn change_one_percent(src: &Path, save: &Path) -> Result<Changes> {
+    let _ = fs::remove_dir_all(save);
+    fs::create_dir_all(save)?;
+    let mut files = Vec::new();
+    regular_files(src, &mut files);
+    let mut c = Changes { saved: Vec::new(), file_bytes: 0, edit_bytes: 0, bound_bytes: 0 };
+    let mut seed = 1234u64;
+    for (i, f) in files.iter().step_by(100).enumerate() {
+        let mut data = fs::read(f)?;
+        let copy = save.join(i.to_string());
+        fs::write(&copy, &data)?;
+        c.saved.push((f.clone(), copy));
+        let mut edit = vec![0u8; [4096, 64, 1024][i % 3]];
+        xorshift_fill(&mut edit, &mut seed);
+        match i % 3 {
+            0 => data.extend_from_slice(&edit),
+            1 if data.len() >= edit.len() => {
+                let at = (data.len() - edit.len()) / 2;
+                data[at..at + edit.len()].copy_from_slice(&edit);
+            }
+            1 => data = edit.clone(),
+            _ => {
+                let at = data.len() / 3;
+                data.splice(at..at, edit.iter().copied());
+            }
+        }
+        fs::write(f, &data)?;
+        c.edit_bytes += edit.len() as u64;
+        c.file_bytes += data.len() as u64;
+        c.bound_bytes += (data.len() as u64).min(8 << 20);
+    }
+    Ok(c)
+}
+
 fn du(p: &Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![p.to_path_buf()];
@@ -191,6 +256,9 @@ fn main() -> Result<()> {
         bail!("{} not found: run `cargo build --release -p vault-cli` first", vault.display());
     }
     fs::create_dir_all(&work)?;
+    // The 1 %-changed step edits the tree (and puts it back): only a tree
+    // this program made, never one given with --source.
+    let own_tree = source.is_none();
     let src = match source {
         Some(s) => s,
         None => {
@@ -268,6 +336,12 @@ fn main() -> Result<()> {
     b.run("init", 0, &["init", "-q"], None, false)?;
     b.run("snapshot, first", src_bytes, &["snapshot", "-q", &s], None, false)?;
     b.run("snapshot, unchanged", src_bytes, &["snapshot", "-q", &s], None, false)?;
+    let growth = if own_tree {
+        one_percent_step(&mut b, &src, &work)?
+    } else {
+        "1 % changed: skipped (the step edits the source tree; it runs only on the tree it copies itself)".to_string()
+    };
+    eprintln!("{growth}");
     let r = restore.to_string_lossy().into_owned();
     b.run("restore", src_bytes, &["restore", "-q", "latest", "--target", &r], None, false)?;
     let _ = fs::remove_dir_all(&restore);
@@ -326,8 +400,39 @@ fn main() -> Result<()> {
         println!("| {name} | {:.2} | {rate} | {:.2} | {:.0} |", m.secs, m.cpu, m.rss_mib);
     }
     println!("repository size after all steps: {} MiB", repo_bytes >> 20);
+    println!("{growth}");
     let _ = fs::remove_dir_all(&restore);
     Ok(())
+}
+
+/// Changes 1 % of the files, snapshots the tree, and puts the files back;
+/// returns the line that reports how much the repository grew.
+fn one_percent_step(b: &mut Bench, src: &Path, work: &Path) -> Result<String> {
+    // The tree is marked incomplete while it differs from its copy source,
+    // so an interrupted run rebuilds it.
+    let complete = src.join(".complete");
+    let _ = fs::remove_file(&complete);
+    let originals = work.join("changed-originals");
+    let changes = change_one_percent(src, &originals)?;
+    let before = du(&b.repo);
+    let s = src.to_string_lossy().into_owned();
+    let step = b.run("snapshot, 1 % of files changed", du(src), &["snapshot", "-q", &s], None, false);
+    let grew = du(&b.repo).saturating_sub(before);
+    for (f, copy) in &changes.saved {
+        fs::copy(copy, f)?;
+    }
+    let _ = fs::remove_dir_all(&originals);
+    fs::write(&complete, b"")?;
+    step?;
+    Ok(format!(
+        "1 % changed: {} files ({} KiB of edits, {:.1} MiB in those files): the repository grew {:.2} MiB \
+         (at most {:.1} MiB needed: each changed file up to two maximal chunks)",
+        changes.saved.len(),
+        changes.edit_bytes >> 10,
+        changes.file_bytes as f64 / 1048576.0,
+        grew as f64 / 1048576.0,
+        changes.bound_bytes as f64 / 1048576.0
+    ))
 }
 
 /// The tree's snapshot and restore again, to a repository on an S3 server
