@@ -212,22 +212,9 @@ fn change_one_percent(src: &Path, save: &Path) -> Result<Changes> {
 }
 
 fn du(p: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![p.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        if let Ok(rd) = fs::read_dir(&d) {
-            for e in rd.flatten() {
-                if let Ok(m) = e.path().symlink_metadata() {
-                    if m.is_dir() {
-                        stack.push(e.path());
-                    } else if m.is_file() {
-                        total += m.len();
-                    }
-                }
-            }
-        }
-    }
-    total
+    let mut files = Vec::new();
+    regular_files(p, &mut files);
+    files.iter().filter_map(|f| f.symlink_metadata().ok()).map(|m| m.len()).sum()
 }
 
 fn main() -> Result<()> {

@@ -273,22 +273,6 @@ impl http_body::Body for FileBody {
     }
 }
 
-/// Decodes `%XX` escapes of a request path.
-fn percent_decode(s: &str) -> Option<String> {
-    let (b, mut out, mut i) = (s.as_bytes(), Vec::with_capacity(s.len()), 0);
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// Swaps the body of a successful GET of `path` (path-style:
 /// `/bucket/key`) for a [`FileBody`] over the same bytes: the whole file, or
 /// the range the reply's `Content-Range` names. Anything unexpected keeps
@@ -300,20 +284,23 @@ fn fast_body(root: &Path, path: &str, resp: Response<Body>) -> Response<Body> {
     }
     let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
     let Some(len) = header("content-length").and_then(|v| v.parse::<u64>().ok()) else { return resp };
-    let pos = match header("content-range") {
+    let pos: u64 = match header("content-range") {
         None => 0,
         Some(r) => match r.strip_prefix("bytes ").and_then(|r| r.split_once('-')).and_then(|(a, _)| a.parse().ok()) {
             Some(p) => p,
             None => return resp,
         },
     };
-    let Some(rel) = percent_decode(path.trim_start_matches('/')) else { return resp };
+    let Ok(rel) = percent_encoding::percent_decode_str(path.trim_start_matches('/')).decode_utf8() else {
+        return resp;
+    };
     if rel.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
         return resp;
     }
-    let Ok(file) = std::fs::File::open(root.join(rel)) else { return resp };
+    let Some(end) = pos.checked_add(len) else { return resp };
+    let Ok(file) = std::fs::File::open(root.join(&*rel)) else { return resp };
     match file.metadata() {
-        Ok(m) if m.is_file() && m.len() >= pos + len => {}
+        Ok(m) if m.is_file() && m.len() >= end => {}
         _ => return resp,
     }
     resp.map(|_| Body::http_body(FileBody { file: Arc::new(file), pos, left: len, reading: None }))
