@@ -71,18 +71,24 @@ impl Cipher {
     /// Returns `false` when authentication fails (wrong key or modified data).
     #[must_use]
     pub fn open(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut Vec<u8>) -> bool {
-        let Some(body_len) = buf.len().checked_sub(TAG_LEN) else {
-            return false;
-        };
-        let (body, tag) = buf.split_at_mut(body_len);
-        let Ok(tag) = Tag::try_from(&*tag) else {
-            return false;
-        };
-        let ok = self.0.decrypt_inout_detached(&Nonce::from(*nonce), aad, body.into(), &tag).is_ok();
-        if ok {
-            buf.truncate(body_len);
+        match self.open_in_place(nonce, aad, buf) {
+            Some(n) => {
+                buf.truncate(n);
+                true
+            }
+            None => false,
         }
-        ok
+    }
+
+    /// Checks the tag at the end of `buf` and decrypts the rest in place.
+    /// Returns the plaintext's length (`buf[..n]`), or `None` when
+    /// authentication fails; `buf` is then left as it was.
+    #[must_use]
+    pub fn open_in_place(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> Option<usize> {
+        let body_len = buf.len().checked_sub(TAG_LEN)?;
+        let (body, tag) = buf.split_at_mut(body_len);
+        let tag = Tag::try_from(&*tag).ok()?;
+        self.0.decrypt_inout_detached(&Nonce::from(*nonce), aad, body.into(), &tag).ok().map(|()| body_len)
     }
 }
 

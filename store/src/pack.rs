@@ -236,28 +236,52 @@ fn decompress_blob(data: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
 /// Authenticates, decrypts and decompresses one sealed blob. `what` names the
 /// pack in errors.
 pub fn open_blob(cipher: &Cipher, kind: BlobKind, entry: &BlobEntry, sealed: &[u8], what: &str) -> Result<Vec<u8>> {
+    let mut buf = sealed.to_vec();
+    match open_blob_in_place(cipher, kind, entry, &mut buf, what)? {
+        Some(plain) => Ok(plain),
+        None => {
+            buf.truncate(entry.raw_len as usize);
+            Ok(buf)
+        }
+    }
+}
+
+/// [`open_blob`] without a copy of the sealed bytes: decrypts `sealed` in
+/// place. Returns the decompressed plaintext, or `None` when the blob was
+/// stored uncompressed and its plaintext is `sealed[..raw_len]`.
+pub fn open_blob_in_place(
+    cipher: &Cipher,
+    kind: BlobKind,
+    entry: &BlobEntry,
+    sealed: &mut [u8],
+    what: &str,
+) -> Result<Option<Vec<u8>>> {
     if sealed.len() != entry.stored_len as usize {
         return Err(Error::corrupt(
             what,
             format!("blob {}: read {} bytes, expected {}", entry.id, sealed.len(), entry.stored_len),
         ));
     }
-    let mut buf = sealed.to_vec();
-    if !cipher.open(&blob_nonce(entry.offset), &blob_aad(&entry.id, kind.to_byte()), &mut buf) {
+    let Some(len) = cipher.open_in_place(&blob_nonce(entry.offset), &blob_aad(&entry.id, kind.to_byte()), sealed)
+    else {
         return Err(Error::corrupt(
             what,
             format!("blob {} at offset {} failed authentication (damaged or modified data)", entry.id, entry.offset),
         ));
-    }
-    let plain = match entry.compression {
-        Compression::None => buf,
-        Compression::Zstd => decompress_blob(&buf, entry.raw_len as usize)
-            .map_err(|e| Error::corrupt(what, format!("blob {}: zstd: {e}", entry.id)))?,
     };
-    if plain.len() != entry.raw_len as usize {
+    let body = &sealed[..len];
+    let (decoded, plain) = match entry.compression {
+        Compression::None => (body.len(), None),
+        Compression::Zstd => {
+            let v = decompress_blob(body, entry.raw_len as usize)
+                .map_err(|e| Error::corrupt(what, format!("blob {}: zstd: {e}", entry.id)))?;
+            (v.len(), Some(v))
+        }
+    };
+    if decoded != entry.raw_len as usize {
         return Err(Error::corrupt(
             what,
-            format!("blob {}: decoded to {} bytes, index says {}", entry.id, plain.len(), entry.raw_len),
+            format!("blob {}: decoded to {decoded} bytes, index says {}", entry.id, entry.raw_len),
         ));
     }
     Ok(plain)
