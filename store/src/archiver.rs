@@ -502,7 +502,17 @@ impl Walker<'_, '_> {
                 return Ok(None);
             }
         };
-        self.read_xattrs(path, &mut node);
+        // Setting or removing an xattr changes the ctime: an entry whose times
+        // and inode match the parent's node has the parent's xattrs, which
+        // saves a listxattr call per unchanged file.
+        match parent {
+            Some(p)
+                if p.kind == node.kind && p.ctime == node.ctime && p.mtime == node.mtime && p.inode == node.inode =>
+            {
+                node.xattrs = p.xattrs.clone();
+            }
+            _ => self.read_xattrs(path, &mut node),
+        }
         match node.kind {
             NodeKind::Dir => {
                 self.summary.dirs += 1;
