@@ -1,19 +1,23 @@
 //! Restoring a snapshot (or part of one) into a directory.
 //!
-//! The tree is walked once to make a plan: directories, files with their
-//! chunk lists, links and special files. File contents are then restored pack
-//! by pack: each pack's needed blobs are fetched with a few ranged reads
-//! (neighbouring blobs coalesced), decrypted in parallel, and written with
-//! positioned writes, so a pack is read once however many files use it.
-//! Runs of zeros are left as holes. Metadata comes last, directories deepest
-//! first so that their times stick.
+//! The tree is walked once. Directories are created as the walk reaches
+//! something to restore in them; files are planned in batches of a few
+//! thousand (so memory stays flat however large the tree), and each batch's
+//! contents are restored pack by pack: each pack's needed blobs are fetched
+//! with a few ranged reads (neighbouring blobs coalesced), decrypted in
+//! parallel, and written with positioned writes, so a pack is read once per
+//! batch however many files use it. Runs of zeros are left as holes. File
+//! metadata follows each batch; directory metadata comes last, deepest first
+//! so that their times stick.
 //!
 //! Names from the repository are checked before use: an entry named `..`,
 //! or containing `/` or NUL, is refused, so a malicious repository can't
-//! write outside the target. Symlinks are created after all file data is
-//! written, so no write ever passes through a restored symlink.
+//! write outside the target. Symlinks are created after their batch's file
+//! data; a directory restored later at a symlink's path replaces the symlink
+//! and files are opened with `O_NOFOLLOW`, so no write passes through a
+//! restored symlink.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io;
@@ -21,7 +25,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use globset::GlobSet;
 use rayon::prelude::*;
@@ -31,7 +35,7 @@ use crate::format::pack::BlobEntry;
 use crate::format::tree::{Node, NodeKind, unsafe_name_reason};
 use crate::fsmeta::apply_metadata;
 use crate::id::{BlobId, PackId};
-use crate::pack::open_blob;
+use crate::pack::open_blob_in_place;
 use crate::repository::{Repository, pack_file_type};
 
 /// What to restore and how.
@@ -56,6 +60,10 @@ pub struct RestoreProgress {
     pub total_bytes: AtomicU64,
     /// Files in the plan.
     pub total_files: AtomicU64,
+    /// True once the totals are complete. The plan is made a batch at a time,
+    /// so the totals grow while the restore runs, unless the caller set them
+    /// (from the snapshot's summary) and this flag before it started.
+    pub totals_final: AtomicBool,
 }
 
 /// The outcome of a restore.
@@ -80,28 +88,15 @@ struct PlannedFile {
     node: Node,
 }
 
-#[derive(Default)]
-struct Plan {
-    dirs: Vec<(PathBuf, Node)>,
-    files: Vec<PlannedFile>,
-    /// (new path, index of the file it links to)
-    hardlinks: Vec<(PathBuf, usize)>,
-    others: Vec<(PathBuf, Node)>,
-    errors: Vec<(String, String)>,
-}
-
 fn glob_set(patterns: &[String]) -> Result<GlobSet> {
     crate::archiver::exclude_matcher(patterns)
 }
 
-struct Planner<'a> {
-    repo: &'a Repository,
-    include: GlobSet,
-    exclude: GlobSet,
-    plan: Plan,
-    links: HashMap<(u64, u64), usize>,
-    depth: usize,
-}
+/// Files planned before a batch is restored: the plan's memory follows this,
+/// not the size of the tree.
+const BATCH_FILES: usize = 4096;
+/// Chunks planned before a batch is restored.
+const BATCH_CHUNKS: usize = 1 << 16;
 
 /// Deeper trees than this can't come from a real file system (PATH_MAX is
 /// 4096): refusing them keeps a hostile repository from exhausting the stack.
@@ -111,71 +106,310 @@ fn matches(set: &GlobSet, snap_path: &Path) -> bool {
     set.is_match(snap_path) || snap_path.file_name().is_some_and(|n| set.is_match(Path::new(n)))
 }
 
-impl Planner<'_> {
+/// Walks the tree and restores as it goes, a batch of files at a time.
+struct Restorer<'a> {
+    repo: &'a Repository,
+    opts: &'a RestoreOptions,
+    progress: &'a RestoreProgress,
+    include: GlobSet,
+    exclude: GlobSet,
+    depth: usize,
+    /// The directories from the target down to the one being walked, with
+    /// the node of each one not created yet. A directory is created when
+    /// something in it is restored (or when it matched an include itself).
+    open_dirs: Vec<(PathBuf, Option<Node>)>,
+    /// How many of `open_dirs`, from the top, exist.
+    made: usize,
+    /// Directories created, parents before children (their metadata goes last).
+    made_dirs: Vec<(PathBuf, Node)>,
+    /// Directories that could not be created: nothing goes below them.
+    failed_dirs: Vec<PathBuf>,
+    batch: Vec<PlannedFile>,
+    batch_chunks: usize,
+    /// Where the first copy of each multiply-linked file went.
+    links: HashMap<(u64, u64), PathBuf>,
+    /// Multiply-linked files that could not be restored.
+    failed_links: HashSet<PathBuf>,
+    /// (new path, file it links to), created after all file data.
+    hardlinks: Vec<(PathBuf, PathBuf)>,
+    /// Symlinks and special files of the current batch.
+    others: Vec<(PathBuf, Node)>,
+    stats: RestoreStats,
+    written: AtomicU64,
+    pool: Option<rayon::ThreadPool>,
+    max_read: u64,
+    count_totals: bool,
+}
+
+impl Restorer<'_> {
+    fn error(&mut self, path: &Path, msg: impl Into<String>) {
+        self.stats.errors.push((path.display().to_string(), msg.into()));
+    }
+
+    /// Whether an entry is restored: `None` when excluded, else whether it
+    /// (or an ancestor) is selected by the includes.
+    fn selection(&self, snap_path: &Path, included: bool) -> Option<bool> {
+        if !self.exclude.is_empty() && matches(&self.exclude, snap_path) {
+            return None;
+        }
+        Some(included || self.include.is_empty() || matches(&self.include, snap_path))
+    }
+
+    /// Creates the directories above the current entry that don't exist yet.
+    /// False when one of them could not be created.
+    fn materialize(&mut self) -> bool {
+        while self.made < self.open_dirs.len() {
+            let path = &self.open_dirs[self.made].0;
+            if under_failed(&self.failed_dirs, path) {
+                return false;
+            }
+            match make_dir(path) {
+                Ok(()) => {
+                    let (path, node) = &mut self.open_dirs[self.made];
+                    let node = node.take().expect("directories not made keep their node");
+                    self.made_dirs.push((path.clone(), node));
+                    self.stats.dirs += 1;
+                    self.made += 1;
+                }
+                Err(e) => {
+                    let path = path.clone();
+                    self.error(&path, format!("cannot create directory: {e}"));
+                    self.failed_dirs.push(path);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
     /// `snap_path` is the entry's path in the snapshot (for filters and
     /// messages), `dest` where it goes, `included` whether an ancestor matched.
     fn visit(&mut self, node: &Node, snap_path: &Path, dest: &Path, included: bool) {
-        if !self.exclude.is_empty() && matches(&self.exclude, snap_path) {
-            return;
-        }
-        let selected = included || self.include.is_empty() || matches(&self.include, snap_path);
+        let Some(selected) = self.selection(snap_path, included) else { return };
         match node.kind {
             NodeKind::Dir => {
-                let before = self.plan.files.len() + self.plan.others.len() + self.plan.dirs.len();
-                let dir_index = self.plan.dirs.len();
-                self.plan.dirs.push((dest.to_path_buf(), node.clone()));
-                let Some(sub) = node.subtree else {
-                    self.plan.errors.push((snap_path.display().to_string(), "directory has no subtree".into()));
-                    return;
-                };
-                if self.depth >= MAX_TREE_DEPTH {
-                    self.plan.errors.push((snap_path.display().to_string(), format!("directory nesting deeper than {MAX_TREE_DEPTH} levels refused (damaged or malicious repository)")));
-                    return;
+                self.open_dirs.push((dest.to_path_buf(), Some(node.clone())));
+                if selected {
+                    self.materialize();
                 }
-                match self.repo.load_tree(&sub) {
-                    Ok(tree) => {
-                        self.depth += 1;
-                        for child in &tree.nodes {
-                            if let Some(reason) = unsafe_name_reason(&child.name) {
-                                self.plan.errors.push((
-                                    snap_path.display().to_string(),
-                                    format!(
-                                        "refusing entry {:?}: {reason} (damaged or malicious repository)",
-                                        child.display_name()
-                                    ),
-                                ));
-                                continue;
-                            }
-                            let name = OsStr::from_bytes(&child.name);
-                            self.visit(child, &snap_path.join(name), &dest.join(name), selected);
-                        }
-                        self.depth -= 1;
-                    }
-                    Err(e) => self
-                        .plan
-                        .errors
-                        .push((snap_path.display().to_string(), format!("cannot read directory listing: {e}"))),
-                }
-                let after = self.plan.files.len() + self.plan.others.len() + self.plan.dirs.len();
-                // With includes, a directory is kept only if it matched or holds something that did.
-                if !selected && after == before + 1 {
-                    self.plan.dirs.truncate(dir_index);
-                }
+                self.visit_children(node, snap_path, dest, selected);
+                self.open_dirs.pop();
+                self.made = self.made.min(self.open_dirs.len());
             }
             _ if !selected => {}
             NodeKind::File => {
+                if !self.materialize() {
+                    self.error(dest, PARENT_FAILED);
+                    return;
+                }
                 if node.links > 1 {
                     let key = (node.device, node.inode);
-                    if let Some(&first) = self.links.get(&key) {
-                        self.plan.hardlinks.push((dest.to_path_buf(), first));
+                    if let Some(first) = self.links.get(&key) {
+                        self.hardlinks.push((dest.to_path_buf(), first.clone()));
                         return;
                     }
-                    self.links.insert(key, self.plan.files.len());
+                    self.links.insert(key, dest.to_path_buf());
                 }
-                self.plan.files.push(PlannedFile { path: dest.to_path_buf(), node: node.clone() });
+                self.batch.push(PlannedFile { path: dest.to_path_buf(), node: node.clone() });
+                self.batch_chunks += node.content.len();
+                if self.batch.len() >= BATCH_FILES || self.batch_chunks >= BATCH_CHUNKS {
+                    self.flush();
+                }
             }
-            _ => self.plan.others.push((dest.to_path_buf(), node.clone())),
+            _ => {
+                if !self.materialize() {
+                    self.error(dest, PARENT_FAILED);
+                    return;
+                }
+                self.others.push((dest.to_path_buf(), node.clone()));
+            }
         }
+    }
+
+    fn visit_children(&mut self, node: &Node, snap_path: &Path, dest: &Path, selected: bool) {
+        let Some(sub) = node.subtree else {
+            self.error(snap_path, "directory has no subtree");
+            return;
+        };
+        if self.depth >= MAX_TREE_DEPTH {
+            self.error(
+                snap_path,
+                format!(
+                    "directory nesting deeper than {MAX_TREE_DEPTH} levels refused (damaged or malicious repository)"
+                ),
+            );
+            return;
+        }
+        let tree = match self.repo.load_tree(&sub) {
+            Ok(t) => t,
+            Err(e) => return self.error(snap_path, format!("cannot read directory listing: {e}")),
+        };
+        self.depth += 1;
+        for child in &tree.nodes {
+            if let Some(reason) = unsafe_name_reason(&child.name) {
+                let msg =
+                    format!("refusing entry {:?}: {reason} (damaged or malicious repository)", child.display_name());
+                self.error(snap_path, msg);
+                continue;
+            }
+            let name = OsStr::from_bytes(&child.name);
+            self.visit(child, &snap_path.join(name), &dest.join(name), selected);
+        }
+        self.depth -= 1;
+    }
+
+    /// Restores the planned files (content pack by pack, then metadata) and
+    /// the batch's other entries.
+    fn flush(&mut self) {
+        let files = std::mem::take(&mut self.batch);
+        self.batch_chunks = 0;
+        let (repo, progress) = (self.repo, self.progress);
+        if self.count_totals {
+            let bytes = files.iter().fold(0u64, |a, f| a.saturating_add(f.node.size));
+            progress.total_bytes.fetch_add(bytes, Ordering::Relaxed);
+            progress.total_files.fetch_add(files.len() as u64, Ordering::Relaxed);
+        }
+        let mut failed: HashMap<usize, String> = HashMap::new();
+        let mut packs: HashMap<PackId, HashMap<BlobId, BlobTargets>> = HashMap::new();
+        for (i, f) in files.iter().enumerate() {
+            // Locate every chunk first; queue the file only if they add up.
+            let mut located = Vec::with_capacity(f.node.content.len());
+            let mut offset = 0u64;
+            let mut problem = None;
+            for id in &f.node.content {
+                match repo.index().get(id) {
+                    Ok(Some(loc)) => {
+                        located.push((loc, offset));
+                        offset = offset.saturating_add(loc.entry.raw_len as u64);
+                    }
+                    Ok(None) => {
+                        problem = Some(format!(
+                            "blob {id} is not in the index (its pack or index segment is missing or damaged)"
+                        ));
+                        break;
+                    }
+                    Err(e) => {
+                        problem = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            if problem.is_none() && offset != f.node.size {
+                problem = Some(format!("chunks add up to {offset} bytes but the file has {}", f.node.size));
+            }
+            if let Err(e) = create_file(&f.path, f.node.size) {
+                problem.get_or_insert(format!("cannot create file: {e}"));
+            }
+            if let Some(msg) = problem {
+                failed.insert(i, msg);
+                continue;
+            }
+            for (loc, offset) in located {
+                packs
+                    .entry(loc.pack)
+                    .or_default()
+                    .entry(loc.entry.id)
+                    .or_insert_with(|| (loc.entry, Vec::new()))
+                    .1
+                    .push(Target { file: i, offset });
+            }
+        }
+        let pack_list: Vec<(PackId, Vec<BlobTargets>)> =
+            packs.into_iter().map(|(p, blobs)| (p, blobs.into_values().collect())).collect();
+        let failed_mx = Mutex::new(failed);
+        let (max_read, written) = (self.max_read, &self.written);
+        let restore_all = || {
+            pack_list.par_iter().for_each(|(pack, blobs)| {
+                let errs = restore_pack(repo, pack, blobs, max_read, &files, progress, written);
+                let mut failed = failed_mx.lock().expect("no panics while locked");
+                for (file, msg) in errs {
+                    failed.entry(file).or_insert(msg);
+                }
+            })
+        };
+        match &self.pool {
+            Some(pool) => pool.install(restore_all),
+            None => restore_all(),
+        }
+        drop(pack_list);
+        let failed = failed_mx.into_inner().expect("no panics while locked");
+
+        // Verify what was written, then file metadata (in parallel: tens of
+        // thousands of independent chmod/chown/utimes calls).
+        let opts = self.opts;
+        if opts.verify {
+            let bad: Vec<(usize, String)> = files
+                .par_iter()
+                .enumerate()
+                .filter(|(i, _)| !failed.contains_key(i))
+                .filter_map(|(i, f)| verify_file(repo, &f.path, &f.node).err().map(|e| (i, e)))
+                .collect();
+            self.stats.verified += (files.len() - failed.len() - bad.len()) as u64;
+            for (i, e) in bad {
+                self.error(&files[i].path, format!("verification failed: {e}"));
+            }
+        }
+        let meta_errors: Vec<(String, String)> = files
+            .par_iter()
+            .enumerate()
+            .filter(|(i, _)| !failed.contains_key(i))
+            .filter_map(|(_, f)| {
+                apply_metadata(&f.path, &f.node, opts.owner).err().map(|e| (f.path.display().to_string(), e))
+            })
+            .collect();
+        self.stats.errors.extend(meta_errors);
+        self.stats.files += (files.len() - failed.len()) as u64;
+        for (i, msg) in failed {
+            let f = &files[i];
+            if f.node.links > 1 {
+                self.failed_links.insert(f.path.clone());
+            }
+            self.error(&f.path, msg);
+        }
+
+        // Symlinks come after the data they sit beside: a later directory at a
+        // symlink's path replaces it (`make_dir`) and a symlink never
+        // replaces a directory, so no write passes through one.
+        for (path, node) in std::mem::take(&mut self.others) {
+            match make_special(&path, &node, opts.owner) {
+                Ok(true) => {
+                    self.stats.others += 1;
+                    if let Err(e) = apply_metadata(&path, &node, opts.owner) {
+                        self.error(&path, e);
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => self.error(&path, e),
+            }
+        }
+    }
+
+    /// Hard links, then directory metadata, deepest first so that their
+    /// times stick.
+    fn finish(mut self) -> RestoreStats {
+        self.flush();
+        for (path, src) in std::mem::take(&mut self.hardlinks) {
+            if self.failed_links.contains(&src) {
+                let msg = format!("hard link to {} not created: that file failed", src.display());
+                self.error(&path, msg);
+                continue;
+            }
+            let _ = fs::remove_file(&path);
+            match fs::hard_link(&src, &path) {
+                Ok(()) => self.stats.files += 1,
+                Err(e) => self.error(&path, format!("cannot create hard link to {}: {e}", src.display())),
+            }
+        }
+        for (path, node) in std::mem::take(&mut self.made_dirs).iter().rev() {
+            if let Err(e) = apply_metadata(path, node, self.opts.owner) {
+                self.error(path, e);
+            }
+        }
+        self.progress.totals_final.store(true, Ordering::Relaxed);
+        let mut stats = self.stats;
+        stats.bytes = self.written.load(Ordering::Relaxed);
+        stats.errors.sort();
+        stats
     }
 }
 
@@ -210,198 +444,48 @@ pub fn restore(
         .map_err(|e| Error::Invalid(format!("restore target {} is not writable: {e}", target.display())))?;
     let _ = fs::remove_file(&probe);
 
-    let mut planner = Planner {
-        repo,
-        include: glob_set(&opts.include)?,
-        exclude: glob_set(&opts.exclude)?,
-        plan: Plan::default(),
-        links: HashMap::new(),
-        depth: 0,
-    };
-    if node.kind == NodeKind::Dir {
-        planner.visit(node, snap_path, target, false);
-        // The target directory itself keeps its own metadata.
-        if !planner.plan.dirs.is_empty() && planner.plan.dirs[0].0 == target {
-            planner.plan.dirs.remove(0);
-        }
-    } else {
-        if let Some(reason) = unsafe_name_reason(&node.name) {
-            return Err(Error::Invalid(format!("refusing entry {:?}: {reason}", node.display_name())));
-        }
-        planner.visit(node, snap_path, &target.join(OsStr::from_bytes(&node.name)), false);
-    }
-    let Plan { dirs, files, hardlinks, others, mut errors } = planner.plan;
-    let mut stats = RestoreStats::default();
-
-    // Directories (parents come before children in walk order).
-    // Nothing is created below a directory that could not be made: its path
-    // may not be a directory we control.
-    let mut made_dirs = Vec::new();
-    let mut failed_dirs: Vec<PathBuf> = Vec::new();
-    for (path, node) in dirs {
-        if under_failed(&failed_dirs, &path) {
-            continue;
-        }
-        match make_dir(&path) {
-            Ok(()) => made_dirs.push((path, node)),
-            Err(e) => {
-                errors.push((path.display().to_string(), format!("cannot create directory: {e}")));
-                failed_dirs.push(path);
-            }
-        }
-    }
-    stats.dirs = made_dirs.len() as u64;
-    let skipped = |p: &Path| under_failed(&failed_dirs, p);
-
-    // Files: create at final size, then fill pack by pack.
-    let total: u64 = files.iter().fold(0u64, |a, f| a.saturating_add(f.node.size));
-    progress.total_bytes.store(total, Ordering::Relaxed);
-    progress.total_files.store(files.len() as u64, Ordering::Relaxed);
-    let failed: Mutex<HashMap<usize, String>> = Mutex::new(HashMap::new());
-    let fail = |i: usize, msg: String| {
-        failed.lock().expect("no panics while locked").entry(i).or_insert(msg);
-    };
-    let mut packs: HashMap<PackId, HashMap<BlobId, (BlobEntry, Vec<Target>)>> = HashMap::new();
-    for (i, f) in files.iter().enumerate() {
-        if skipped(&f.path) {
-            fail(i, PARENT_FAILED.into());
-            continue;
-        }
-        // Locate every chunk first; queue the file only if they add up.
-        let mut located = Vec::with_capacity(f.node.content.len());
-        let mut offset = 0u64;
-        let mut problem = None;
-        for id in &f.node.content {
-            match repo.index().get(id) {
-                Ok(Some(loc)) => {
-                    located.push((loc, offset));
-                    offset = offset.saturating_add(loc.entry.raw_len as u64);
-                }
-                Ok(None) => {
-                    problem = Some(format!(
-                        "blob {id} is not in the index (its pack or index segment is missing or damaged)"
-                    ));
-                    break;
-                }
-                Err(e) => {
-                    problem = Some(e.to_string());
-                    break;
-                }
-            }
-        }
-        if problem.is_none() && offset != f.node.size {
-            problem = Some(format!("chunks add up to {offset} bytes but the file has {}", f.node.size));
-        }
-        if let Err(e) = create_file(&f.path, f.node.size) {
-            problem.get_or_insert(format!("cannot create file: {e}"));
-        }
-        if let Some(msg) = problem {
-            fail(i, msg);
-            continue;
-        }
-        for (loc, offset) in located {
-            packs
-                .entry(loc.pack)
-                .or_default()
-                .entry(loc.entry.id)
-                .or_insert_with(|| (loc.entry, Vec::new()))
-                .1
-                .push(Target { file: i, offset });
-        }
-    }
-    let pack_list: Vec<(PackId, Vec<BlobTargets>)> =
-        packs.into_iter().map(|(p, blobs)| (p, blobs.into_values().collect())).collect();
-    let written = AtomicU64::new(0);
     // A remote backend wants more requests in flight than there are cores
     // (reading packs waits on the network, not on the CPU); the reads in
     // flight share one memory budget however many there are.
     let pool = wide_pool(repo);
     let threads = pool.as_ref().map_or_else(rayon::current_num_threads, |p| p.current_num_threads());
-    let max_read = (READ_BUDGET / threads.max(1) as u64).clamp(MIN_READ, MAX_READ);
-    let restore_all = || {
-        pack_list.par_iter().for_each(|(pack, blobs)| {
-            for (file, msg) in restore_pack(repo, pack, blobs, max_read, &files, progress, &written) {
-                fail(file, msg);
-            }
-        })
+    let mut r = Restorer {
+        repo,
+        opts,
+        progress,
+        include: glob_set(&opts.include)?,
+        exclude: glob_set(&opts.exclude)?,
+        depth: 0,
+        open_dirs: Vec::new(),
+        made: 0,
+        made_dirs: Vec::new(),
+        failed_dirs: Vec::new(),
+        batch: Vec::new(),
+        batch_chunks: 0,
+        links: HashMap::new(),
+        failed_links: HashSet::new(),
+        hardlinks: Vec::new(),
+        others: Vec::new(),
+        stats: RestoreStats::default(),
+        written: AtomicU64::new(0),
+        pool,
+        max_read: (READ_BUDGET / threads.max(1) as u64).clamp(MIN_READ, MAX_READ),
+        count_totals: !progress.totals_final.load(Ordering::Relaxed),
     };
-    match pool {
-        Some(pool) => pool.install(restore_all),
-        None => restore_all(),
-    }
-    let failed = failed.into_inner().expect("no panics while locked");
-    stats.bytes = written.load(Ordering::Relaxed);
-
-    // Verify what was written.
-    if opts.verify {
-        let bad: Vec<(usize, String)> = files
-            .par_iter()
-            .enumerate()
-            .filter(|(i, _)| !failed.contains_key(i))
-            .filter_map(|(i, f)| verify_file(repo, &f.path, &f.node).err().map(|e| (i, e)))
-            .collect();
-        stats.verified = (files.len() - failed.len() - bad.len()) as u64;
-        for (i, e) in bad {
-            errors.push((files[i].path.display().to_string(), format!("verification failed: {e}")));
+    if node.kind == NodeKind::Dir {
+        // The target directory itself exists and keeps its own metadata.
+        if let Some(selected) = r.selection(snap_path, false) {
+            r.open_dirs.push((target.to_path_buf(), None));
+            r.made = 1;
+            r.visit_children(node, snap_path, target, selected);
         }
-    }
-    for (i, msg) in &failed {
-        errors.push((files[*i].path.display().to_string(), msg.clone()));
-    }
-
-    // File metadata (in parallel: tens of thousands of independent
-    // chmod/chown/utimes calls), then hard links and other entries.
-    let meta_errors: Vec<(String, String)> = files
-        .par_iter()
-        .enumerate()
-        .filter(|(i, _)| !failed.contains_key(i))
-        .filter_map(|(_, f)| {
-            apply_metadata(&f.path, &f.node, opts.owner).err().map(|e| (f.path.display().to_string(), e))
-        })
-        .collect();
-    stats.files += (files.len() - failed.len()) as u64;
-    errors.extend(meta_errors);
-    for (path, first) in hardlinks {
-        let src = &files[first].path;
-        if failed.contains_key(&first) || skipped(&path) {
-            errors.push((
-                path.display().to_string(),
-                format!("hard link to {} not created: that file failed", src.display()),
-            ));
-            continue;
+    } else {
+        if let Some(reason) = unsafe_name_reason(&node.name) {
+            return Err(Error::Invalid(format!("refusing entry {:?}: {reason}", node.display_name())));
         }
-        let _ = fs::remove_file(&path);
-        match fs::hard_link(src, &path) {
-            Ok(()) => stats.files += 1,
-            Err(e) => {
-                errors.push((path.display().to_string(), format!("cannot create hard link to {}: {e}", src.display())))
-            }
-        }
+        r.visit(node, snap_path, &target.join(OsStr::from_bytes(&node.name)), false);
     }
-    for (path, node) in &others {
-        if skipped(path) {
-            errors.push((path.display().to_string(), PARENT_FAILED.into()));
-            continue;
-        }
-        match make_special(path, node, opts.owner) {
-            Ok(true) => {
-                stats.others += 1;
-                if let Err(e) = apply_metadata(path, node, opts.owner) {
-                    errors.push((path.display().to_string(), e));
-                }
-            }
-            Ok(false) => {}
-            Err(e) => errors.push((path.display().to_string(), e)),
-        }
-    }
-    for (path, node) in made_dirs.iter().rev() {
-        if let Err(e) = apply_metadata(path, node, opts.owner) {
-            errors.push((path.display().to_string(), e));
-        }
-    }
-    errors.sort();
-    stats.errors = errors;
-    Ok(stats)
+    Ok(r.finish())
 }
 
 /// Creates a directory. Whatever else sits at its path (a file, or a
@@ -500,16 +584,38 @@ fn restore_pack(
                 continue;
             }
         };
-        let results: Vec<(usize, std::result::Result<(), String>)> = members
-            .par_iter()
-            .enumerate()
-            .map(|(k, (entry, targets))| {
-                let s = (entry.offset as u64 - start) as usize;
-                let sealed = &data[s..s + entry.stored_len as usize];
-                let r =
-                    open_blob(&cipher, info.kind, entry, sealed, &what).map_err(|e| e.to_string()).and_then(|plain| {
+        // Each blob is decrypted in place in its own part of the read.
+        let mut data = data;
+        let mut parts: Vec<(usize, &mut [u8])> = Vec::with_capacity(members.len());
+        let mut rest: &mut [u8] = &mut data;
+        let mut pos = start;
+        for (k, (entry, targets)) in members.iter().enumerate() {
+            let at = entry.offset as u64;
+            if at < pos {
+                let msg =
+                    format!("{what}: blob {} at offset {at} overlaps the blob before it (damaged index)", entry.id);
+                errors.extend(targets.iter().map(|t| (t.file, msg.clone())));
+                continue;
+            }
+            let (_, tail) = std::mem::take(&mut rest).split_at_mut((at - pos) as usize);
+            let (sealed, tail) = tail.split_at_mut(entry.stored_len as usize);
+            rest = tail;
+            pos = entry.end();
+            parts.push((k, sealed));
+        }
+        let results: Vec<(usize, std::result::Result<(), String>)> = parts
+            .into_par_iter()
+            .map(|(k, sealed)| {
+                let (entry, targets) = members[k];
+                let r = open_blob_in_place(&cipher, info.kind, entry, sealed, &what)
+                    .map_err(|e| e.to_string())
+                    .and_then(|decoded| {
+                        let plain = match &decoded {
+                            Some(v) => v.as_slice(),
+                            None => &sealed[..entry.raw_len as usize],
+                        };
                         for t in targets.iter() {
-                            write_at(&files[t.file].path, &plain, t.offset)
+                            write_at(&files[t.file].path, plain, t.offset)
                                 .map_err(|e| format!("writing {}: {e}", files[t.file].path.display()))?;
                             written.fetch_add(plain.len() as u64, Ordering::Relaxed);
                             progress.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);

@@ -26,6 +26,15 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
         owner: nix::unistd::geteuid().is_root(),
     };
     let progress = Arc::new(RestoreProgress::default());
+    // The restore plans a batch at a time; for a whole snapshot the summary
+    // gives the totals up front, so the display can show an ETA at once.
+    if let Some(sum) =
+        snap.summary.as_ref().filter(|_| sub == "/" && opts.include.is_empty() && opts.exclude.is_empty())
+    {
+        progress.total_bytes.store(sum.bytes_total, Ordering::Relaxed);
+        progress.total_files.store(sum.files_new + sum.files_changed + sum.files_unmodified, Ordering::Relaxed);
+        progress.totals_final.store(true, Ordering::Relaxed);
+    }
     let p2 = progress.clone();
     let display = Display::start(wanted(ctx.global.quiet, ctx.global.json), move || {
         (
@@ -33,7 +42,7 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
             p2.bytes.load(Ordering::Relaxed),
             p2.total_files.load(Ordering::Relaxed),
             p2.total_bytes.load(Ordering::Relaxed),
-            true,
+            p2.totals_final.load(Ordering::Relaxed),
         )
     });
     let started = std::time::Instant::now();
