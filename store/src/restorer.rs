@@ -138,7 +138,6 @@ struct Restorer<'a> {
     written: AtomicU64,
     pool: Option<rayon::ThreadPool>,
     max_read: u64,
-    count_totals: bool,
 }
 
 impl Restorer<'_> {
@@ -264,7 +263,8 @@ impl Restorer<'_> {
         let files = std::mem::take(&mut self.batch);
         self.batch_chunks = 0;
         let (repo, progress) = (self.repo, self.progress);
-        if self.count_totals {
+        // Totals the caller set up front are final; otherwise they grow per batch.
+        if !progress.totals_final.load(Ordering::Relaxed) {
             let bytes = files.iter().fold(0u64, |a, f| a.saturating_add(f.node.size));
             progress.total_bytes.fetch_add(bytes, Ordering::Relaxed);
             progress.total_files.fetch_add(files.len() as u64, Ordering::Relaxed);
@@ -470,7 +470,6 @@ pub fn restore(
         written: AtomicU64::new(0),
         pool,
         max_read: (READ_BUDGET / threads.max(1) as u64).clamp(MIN_READ, MAX_READ),
-        count_totals: !progress.totals_final.load(Ordering::Relaxed),
     };
     if node.kind == NodeKind::Dir {
         // The target directory itself exists and keeps its own metadata.
