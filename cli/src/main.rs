@@ -2,7 +2,23 @@
 //! the end-to-end tests run exactly this `main`.
 fn main() -> std::process::ExitCode {
     tune_malloc();
+    raise_open_file_limit();
     vault_cli::main()
+}
+
+/// Raises the soft limit on open files towards the hard one, as Go programs
+/// do at start: a restore holds each batch's files open (up to 4096), and a
+/// soft limit of 1024 would only make its batches smaller. Capped at 8192,
+/// so that a child (`--stdin-from-command`) that closes every descriptor
+/// up to its limit isn't slowed down.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let want = hard.min(8192);
+        if soft < want {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, want, hard);
+        }
+    }
 }
 
 /// Gives buffers of 8 MiB and more (packs, large pack reads) back to the

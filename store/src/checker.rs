@@ -36,7 +36,7 @@ use crate::format::snapshot::Snapshot;
 use crate::format::tree::{NodeKind, Tree};
 use crate::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::index::load_segment;
-use crate::pack::open_blob;
+use crate::pack::open_blob_in_place;
 use crate::repository::{Repository, pack_file_type};
 use crate::restorer::MAX_TREE_DEPTH;
 
@@ -824,7 +824,7 @@ fn read_pack(repo: &Repository, id: PackId, kind: BlobKind, size: u64, rec: Opti
         r.unusable = true;
         return Ok(r);
     }
-    let bytes = match repo.backend().read(ft, &id.to_hex()) {
+    let mut bytes = match repo.backend().read(ft, &id.to_hex()) {
         Ok(b) => b,
         Err(e) if e.is_not_found() => {
             r.findings.push((Problem::MissingPack, format!("vanished while the check ran: {e}")));
@@ -882,17 +882,23 @@ fn read_pack(repo: &Repository, id: PackId, kind: BlobKind, size: u64, rec: Opti
         ));
     }
     let cipher = keys.pack_cipher(&trailer_salt);
+    // The header's blobs are contiguous from offset 0 (`parse_header` checks
+    // it), so each is decrypted in place in its own part of the pack: no copy.
+    let mut rest: &mut [u8] = &mut bytes;
+    let mut pos = 0u64;
+    let mut scratch = Vec::new();
     for e in &header.entries {
-        let sealed = &bytes[e.offset as usize..e.end() as usize];
-        match open_blob(&cipher, header.kind, e, sealed, &what) {
-            Ok(plain) => {
-                let h = keys.blob_id(&plain);
-                if h != e.id {
-                    r.bad_blobs.push((e.id, format!("content hashes to {h}, expected {}", e.id)));
-                } else {
-                    r.blobs_verified += 1;
-                }
-            }
+        let opened = if e.offset as u64 == pos && e.end() <= pos + rest.len() as u64 {
+            let (sealed, tail) = std::mem::take(&mut rest).split_at_mut(e.stored_len as usize);
+            rest = tail;
+            pos = e.end();
+            open_blob_in_place(&cipher, header.kind, e, sealed, &what, &mut scratch).map(|plain| keys.blob_id(plain))
+        } else {
+            Err(Error::corrupt(&what, format!("blob {} at offset {} is out of place in the header", e.id, e.offset)))
+        };
+        match opened {
+            Ok(h) if h == e.id => r.blobs_verified += 1,
+            Ok(h) => r.bad_blobs.push((e.id, format!("content hashes to {h}, expected {}", e.id))),
             Err(err) => r.bad_blobs.push((e.id, err.to_string())),
         }
     }

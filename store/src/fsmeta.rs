@@ -120,9 +120,21 @@ fn timespec(t: Time) -> TimeSpec {
     TimeSpec::new(t.secs, i64::from(t.nanos.min(999_999_999)))
 }
 
+/// What metadata is applied to: a path (not followed if it is a symlink),
+/// or a file the restore holds open, which saves a path lookup per call.
+#[derive(Clone, Copy)]
+pub enum MetaTarget<'a> {
+    /// A path; a symlink at it is changed itself, not its target.
+    Path(&'a Path),
+    /// An open regular file.
+    File(&'a std::fs::File),
+}
+
 /// Applies xattrs, ownership (when `owner`), mode and mtime to a restored
-/// path. Returns the first failure as a message; later steps still run.
-pub fn apply_metadata(path: &Path, node: &Node, owner: bool) -> Result<(), String> {
+/// path or open file. Returns the first failure as a message; later steps
+/// still run.
+pub fn apply_metadata(target: MetaTarget<'_>, node: &Node, owner: bool) -> Result<(), String> {
+    use xattr::FileExt as _;
     let mut first_err: Option<String> = None;
     let mut note = |what: &str, e: &dyn std::fmt::Display| {
         if first_err.is_none() {
@@ -132,12 +144,22 @@ pub fn apply_metadata(path: &Path, node: &Node, owner: bool) -> Result<(), Strin
     let is_link = node.kind == NodeKind::Symlink;
     // Ownership first: chown clears security.capability and set-id bits, so
     // xattrs and the mode must come after it.
-    if owner && let Err(e) = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
-        note("changing owner", &e);
+    if owner {
+        let r = match target {
+            MetaTarget::Path(p) => std::os::unix::fs::lchown(p, Some(node.uid), Some(node.gid)),
+            MetaTarget::File(f) => std::os::unix::fs::fchown(f, Some(node.uid), Some(node.gid)),
+        };
+        if let Err(e) = r {
+            note("changing owner", &e);
+        }
     }
     for x in &node.xattrs {
         let name = OsStr::from_bytes(&x.name);
-        if let Err(e) = xattr::set(path, name, &x.value) {
+        let r = match target {
+            MetaTarget::Path(p) => xattr::set(p, name, &x.value),
+            MetaTarget::File(f) => f.set_xattr(name, &x.value),
+        };
+        if let Err(e) = r {
             // Symlinks can't carry user.* xattrs on Linux; other file systems
             // may not support them at all.
             if !is_link && e.raw_os_error() != Some(libc::ENOTSUP) {
@@ -145,13 +167,22 @@ pub fn apply_metadata(path: &Path, node: &Node, owner: bool) -> Result<(), Strin
             }
         }
     }
-    if !is_link && let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777)) {
-        note("setting mode", &e);
+    if !is_link {
+        let mode = std::fs::Permissions::from_mode(node.mode & 0o7777);
+        let r = match target {
+            MetaTarget::Path(p) => std::fs::set_permissions(p, mode),
+            MetaTarget::File(f) => f.set_permissions(mode),
+        };
+        if let Err(e) = r {
+            note("setting mode", &e);
+        }
     }
-    let atime = timespec(node.mtime);
-    if let Err(e) =
-        utimensat(nix::fcntl::AT_FDCWD, path, &atime, &timespec(node.mtime), UtimensatFlags::NoFollowSymlink)
-    {
+    let time = timespec(node.mtime);
+    let r = match target {
+        MetaTarget::Path(p) => utimensat(nix::fcntl::AT_FDCWD, p, &time, &time, UtimensatFlags::NoFollowSymlink),
+        MetaTarget::File(f) => nix::sys::stat::futimens(f, &time, &time),
+    };
+    if let Err(e) = r {
         note("setting times", &e);
     }
     match first_err {

@@ -203,15 +203,16 @@ impl PackWriter {
     }
 }
 
-/// Decompresses a blob whose plaintext length is known, in one shot into a
-/// buffer of exactly that size (no zero-filling, no regrowth), with a zstd
-/// context kept per thread. Output that would not fit is an error, so a
-/// hostile blob can't make it allocate more than the entry says.
-fn decompress_blob(data: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+/// Decompresses a blob whose plaintext length is known, in one shot into
+/// `out` (cleared first; its capacity is reused, nothing is zero-filled),
+/// with a zstd context kept per thread. Output that would not fit is an
+/// error, so a hostile blob can't make it allocate more than the entry says.
+fn decompress_blob(data: &[u8], raw_len: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
     thread_local! {
         static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
             const { std::cell::RefCell::new(None) };
     }
+    out.clear();
     // The frame says how large it decompresses (our writers always record
     // it): check before allocating, so a hostile length can't reserve memory.
     match zstd::zstd_safe::get_frame_content_size(data) {
@@ -219,7 +220,10 @@ fn decompress_blob(data: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
         Ok(Some(n)) => {
             return Err(std::io::Error::other(format!("frame holds {n} bytes, the entry says {raw_len}")));
         }
-        _ => return crate::format::envelope::decompress_bounded(data, raw_len),
+        _ => {
+            *out = crate::format::envelope::decompress_bounded(data, raw_len)?;
+            return Ok(());
+        }
     }
     DCTX.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -227,9 +231,9 @@ fn decompress_blob(data: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
             Some(d) => d,
             None => slot.insert(zstd::bulk::Decompressor::new()?),
         };
-        let mut out = Vec::with_capacity(raw_len);
-        d.decompress_to_buffer(data, &mut out)?;
-        Ok(out)
+        out.reserve(raw_len);
+        d.decompress_to_buffer(data, out)?;
+        Ok(())
     })
 }
 
@@ -237,25 +241,27 @@ fn decompress_blob(data: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
 /// pack in errors.
 pub fn open_blob(cipher: &Cipher, kind: BlobKind, entry: &BlobEntry, sealed: &[u8], what: &str) -> Result<Vec<u8>> {
     let mut buf = sealed.to_vec();
-    match open_blob_in_place(cipher, kind, entry, &mut buf, what)? {
-        Some(plain) => Ok(plain),
-        None => {
-            buf.truncate(entry.raw_len as usize);
-            Ok(buf)
-        }
+    let mut out = Vec::new();
+    open_blob_in_place(cipher, kind, entry, &mut buf, what, &mut out)?;
+    if entry.compression == Compression::None {
+        buf.truncate(entry.raw_len as usize);
+        return Ok(buf);
     }
+    Ok(out)
 }
 
 /// [`open_blob`] without a copy of the sealed bytes: decrypts `sealed` in
-/// place. Returns the decompressed plaintext, or `None` when the blob was
-/// stored uncompressed and its plaintext is `sealed[..raw_len]`.
-pub fn open_blob_in_place(
+/// place and returns the plaintext, which is `sealed[..raw_len]` for a blob
+/// stored uncompressed and is decompressed into `scratch` (whose capacity
+/// is reused from blob to blob) otherwise.
+pub fn open_blob_in_place<'a>(
     cipher: &Cipher,
     kind: BlobKind,
     entry: &BlobEntry,
-    sealed: &mut [u8],
+    sealed: &'a mut [u8],
     what: &str,
-) -> Result<Option<Vec<u8>>> {
+    scratch: &'a mut Vec<u8>,
+) -> Result<&'a [u8]> {
     if sealed.len() != entry.stored_len as usize {
         return Err(Error::corrupt(
             what,
@@ -269,19 +275,19 @@ pub fn open_blob_in_place(
             format!("blob {} at offset {} failed authentication (damaged or modified data)", entry.id, entry.offset),
         ));
     };
-    let body = &sealed[..len];
-    let (decoded, plain) = match entry.compression {
-        Compression::None => (body.len(), None),
+    let body: &'a [u8] = &sealed[..len];
+    let plain = match entry.compression {
+        Compression::None => body,
         Compression::Zstd => {
-            let v = decompress_blob(body, entry.raw_len as usize)
+            decompress_blob(body, entry.raw_len as usize, scratch)
                 .map_err(|e| Error::corrupt(what, format!("blob {}: zstd: {e}", entry.id)))?;
-            (v.len(), Some(v))
+            scratch.as_slice()
         }
     };
-    if decoded != entry.raw_len as usize {
+    if plain.len() != entry.raw_len as usize {
         return Err(Error::corrupt(
             what,
-            format!("blob {}: decoded to {decoded} bytes, index says {}", entry.id, entry.raw_len),
+            format!("blob {}: decoded to {} bytes, index says {}", entry.id, plain.len(), entry.raw_len),
         ));
     }
     Ok(plain)

@@ -33,8 +33,9 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::format::pack::BlobEntry;
 use crate::format::tree::{Node, NodeKind, unsafe_name_reason};
-use crate::fsmeta::apply_metadata;
+use crate::fsmeta::{MetaTarget, apply_metadata};
 use crate::id::{BlobId, PackId};
+use crate::index::BlobLocation;
 use crate::pack::open_blob_in_place;
 use crate::repository::{Repository, pack_file_type};
 
@@ -93,8 +94,19 @@ fn glob_set(patterns: &[String]) -> Result<GlobSet> {
 }
 
 /// Files planned before a batch is restored: the plan's memory follows this,
-/// not the size of the tree.
+/// not the size of the tree. Each is held open while its batch is restored,
+/// so the open-file limit may make batches smaller (`batch_files`).
 const BATCH_FILES: usize = 4096;
+/// Descriptors left for everything else while a batch holds its files open
+/// (pack reads, the index cache's tables).
+const FDS_KEPT_FREE: u64 = 512;
+
+/// How many files a batch may hold open under this process's limit.
+fn batch_files() -> usize {
+    use nix::sys::resource::{Resource, getrlimit};
+    let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    soft.saturating_sub(FDS_KEPT_FREE).clamp(64, BATCH_FILES as u64) as usize
+}
 /// Chunks planned before a batch is restored.
 const BATCH_CHUNKS: usize = 1 << 16;
 
@@ -126,6 +138,8 @@ struct Restorer<'a> {
     failed_dirs: Vec<PathBuf>,
     batch: Vec<PlannedFile>,
     batch_chunks: usize,
+    /// Files a batch may hold open (`batch_files`).
+    batch_files: usize,
     /// Where the first copy of each multiply-linked file went.
     links: HashMap<(u64, u64), PathBuf>,
     /// Multiply-linked files that could not be restored.
@@ -211,7 +225,7 @@ impl Restorer<'_> {
                 }
                 self.batch.push(PlannedFile { path: dest.to_path_buf(), node: node.clone() });
                 self.batch_chunks += node.content.len();
-                if self.batch.len() >= BATCH_FILES || self.batch_chunks >= BATCH_CHUNKS {
+                if self.batch.len() >= self.batch_files || self.batch_chunks >= BATCH_CHUNKS {
                     self.flush();
                 }
             }
@@ -257,8 +271,18 @@ impl Restorer<'_> {
         self.depth -= 1;
     }
 
+    /// Runs `f` on the restore's own pool when it has one.
+    fn on_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }
+    }
+
     /// Restores the planned files (content pack by pack, then metadata) and
-    /// the batch's other entries.
+    /// the batch's other entries. Each file is created and held open for the
+    /// whole batch, so its data and metadata go through one descriptor
+    /// instead of a path lookup per call.
     fn flush(&mut self) {
         let files = std::mem::take(&mut self.batch);
         self.batch_chunks = 0;
@@ -269,68 +293,56 @@ impl Restorer<'_> {
             progress.total_bytes.fetch_add(bytes, Ordering::Relaxed);
             progress.total_files.fetch_add(files.len() as u64, Ordering::Relaxed);
         }
+        // Locate every chunk, then create the file: both in parallel, as the
+        // lookups and file creations are independent.
+        let prepared: Vec<std::result::Result<(Vec<(BlobLocation, u64)>, fs::File), String>> = self.on_pool(|| {
+            files
+                .par_iter()
+                .map(|f| {
+                    // The file is made even when its content can't be found,
+                    // so the tree's shape is complete; it is reported.
+                    let file = create_file(&f.path, f.node.size).map_err(|e| format!("cannot create file: {e}"));
+                    Ok((locate(repo, &f.node)?, file?))
+                })
+                .collect()
+        });
         let mut failed: HashMap<usize, String> = HashMap::new();
+        let mut handles: Vec<Option<fs::File>> = Vec::with_capacity(files.len());
         let mut packs: HashMap<PackId, HashMap<BlobId, BlobTargets>> = HashMap::new();
-        for (i, f) in files.iter().enumerate() {
-            // Locate every chunk first; queue the file only if they add up.
-            let mut located = Vec::with_capacity(f.node.content.len());
-            let mut offset = 0u64;
-            let mut problem = None;
-            for id in &f.node.content {
-                match repo.index().get(id) {
-                    Ok(Some(loc)) => {
-                        located.push((loc, offset));
-                        offset = offset.saturating_add(loc.entry.raw_len as u64);
-                    }
-                    Ok(None) => {
-                        problem = Some(format!(
-                            "blob {id} is not in the index (its pack or index segment is missing or damaged)"
-                        ));
-                        break;
-                    }
-                    Err(e) => {
-                        problem = Some(e.to_string());
-                        break;
-                    }
+        for (i, p) in prepared.into_iter().enumerate() {
+            match p {
+                Err(msg) => {
+                    failed.insert(i, msg);
+                    handles.push(None);
                 }
-            }
-            if problem.is_none() && offset != f.node.size {
-                problem = Some(format!("chunks add up to {offset} bytes but the file has {}", f.node.size));
-            }
-            if let Err(e) = create_file(&f.path, f.node.size) {
-                problem.get_or_insert(format!("cannot create file: {e}"));
-            }
-            if let Some(msg) = problem {
-                failed.insert(i, msg);
-                continue;
-            }
-            for (loc, offset) in located {
-                packs
-                    .entry(loc.pack)
-                    .or_default()
-                    .entry(loc.entry.id)
-                    .or_insert_with(|| (loc.entry, Vec::new()))
-                    .1
-                    .push(Target { file: i, offset });
+                Ok((located, file)) => {
+                    for (loc, offset) in located {
+                        packs
+                            .entry(loc.pack)
+                            .or_default()
+                            .entry(loc.entry.id)
+                            .or_insert_with(|| (loc.entry, Vec::new()))
+                            .1
+                            .push(Target { file: i, offset });
+                    }
+                    handles.push(Some(file));
+                }
             }
         }
         let pack_list: Vec<(PackId, Vec<BlobTargets>)> =
             packs.into_iter().map(|(p, blobs)| (p, blobs.into_values().collect())).collect();
         let failed_mx = Mutex::new(failed);
         let (max_read, written) = (self.max_read, &self.written);
-        let restore_all = || {
+        let out = Outputs { files: &files, handles: &handles };
+        self.on_pool(|| {
             pack_list.par_iter().for_each(|(pack, blobs)| {
-                let errs = restore_pack(repo, pack, blobs, max_read, &files, progress, written);
+                let errs = restore_pack(repo, pack, blobs, max_read, &out, progress, written);
                 let mut failed = failed_mx.lock().expect("no panics while locked");
                 for (file, msg) in errs {
                     failed.entry(file).or_insert(msg);
                 }
             })
-        };
-        match &self.pool {
-            Some(pool) => pool.install(restore_all),
-            None => restore_all(),
-        }
+        });
         drop(pack_list);
         let failed = failed_mx.into_inner().expect("no panics while locked");
 
@@ -351,10 +363,14 @@ impl Restorer<'_> {
         }
         let meta_errors: Vec<(String, String)> = files
             .par_iter()
+            .zip(handles.into_par_iter())
             .enumerate()
             .filter(|(i, _)| !failed.contains_key(i))
-            .filter_map(|(_, f)| {
-                apply_metadata(&f.path, &f.node, opts.owner).err().map(|e| (f.path.display().to_string(), e))
+            .filter_map(|(_, (f, h))| {
+                let h = h?;
+                apply_metadata(MetaTarget::File(&h), &f.node, opts.owner)
+                    .err()
+                    .map(|e| (f.path.display().to_string(), e))
             })
             .collect();
         self.stats.errors.extend(meta_errors);
@@ -374,7 +390,7 @@ impl Restorer<'_> {
             match make_special(&path, &node, opts.owner) {
                 Ok(true) => {
                     self.stats.others += 1;
-                    if let Err(e) = apply_metadata(&path, &node, opts.owner) {
+                    if let Err(e) = apply_metadata(MetaTarget::Path(&path), &node, opts.owner) {
                         self.error(&path, e);
                     }
                 }
@@ -401,7 +417,7 @@ impl Restorer<'_> {
             }
         }
         for (path, node) in std::mem::take(&mut self.made_dirs).iter().rev() {
-            if let Err(e) = apply_metadata(path, node, self.opts.owner) {
+            if let Err(e) = apply_metadata(MetaTarget::Path(path), node, self.opts.owner) {
                 self.error(path, e);
             }
         }
@@ -462,6 +478,7 @@ pub fn restore(
         failed_dirs: Vec::new(),
         batch: Vec::new(),
         batch_chunks: 0,
+        batch_files: batch_files(),
         links: HashMap::new(),
         failed_links: HashSet::new(),
         hardlinks: Vec::new(),
@@ -511,14 +528,56 @@ fn under_failed(failed: &[PathBuf], path: &Path) -> bool {
     failed.iter().any(|d| path.starts_with(d))
 }
 
-fn create_file(path: &Path, size: u64) -> io::Result<()> {
-    if let Ok(m) = fs::symlink_metadata(path)
-        && !m.is_dir()
-    {
-        fs::remove_file(path)?;
+/// Creates (or replaces) a regular file at `path`, `size` bytes long (a
+/// hole until written), and returns it open for writing. A fresh target
+/// takes one `open`; an existing entry that isn't a directory is removed
+/// first, so a symlink, fifo or device there is never written through.
+fn create_file(path: &Path, size: u64) -> io::Result<fs::File> {
+    let open =
+        |extra: i32| OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW | extra).open(path);
+    let f = match open(0) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if !fs::symlink_metadata(path)?.is_dir() {
+                fs::remove_file(path)?;
+            }
+            open(0)?
+        }
+        r => r?,
+    };
+    if size > 0 {
+        f.set_len(size)?;
     }
-    let f = OpenOptions::new().write(true).create(true).truncate(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
-    f.set_len(size)
+    Ok(f)
+}
+
+/// Where each chunk of a file is, with its offset in the file; an error
+/// when one is missing or the chunks don't add up to the file's size.
+fn locate(repo: &Repository, node: &Node) -> std::result::Result<Vec<(BlobLocation, u64)>, String> {
+    let mut located = Vec::with_capacity(node.content.len());
+    let mut offset = 0u64;
+    for id in &node.content {
+        match repo.index().get(id) {
+            Ok(Some(loc)) => {
+                let len = loc.entry.raw_len as u64;
+                located.push((loc, offset));
+                offset = offset.saturating_add(len);
+            }
+            Ok(None) => {
+                return Err(format!("blob {id} is not in the index (its pack or index segment is missing or damaged)"));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    if offset != node.size {
+        return Err(format!("chunks add up to {offset} bytes but the file has {}", node.size));
+    }
+    Ok(located)
+}
+
+/// A batch's files: where they are (for messages) and their open handles.
+struct Outputs<'a> {
+    files: &'a [PlannedFile],
+    handles: &'a [Option<fs::File>],
 }
 
 /// Largest gap between two needed blobs that is read through rather than
@@ -538,7 +597,7 @@ fn restore_pack(
     pack: &PackId,
     blobs: &[BlobTargets],
     max_read: u64,
-    files: &[PlannedFile],
+    out: &Outputs<'_>,
     progress: &RestoreProgress,
     written: &AtomicU64,
 ) -> Vec<(usize, String)> {
@@ -566,11 +625,16 @@ fn restore_pack(
         }
     }
     let mut errors: Vec<(usize, String)> = Vec::new();
+    // One read buffer per thread, reused from range to range: a fresh 16 MiB
+    // buffer per read costs a page fault per 4 KiB. It is taken out of the
+    // thread-local slot while in use, so a task rayon runs on this thread
+    // meanwhile starts with its own.
+    let mut data = READ_BUF.take();
     for (start, end, members) in ranges {
-        let data = match repo.backend().read_range(ft, &pack.to_hex(), start, end - start) {
-            Ok(d) if d.len() as u64 == end - start => d,
-            Ok(d) => {
-                let msg = format!("{what}: short read, {} of {} bytes at offset {start}", d.len(), end - start);
+        match repo.backend().read_range_into(ft, &pack.to_hex(), start, end - start, &mut data) {
+            Ok(()) if data.len() as u64 == end - start => {}
+            Ok(()) => {
+                let msg = format!("{what}: short read, {} of {} bytes at offset {start}", data.len(), end - start);
                 for (_, ts) in &members {
                     errors.extend(ts.iter().map(|t| (t.file, msg.clone())));
                 }
@@ -582,9 +646,8 @@ fn restore_pack(
                 }
                 continue;
             }
-        };
+        }
         // Each blob is decrypted in place in its own part of the read.
-        let mut data = data;
         let mut parts: Vec<(usize, &mut [u8])> = Vec::with_capacity(members.len());
         let mut rest: &mut [u8] = &mut data;
         let mut pos = start;
@@ -606,21 +669,22 @@ fn restore_pack(
             .into_par_iter()
             .map(|(k, sealed)| {
                 let (entry, targets) = members[k];
-                let r = open_blob_in_place(&cipher, info.kind, entry, sealed, &what)
+                let mut scratch = PLAIN_BUF.take();
+                let r = open_blob_in_place(&cipher, info.kind, entry, sealed, &what, &mut scratch)
                     .map_err(|e| e.to_string())
-                    .and_then(|decoded| {
-                        let plain = match &decoded {
-                            Some(v) => v.as_slice(),
-                            None => &sealed[..entry.raw_len as usize],
-                        };
+                    .and_then(|plain| {
                         for t in targets.iter() {
-                            write_at(&files[t.file].path, plain, t.offset)
-                                .map_err(|e| format!("writing {}: {e}", files[t.file].path.display()))?;
+                            let path = &out.files[t.file].path;
+                            let file = out.handles[t.file]
+                                .as_ref()
+                                .ok_or_else(|| format!("{} is not open", path.display()))?;
+                            write_at(file, plain, t.offset).map_err(|e| format!("writing {}: {e}", path.display()))?;
                             written.fetch_add(plain.len() as u64, Ordering::Relaxed);
                             progress.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
                         }
                         Ok(())
                     });
+                PLAIN_BUF.set(scratch);
                 (k, r)
             })
             .collect();
@@ -630,16 +694,23 @@ fn restore_pack(
             }
         }
     }
+    READ_BUF.set(data);
     errors
 }
 
+thread_local! {
+    /// A restore thread's buffer for pack reads (see `restore_pack`).
+    static READ_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    /// A restore thread's buffer for decompressed blobs.
+    static PLAIN_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Writes `data` at `offset`, leaving all-zero data as a hole.
-fn write_at(path: &Path, data: &[u8], offset: u64) -> io::Result<()> {
+fn write_at(file: &fs::File, data: &[u8], offset: u64) -> io::Result<()> {
     if data.iter().all(|&b| b == 0) {
         return Ok(()); // the file was created at full size: zeros are a hole
     }
-    let f = OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
-    f.write_all_at(data, offset)
+    file.write_all_at(data, offset)
 }
 
 /// Re-reads a restored file and checks each chunk's keyed hash.

@@ -30,6 +30,52 @@ fn restore_replaces_a_symlink_where_a_directory_goes() {
     assert_eq!(fs::read(target.join("d/file")).unwrap(), b"restored content\n");
 }
 
+/// Whatever sits where a file is restored (a symlink to a file elsewhere, a
+/// fifo, a longer file) is replaced: nothing is written through the
+/// symlink, the fifo doesn't block the restore, no old bytes remain.
+#[test]
+fn restore_replaces_whatever_sits_at_a_file_path() {
+    let v = Vault::init();
+    let src = v.src("src");
+    for name in ["link", "fifo", "longer"] {
+        write(&src.join(name), format!("restored {name}\n").as_bytes());
+    }
+    v.snapshot(&[&src], &[]);
+
+    let outside = v.path("outside.txt");
+    fs::write(&outside, b"must stay as it is\n").unwrap();
+    let target = v.path("target");
+    fs::create_dir_all(&target).unwrap();
+    std::os::unix::fs::symlink(&outside, target.join("link")).unwrap();
+    mkfifo(&target.join("fifo"));
+    fs::write(target.join("longer"), vec![b'x'; 100_000]).unwrap();
+
+    let spec = format!("latest:{}", src.display());
+    v.restore(&spec, &target, &[]).ok();
+    assert_eq!(fs::read(&outside).unwrap(), b"must stay as it is\n", "nothing written through the symlink");
+    for name in ["link", "fifo", "longer"] {
+        let m = fs::symlink_metadata(target.join(name)).unwrap();
+        assert!(m.file_type().is_file(), "{name} is a regular file now");
+        assert_eq!(fs::read(target.join(name)).unwrap(), format!("restored {name}\n").as_bytes());
+    }
+}
+
+/// A restore holds each batch's files open: under a low open-file limit
+/// the batches shrink and every file is still restored with its metadata.
+#[test]
+fn restore_under_a_low_open_file_limit_restores_everything() {
+    let v = Vault::init();
+    let src = v.src("src");
+    for i in 0..300 {
+        write(&src.join(format!("d{}/f{i:03}", i % 3)), format!("file {i}\n").repeat(i + 1).as_bytes());
+    }
+    write(&src.join("big.bin"), &random_bytes(5, 3_000_000));
+    v.snapshot(&[&src], &[]);
+    let target = v.path("target");
+    v.cmd().args(["restore", "latest", "--target"]).arg(&target).with_open_file_limit(400).run().ok();
+    assert_trees_equal(&src, &restored(&target, &src), false);
+}
+
 /// When the parent snapshot's trees can't be read (its index segment is
 /// gone), a new snapshot still succeeds by reading every file, and restores.
 #[test]

@@ -149,6 +149,12 @@ impl Backend for LocalBackend {
     }
 
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> BResult<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.read_range_into(t, name, offset, len, &mut buf)?;
+        Ok(buf)
+    }
+
+    fn read_range_into(&self, t: FileType, name: &str, offset: u64, len: u64, buf: &mut Vec<u8>) -> BResult<()> {
         let p = self.path(t, name);
         let mut f = File::open(&p).map_err(|e| self.err("reading", &p, &e))?;
         let size = f.metadata().map_err(|e| self.err("reading", &p, &e))?.len();
@@ -160,10 +166,15 @@ impl Backend for LocalBackend {
                 message: format!("range {offset}+{len} is past the end of the {size}-byte file (truncated?)"),
             });
         }
-        let mut buf = vec![0u8; len as usize];
+        // Read into the buffer's capacity: nothing is zero-filled first.
+        buf.clear();
+        buf.reserve_exact(len as usize);
         f.seek(SeekFrom::Start(offset)).map_err(|e| self.err("reading", &p, &e))?;
-        f.read_exact(&mut buf).map_err(|e| self.err("reading", &p, &e))?;
-        Ok(buf)
+        let n = (&mut f).take(len).read_to_end(buf).map_err(|e| self.err("reading", &p, &e))?;
+        if n as u64 != len {
+            return Err(self.err("reading", &p, &io::Error::from(io::ErrorKind::UnexpectedEof)));
+        }
+        Ok(())
     }
 
     fn write_new(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()> {

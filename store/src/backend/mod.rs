@@ -114,6 +114,13 @@ pub trait Backend: Send + Sync {
     /// `len` bytes at `offset`; a short object is an error.
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> BResult<Vec<u8>>;
 
+    /// [`Backend::read_range`] into `buf` (replacing its content), so that
+    /// a caller reading range after range reuses one buffer.
+    fn read_range_into(&self, t: FileType, name: &str, offset: u64, len: u64, buf: &mut Vec<u8>) -> BResult<()> {
+        *buf = self.read_range(t, name, offset, len)?;
+        Ok(())
+    }
+
     /// Stores an object that must not exist yet. If it exists already the
     /// result is an `AlreadyExists` error and the stored object is untouched
     /// (a network backend returns success instead when the stored object

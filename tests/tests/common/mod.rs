@@ -187,6 +187,23 @@ impl Cmd {
         self
     }
 
+    /// The same command run under `prlimit` with at most `n` open files
+    /// (soft and hard limit), to see how it copes with a low limit.
+    pub fn with_open_file_limit(self, n: u64) -> Self {
+        let mut c = Command::new("prlimit");
+        c.arg(format!("--nofile={n}:{n}")).arg(self.cmd.get_program()).args(self.cmd.get_args());
+        for (k, v) in self.cmd.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        if let Some(d) = self.cmd.get_current_dir() {
+            c.current_dir(d);
+        }
+        Cmd { cmd: c, stdin: self.stdin, desc: format!("prlimit --nofile={n} {}", self.desc) }
+    }
+
     /// Starts the command; finish it with [`Running::wait`].
     pub fn spawn(mut self) -> Running {
         self.cmd
