@@ -295,6 +295,9 @@ struct Walker<'a, 'r> {
     read_buf: Vec<u8>,
     /// Packs prune has marked for deletion: never deduplicate against them.
     marked: &'a HashSet<PackId>,
+    /// The parent snapshot's blobs are all in the index and none of them is
+    /// in a marked pack: an unchanged entry reuses them without lookups.
+    parent_complete: bool,
 }
 
 impl Walker<'_, '_> {
@@ -475,15 +478,17 @@ impl Walker<'_, '_> {
 
     /// Builds the node of one source entry (recursing into directories).
     /// `None` when the entry is skipped.
+    /// `lstat` is the entry's metadata, not following a symlink.
     fn archive_entry(
         &mut self,
         path: &Path,
         name: &OsStr,
+        lstat: io::Result<Metadata>,
         parent: Option<&Node>,
         root_dev: u64,
     ) -> Result<Option<Node>> {
         self.check_failed()?;
-        let meta = match std::fs::symlink_metadata(path) {
+        let meta = match lstat {
             Ok(m) => m,
             Err(e) => {
                 let msg = if e.kind() == io::ErrorKind::NotFound {
@@ -545,6 +550,7 @@ impl Walker<'_, '_> {
                 // Reuse the parent's chunks only if they are all still stored:
                 // otherwise reading the file again repairs the backup.
                 let unchanged = match parent {
+                    Some(_) if same_metadata && self.parent_complete => true,
                     Some(p) if same_metadata => self.all_stored(&p.content)?,
                     _ => false,
                 };
@@ -582,22 +588,24 @@ impl Walker<'_, '_> {
                 return Ok(Vec::new());
             }
         };
-        let mut names: Vec<OsString> = Vec::new();
+        // The entries keep the directory open: their `metadata()` is an
+        // `lstat` relative to it, which saves walking the full path.
+        let mut entries: Vec<(OsString, std::fs::DirEntry)> = Vec::new();
         for entry in rd {
             match entry {
-                Ok(e) => names.push(e.file_name()),
+                Ok(e) => entries.push((e.file_name(), e)),
                 Err(e) => self.error(dir, format!("error while listing directory: {e}")),
             }
         }
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        let mut nodes = Vec::with_capacity(names.len());
-        for name in names {
+        entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let mut nodes = Vec::with_capacity(entries.len());
+        for (name, entry) in entries {
             let path = dir.join(&name);
             if is_excluded(&self.excludes, &path) {
                 continue;
             }
             let pnode = parent.and_then(|t| t.get(name.as_bytes()));
-            if let Some(n) = self.archive_entry(&path, &name, pnode, root_dev)? {
+            if let Some(n) = self.archive_entry(&path, &name, entry.metadata(), pnode, root_dev)? {
                 nodes.push(n);
             }
         }
@@ -624,8 +632,9 @@ impl Walker<'_, '_> {
             let path = base.join(&name);
             let pnode = parent.and_then(|t| t.get(name.as_bytes()));
             if rests.iter().any(|r| r.as_os_str().is_empty()) {
-                let dev = std::fs::symlink_metadata(&path).map(|m| m.dev()).unwrap_or(0);
-                if let Some(n) = self.archive_entry(&path, &name, pnode, dev)? {
+                let lstat = std::fs::symlink_metadata(&path);
+                let dev = lstat.as_ref().map(|m| m.dev()).unwrap_or(0);
+                if let Some(n) = self.archive_entry(&path, &name, lstat, pnode, dev)? {
                     nodes.push(n);
                 }
                 continue;
@@ -788,6 +797,10 @@ pub fn run_snapshot(
     };
     let excludes = exclude_matcher(&opts.excludes)?;
     let (marked, mark_names) = crate::gc::marked_packs(repo.backend(), repo.keys())?;
+    let parent_complete = match &parent {
+        Some((id, _)) if marked.is_empty() => repo.index().is_complete(id)?,
+        _ => false,
+    };
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(1);
     let uploaders = repo.backend().connections().max(1);
     let shared = Shared {
@@ -833,6 +846,7 @@ pub fn run_snapshot(
             hardlinks: HashMap::new(),
             read_buf: Vec::new(),
             marked: &marked,
+            parent_complete,
         };
         let nodes = match source {
             Source::Paths(paths) => {
@@ -888,6 +902,11 @@ pub fn run_snapshot(
         summary: Some(summary),
     };
     let id = repo.save_snapshot(&snapshot)?;
+    // The next run may trust this snapshot's blobs to be indexed. Failing to
+    // note that only costs the next run its lookups.
+    if let Err(e) = repo.index().set_complete(&id) {
+        warnings.push(format!("could not note the new snapshot in the local cache: {e}"));
+    }
     Ok(SnapshotResult { id, snapshot, errors, warnings })
 }
 

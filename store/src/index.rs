@@ -25,11 +25,16 @@ use crate::format::BlobKind;
 use crate::format::envelope;
 use crate::format::index::{self as fmt, IndexPack, IndexSegment};
 use crate::format::pack::{BlobEntry, Compression};
-use crate::id::{BlobId, IndexId, PackId};
+use crate::id::{BlobId, IndexId, PackId, SnapshotId};
 
 const CF_BLOBS: &str = "blobs";
 const CF_PACKS: &str = "packs";
 const CF_SEGMENTS: &str = "segments";
+/// Snapshots whose every blob this cache has seen in the index. Dropped
+/// with the rest whenever the cache is cleared, which is the only way an
+/// entry ever leaves it, so a snapshot listed here still has all its blobs
+/// in the index.
+const CF_COMPLETE: &str = "complete-snapshots";
 /// Bump when the cache layout changes: an old cache is then rebuilt.
 const CACHE_LAYOUT: &str = "layout-1";
 
@@ -150,7 +155,7 @@ fn cf_options() -> Options {
 }
 
 fn open_db(path: &Path) -> std::result::Result<DB, rocksdb::Error> {
-    let cfs = [CF_BLOBS, CF_PACKS, CF_SEGMENTS].map(|n| ColumnFamilyDescriptor::new(n, cf_options()));
+    let cfs = [CF_BLOBS, CF_PACKS, CF_SEGMENTS, CF_COMPLETE].map(|n| ColumnFamilyDescriptor::new(n, cf_options()));
     DB::open_cf_descriptors(&db_options(), path, cfs)
 }
 
@@ -293,7 +298,7 @@ impl IndexCache {
     }
 
     fn clear(&mut self) -> Result<()> {
-        for name in [CF_BLOBS, CF_PACKS, CF_SEGMENTS] {
+        for name in [CF_BLOBS, CF_PACKS, CF_SEGMENTS, CF_COMPLETE] {
             self.db.drop_cf(name).map_err(|e| self.db_err(e))?;
             self.db.create_cf(name, &cf_options()).map_err(|e| self.db_err(e))?;
         }
@@ -303,6 +308,21 @@ impl IndexCache {
     /// True when the cache has ingested this segment.
     pub fn has_segment(&self, id: &IndexId) -> Result<bool> {
         Ok(self.db.get_pinned_cf(self.cf(CF_SEGMENTS), id.as_bytes()).map_err(|e| self.db_err(e))?.is_some())
+    }
+
+    /// Records that every blob of a snapshot is in the index: a snapshot run
+    /// calls this once its snapshot is committed (each blob it refers to was
+    /// either found in the index or stored and indexed by the run).
+    pub fn set_complete(&self, id: &SnapshotId) -> Result<()> {
+        self.db.put_cf(self.cf(CF_COMPLETE), id.as_bytes(), b"").map_err(|e| self.db_err(e))
+    }
+
+    /// True when [`set_complete`](Self::set_complete) recorded this snapshot
+    /// and the cache has not been cleared since: its blobs are all still
+    /// indexed, so an unchanged file can reuse its parent's chunk list
+    /// without looking each chunk up.
+    pub fn is_complete(&self, id: &SnapshotId) -> Result<bool> {
+        Ok(self.db.get_pinned_cf(self.cf(CF_COMPLETE), id.as_bytes()).map_err(|e| self.db_err(e))?.is_some())
     }
 
     /// Forgets everything and ingests the repository's segments afresh.

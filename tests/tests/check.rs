@@ -341,6 +341,27 @@ fn repair_index_drops_a_lost_pack_and_repair_snapshots_drops_its_files() {
     assert!(out.stderr_str().contains("no snapshot references lost data"), "{}", out.explain());
 }
 
+/// After `repair index` dropped a lost pack, the next snapshot of the
+/// unchanged source reads the files that used it again: a parent is trusted
+/// to be fully indexed only until the index cache is rebuilt.
+#[test]
+fn snapshot_after_repair_index_stores_the_lost_files_again() {
+    let s = setup();
+    for p in &s.new_data {
+        fs::remove_file(p).unwrap();
+    }
+    s.v.cmd().args(["repair", "index"]).run().ok();
+    let snap = s.v.snapshot(&[&s.src], &[]);
+    assert!(count(&snap, "bytes_read") >= s.victim.len() as u64, "the victim is read again: {snap}");
+    assert_eq!(count(&snap, "files_changed"), 1, "{snap}");
+    let target = s.v.path("target");
+    s.v.restore("latest", &target, &[]).ok();
+    assert_eq!(fs::read(restored(&target, &s.src.join("victim.bin"))).unwrap(), s.victim);
+    for (p, d) in &s.keep {
+        assert_eq!(fs::read(restored(&target, p)).unwrap(), *d);
+    }
+}
+
 #[test]
 fn read_data_slices_cover_every_pack_once() {
     let s = setup();
