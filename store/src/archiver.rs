@@ -364,12 +364,16 @@ impl Walker<'_, '_> {
         })
     }
 
-    fn add_tree(&mut self, nodes: Vec<Node>) -> Result<BlobId> {
+    /// Stores a directory's tree unless it is stored already. `parent` is
+    /// the same directory's tree in the parent snapshot.
+    fn add_tree(&mut self, nodes: Vec<Node>, parent: Option<BlobId>) -> Result<BlobId> {
         let bytes = Tree::new(nodes).encode();
         let id = self.repo.keys().blob_id(&bytes);
-        // A data blob with the same bytes doesn't count: tree blobs must sit
-        // in tree packs, which stay in a hot storage class.
-        if self.seen_trees.contains(&id)
+        // An unchanged directory of a complete parent is a stored tree blob.
+        // Otherwise: a data blob with the same bytes doesn't count, tree
+        // blobs must sit in tree packs, which stay in a hot storage class.
+        if (self.parent_complete && parent == Some(id))
+            || self.seen_trees.contains(&id)
             || self.repo.index().get(&id)?.is_some_and(|l| l.kind == BlobKind::Tree && !self.marked.contains(&l.pack))
         {
             return Ok(id);
@@ -530,7 +534,7 @@ impl Walker<'_, '_> {
                 } else {
                     self.archive_dir_entries(path, parent_tree.as_ref(), root_dev)?
                 };
-                match self.add_tree(nodes) {
+                match self.add_tree(nodes, parent.and_then(|p| p.subtree)) {
                     Ok(id) => node.subtree = Some(id),
                     Err(e @ Error::BlobTooLarge { .. }) => {
                         self.error(path, format!("directory left out: its listing is too large to store ({e})"));
@@ -663,7 +667,7 @@ impl Walker<'_, '_> {
             node.target.clear();
             let ptree = pnode.and_then(|p| p.subtree).and_then(|t| self.repo.load_tree(&t).ok());
             let children = self.archive_level(&path, &rests, ptree.as_ref())?;
-            node.subtree = Some(self.add_tree(children)?);
+            node.subtree = Some(self.add_tree(children, pnode.and_then(|p| p.subtree))?);
             self.summary.dirs += 1;
             nodes.push(node);
         }
@@ -860,7 +864,8 @@ pub fn run_snapshot(
             }
             Source::Stream { name, reader } => stream_node(&mut w, &name, reader, parent_root.as_ref()),
         };
-        let root = nodes.and_then(|n| w.add_tree(n)).and_then(|id| w.flush_trees().map(|()| id));
+        let parent_root_id = parent.as_ref().map(|(_, s)| s.tree);
+        let root = nodes.and_then(|n| w.add_tree(n, parent_root_id)).and_then(|id| w.flush_trees().map(|()| id));
         let Walker { summary, errors, .. } = w;
         root.map(|id| (id, summary, errors))
     });

@@ -1,8 +1,9 @@
 //! An open repository: backend, keys, config and index, with the operations
 //! every command shares (snapshots, trees, blobs, keys).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::backend::{Backend, FileType};
@@ -12,8 +13,8 @@ use crate::format::config::{ChunkerParams, Config, GC_PROTOCOL};
 use crate::format::snapshot::{self, Snapshot};
 use crate::format::tree::Tree;
 use crate::format::{BlobKind, FORMAT_VERSION, envelope};
-use crate::id::{BlobId, IndexId, KeyId, RepoId, SnapshotId};
-use crate::index::{CacheMode, IndexCache};
+use crate::id::{BlobId, IndexId, KeyId, PackId, RepoId, SnapshotId};
+use crate::index::{BlobLocation, CacheMode, IndexCache, PackInfo};
 use crate::pack::open_blob;
 
 /// Snapshots with their ids.
@@ -75,7 +76,14 @@ pub struct Repository {
     config: Config,
     key_id: KeyId,
     index: IndexCache,
+    /// What the index says of the tree packs read so far: a snapshot run
+    /// loads thousands of trees from a handful of packs, and a pack's size,
+    /// kind and salt never change (its name is its hash).
+    tree_packs: Mutex<HashMap<PackId, PackInfo>>,
 }
+
+/// Tree packs remembered in [`Repository::tree_packs`], at most.
+const TREE_PACKS_REMEMBERED: usize = 4096;
 
 fn now_string() -> String {
     jiff::Timestamp::now().to_string()
@@ -144,7 +152,7 @@ impl Repository {
         };
         let wait = if opts.skip_index { Duration::ZERO } else { opts.cache_wait };
         let index = IndexCache::open(opts.cache_dir.as_deref(), &config.id.to_hex(), wait)?;
-        let mut repo = Repository { backend, keys, config, key_id, index };
+        let mut repo = Repository { backend, keys, config, key_id, index, tree_packs: Mutex::default() };
         if !opts.skip_index {
             repo.index.sync(&*repo.backend, &repo.keys)?;
         }
@@ -258,11 +266,13 @@ impl Repository {
 
     /// Rebuilds the local index cache from the repository's segments.
     pub fn rebuild_index(&mut self) -> Result<()> {
+        self.tree_packs.get_mut().expect("no panics while locked").clear();
         self.index.rebuild(&*self.backend, &self.keys).map(|_| ())
     }
 
     /// Ingests index segments written since the repository was opened.
     pub fn sync_index(&mut self) -> Result<()> {
+        self.tree_packs.get_mut().expect("no panics while locked").clear();
         self.index.sync(&*self.backend, &self.keys).map(|_| ())
     }
 
@@ -286,12 +296,31 @@ impl Repository {
     /// Reads one blob's plaintext.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let loc = self.index.get(id)?.ok_or_else(|| Error::BlobNotFound(id.to_hex()))?;
-        let info = self.index.pack(&loc.pack)?.ok_or_else(|| Error::BlobNotFound(id.to_hex()))?;
+        let info = self.pack_info(&loc)?.ok_or_else(|| Error::BlobNotFound(id.to_hex()))?;
         let ft = pack_file_type(loc.kind);
         let what = format!("pack {}", ft.path(&loc.pack.to_hex()));
         let sealed =
             self.backend.read_range(ft, &loc.pack.to_hex(), loc.entry.offset as u64, loc.entry.stored_len as u64)?;
         open_blob(&self.keys.pack_cipher(&info.salt), loc.kind, &loc.entry, &sealed, &what)
+    }
+
+    /// What the index says of the pack holding `loc`; tree packs' answers
+    /// are remembered.
+    fn pack_info(&self, loc: &BlobLocation) -> Result<Option<PackInfo>> {
+        if loc.kind != BlobKind::Tree {
+            return self.index.pack(&loc.pack);
+        }
+        if let Some(info) = self.tree_packs.lock().expect("no panics while locked").get(&loc.pack) {
+            return Ok(Some(*info));
+        }
+        let info = self.index.pack(&loc.pack)?;
+        if let Some(i) = info {
+            let mut memo = self.tree_packs.lock().expect("no panics while locked");
+            if memo.len() < TREE_PACKS_REMEMBERED {
+                memo.insert(loc.pack, i);
+            }
+        }
+        Ok(info)
     }
 
     /// Reads and decodes a tree.

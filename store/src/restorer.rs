@@ -295,7 +295,7 @@ impl Restorer<'_> {
         }
         // Locate every chunk, then create the file: both in parallel, as the
         // lookups and file creations are independent.
-        let prepared: Vec<std::result::Result<(Vec<(BlobLocation, u64)>, fs::File), String>> = self.on_pool(|| {
+        let prepared: Vec<Prepared> = self.on_pool(|| {
             files
                 .par_iter()
                 .map(|f| {
@@ -332,11 +332,12 @@ impl Restorer<'_> {
         let pack_list: Vec<(PackId, Vec<BlobTargets>)> =
             packs.into_iter().map(|(p, blobs)| (p, blobs.into_values().collect())).collect();
         let failed_mx = Mutex::new(failed);
-        let (max_read, written) = (self.max_read, &self.written);
+        let reads = ReadPolicy { max_read: self.max_read, keep_buffers: self.pool.is_none() };
+        let written = &self.written;
         let out = Outputs { files: &files, handles: &handles };
         self.on_pool(|| {
             pack_list.par_iter().for_each(|(pack, blobs)| {
-                let errs = restore_pack(repo, pack, blobs, max_read, &out, progress, written);
+                let errs = restore_pack(repo, pack, blobs, reads, &out, progress, written);
                 let mut failed = failed_mx.lock().expect("no panics while locked");
                 for (file, msg) in errs {
                     failed.entry(file).or_insert(msg);
@@ -574,6 +575,10 @@ fn locate(repo: &Repository, node: &Node) -> std::result::Result<Vec<(BlobLocati
     Ok(located)
 }
 
+/// A planned file made ready: its chunks located, the file created and open
+/// (or why not).
+type Prepared = std::result::Result<(Vec<(BlobLocation, u64)>, fs::File), String>;
+
 /// A batch's files: where they are (for messages) and their open handles.
 struct Outputs<'a> {
     files: &'a [PlannedFile],
@@ -592,11 +597,22 @@ const READ_BUDGET: u64 = 32 << 20;
 
 /// Restores the needed blobs of one pack. Returns each file that could not
 /// be (fully) written with the reason.
+/// How a restore reads packs.
+#[derive(Clone, Copy)]
+struct ReadPolicy {
+    /// Largest single read.
+    max_read: u64,
+    /// Keep each thread's read and plaintext buffers from one read to the
+    /// next (the local backend reads into them; on the wide pool of a
+    /// remote backend they would only hold memory).
+    keep_buffers: bool,
+}
+
 fn restore_pack(
     repo: &Repository,
     pack: &PackId,
     blobs: &[BlobTargets],
-    max_read: u64,
+    reads: ReadPolicy,
     out: &Outputs<'_>,
     progress: &RestoreProgress,
     written: &AtomicU64,
@@ -617,7 +633,7 @@ fn restore_pack(
     for b in order {
         let (start, end) = (b.0.offset as u64, b.0.end());
         match ranges.last_mut() {
-            Some((s, e, v)) if start <= *e + COALESCE_GAP && end - *s <= max_read => {
+            Some((s, e, v)) if start <= *e + COALESCE_GAP && end - *s <= reads.max_read => {
                 *e = (*e).max(end);
                 v.push(b);
             }
@@ -684,7 +700,9 @@ fn restore_pack(
                         }
                         Ok(())
                     });
-                PLAIN_BUF.set(scratch);
+                if reads.keep_buffers {
+                    PLAIN_BUF.set(scratch);
+                }
                 (k, r)
             })
             .collect();
@@ -694,7 +712,9 @@ fn restore_pack(
             }
         }
     }
-    READ_BUF.set(data);
+    if reads.keep_buffers {
+        READ_BUF.set(data);
+    }
     errors
 }
 
