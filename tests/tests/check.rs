@@ -307,13 +307,19 @@ fn deleted_index_is_rebuilt_by_repair_index() {
     check(&s.v, &[], 0);
 }
 
-#[test]
-fn repair_index_drops_a_lost_pack_and_repair_snapshots_drops_its_files() {
-    let s = setup();
+/// Deletes the data packs only the second snapshot uses, then rebuilds the
+/// index from the packs that are left.
+fn lose_second_snapshots_data_and_repair_index(s: &Setup) {
     for p in &s.new_data {
         fs::remove_file(p).unwrap();
     }
     s.v.cmd().args(["repair", "index"]).run().ok();
+}
+
+#[test]
+fn repair_index_drops_a_lost_pack_and_repair_snapshots_drops_its_files() {
+    let s = setup();
+    lose_second_snapshots_data_and_repair_index(&s);
     // Dry run: names the file, writes nothing.
     let before = s.v.repo_files("");
     let out = s.v.cmd().args(["repair", "snapshots", "--dry-run"]).run().ok();
@@ -347,10 +353,7 @@ fn repair_index_drops_a_lost_pack_and_repair_snapshots_drops_its_files() {
 #[test]
 fn snapshot_after_repair_index_stores_the_lost_files_again() {
     let s = setup();
-    for p in &s.new_data {
-        fs::remove_file(p).unwrap();
-    }
-    s.v.cmd().args(["repair", "index"]).run().ok();
+    lose_second_snapshots_data_and_repair_index(&s);
     let snap = s.v.snapshot(&[&s.src], &[]);
     assert!(count(&snap, "bytes_read") >= s.victim.len() as u64, "the victim is read again: {snap}");
     assert_eq!(count(&snap, "files_changed"), 1, "{snap}");
