@@ -592,8 +592,6 @@ impl Walker<'_, '_> {
                 return Ok(Vec::new());
             }
         };
-        // The entries keep the directory open: their `metadata()` is an
-        // `lstat` relative to it, which saves walking the full path.
         let mut entries: Vec<(OsString, std::fs::DirEntry)> = Vec::new();
         for entry in rd {
             match entry {
@@ -601,15 +599,21 @@ impl Walker<'_, '_> {
                 Err(e) => self.error(dir, format!("error while listing directory: {e}")),
             }
         }
-        entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        let mut nodes = Vec::with_capacity(entries.len());
-        for (name, entry) in entries {
+        // Each entry's `metadata()` is an `lstat` relative to the open
+        // directory, which saves walking the full path. All are taken before
+        // descending, so the directory is closed again by then: a deep tree
+        // doesn't hold a descriptor per level.
+        let mut listed: Vec<(OsString, io::Result<Metadata>)> = entries
+            .into_iter()
+            .filter(|(name, _)| !is_excluded(&self.excludes, &dir.join(name)))
+            .map(|(name, e)| (name, e.metadata()))
+            .collect();
+        listed.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let mut nodes = Vec::with_capacity(listed.len());
+        for (name, lstat) in listed {
             let path = dir.join(&name);
-            if is_excluded(&self.excludes, &path) {
-                continue;
-            }
             let pnode = parent.and_then(|t| t.get(name.as_bytes()));
-            if let Some(n) = self.archive_entry(&path, &name, entry.metadata(), pnode, root_dev)? {
+            if let Some(n) = self.archive_entry(&path, &name, lstat, pnode, root_dev)? {
                 nodes.push(n);
             }
         }

@@ -37,6 +37,8 @@ const CF_SEGMENTS: &str = "segments";
 const CF_COMPLETE: &str = "complete-snapshots";
 /// Bump when the cache layout changes: an old cache is then rebuilt.
 const CACHE_LAYOUT: &str = "layout-1";
+/// Stands in the cache directory while [`IndexCache::clear`] runs.
+const CLEARING: &str = "clearing";
 
 /// Where a blob is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,12 +199,19 @@ impl IndexCache {
         loop {
             match open_db(path) {
                 Ok(db) => {
-                    if !layout.exists() {
+                    // An old layout, or a clear that did not finish: start afresh.
+                    let clearing = path.join(CLEARING);
+                    if !layout.exists() || clearing.exists() {
                         drop(db);
                         let _ = DB::destroy(&Options::default(), path);
                         let _ = std::fs::create_dir_all(path);
                         let db = open_db(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
                         std::fs::write(&layout, b"").map_err(|e| format!("cannot write {}: {e}", layout.display()))?;
+                        match std::fs::remove_file(&clearing) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(e) => return Err(format!("cannot remove {}: {e}", clearing.display())),
+                        }
                         return Ok(db);
                     }
                     return Ok(db);
@@ -297,12 +306,20 @@ impl IndexCache {
         Ok(stats)
     }
 
+    /// Empties every column family. A marker file stands while it runs: a
+    /// cache found with it (the process died half way) is destroyed on open,
+    /// so it is never used with some families cleared and others not (say
+    /// `complete-snapshots` kept beside emptied `segments`, which would let
+    /// a run trust a parent whose blobs are gone).
     fn clear(&mut self) -> Result<()> {
-        for name in [CF_BLOBS, CF_PACKS, CF_SEGMENTS, CF_COMPLETE] {
+        let marker = self.path.join(CLEARING);
+        let cache_err = |e: std::io::Error| Error::Cache { path: marker.clone(), message: e.to_string() };
+        std::fs::File::create(&marker).and_then(|f| f.sync_all()).map_err(cache_err)?;
+        for name in [CF_COMPLETE, CF_BLOBS, CF_PACKS, CF_SEGMENTS] {
             self.db.drop_cf(name).map_err(|e| self.db_err(e))?;
             self.db.create_cf(name, &cf_options()).map_err(|e| self.db_err(e))?;
         }
-        Ok(())
+        std::fs::remove_file(&marker).map_err(cache_err)
     }
 
     /// True when the cache has ingested this segment.
@@ -362,6 +379,22 @@ impl IndexCache {
         }
     }
 
+    /// Where each of `ids` is, in order: one batched lookup, cheapest when
+    /// `ids` are sorted (`sorted` says so).
+    pub fn get_many(&self, ids: &[BlobId], sorted: bool) -> Result<Vec<Option<BlobLocation>>> {
+        let keys = ids.iter().map(|i| i.as_bytes().as_slice());
+        ids.iter()
+            .zip(self.db.batched_multi_get_cf(self.cf(CF_BLOBS), keys, sorted))
+            .map(|(id, r)| match r.map_err(|e| self.db_err(e))? {
+                None => Ok(None),
+                Some(v) => decode_location(*id, &v).map(Some).ok_or_else(|| Error::Cache {
+                    path: self.path.clone(),
+                    message: format!("damaged entry for blob {id}; delete the cache directory"),
+                }),
+            })
+            .collect()
+    }
+
     /// True when the index knows the blob. (A plain get: RocksDB consults
     /// each table's bloom filter inside it, so a `key_may_exist` first would
     /// only double the work for blobs that are there.)
@@ -389,15 +422,7 @@ impl IndexCache {
         match ids {
             [] => Ok(true),
             [one] => self.contains(one),
-            _ => {
-                let keys = ids.iter().map(|i| i.as_bytes().as_slice());
-                for (id, r) in ids.iter().zip(self.db.batched_multi_get_cf(self.cf(CF_BLOBS), keys, false)) {
-                    if !self.known(id, r.map_err(|e| self.db_err(e))?.as_deref())? {
-                        return Ok(false);
-                    }
-                }
-                Ok(true)
-            }
+            _ => Ok(self.get_many(ids, false)?.iter().all(Option::is_some)),
         }
     }
 
@@ -497,5 +522,40 @@ impl Indexer {
         cache.add_segment(id, &seg)?;
         self.written.push(id);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> IndexCache {
+        let c = IndexCache::open(Some(dir), "repo", Duration::ZERO).unwrap();
+        assert!(matches!(c.mode(), CacheMode::Shared(_)), "a private cache was opened");
+        c
+    }
+
+    #[test]
+    fn complete_snapshots_survive_reopening_and_go_with_a_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = SnapshotId([7; 32]);
+        open(dir.path()).set_complete(&snap).unwrap();
+        let mut c = open(dir.path());
+        assert!(c.is_complete(&snap).unwrap());
+        c.clear().unwrap();
+        assert!(!c.is_complete(&snap).unwrap());
+        assert!(!dir.path().join("repo/index").join(CLEARING).exists());
+    }
+
+    #[test]
+    fn a_clear_that_did_not_finish_empties_the_cache_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = SnapshotId([9; 32]);
+        open(dir.path()).set_complete(&snap).unwrap();
+        // The process died while clearing: the marker is still there.
+        std::fs::write(dir.path().join("repo/index").join(CLEARING), b"").unwrap();
+        let c = open(dir.path());
+        assert!(!c.is_complete(&snap).unwrap(), "nothing of the half-cleared cache is trusted");
+        assert!(!dir.path().join("repo/index").join(CLEARING).exists());
     }
 }

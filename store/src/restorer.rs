@@ -273,10 +273,7 @@ impl Restorer<'_> {
 
     /// Runs `f` on the restore's own pool when it has one.
     fn on_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        match &self.pool {
-            Some(pool) => pool.install(f),
-            None => f(),
-        }
+        on_pool(self.pool.as_ref(), f)
     }
 
     /// Restores the planned files (content pack by pack, then metadata) and
@@ -293,8 +290,20 @@ impl Restorer<'_> {
             progress.total_bytes.fetch_add(bytes, Ordering::Relaxed);
             progress.total_files.fetch_add(files.len() as u64, Ordering::Relaxed);
         }
-        // Locate every chunk, then create the file: both in parallel, as the
-        // lookups and file creations are independent.
+        // Look up the batch's chunks in sorted runs (batched lookups), then
+        // create each file and locate its chunks: all in parallel.
+        let mut ids: Vec<BlobId> = files.iter().flat_map(|f| f.node.content.iter().copied()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let found: Vec<std::result::Result<Option<BlobLocation>, String>> = self.on_pool(|| {
+            ids.par_chunks(LOOKUP_RUN)
+                .flat_map_iter(|run| match repo.index().get_many(run, true) {
+                    Ok(locs) => locs.into_iter().map(Ok).collect::<Vec<_>>(),
+                    Err(e) => vec![Err(e.to_string()); run.len()],
+                })
+                .collect()
+        });
+        let known = Located { ids: &ids, found: &found };
         let prepared: Vec<Prepared> = self.on_pool(|| {
             files
                 .par_iter()
@@ -302,10 +311,11 @@ impl Restorer<'_> {
                     // The file is made even when its content can't be found,
                     // so the tree's shape is complete; it is reported.
                     let file = create_file(&f.path, f.node.size).map_err(|e| format!("cannot create file: {e}"));
-                    Ok((locate(repo, &f.node)?, file?))
+                    Ok((known.locate(&f.node)?, file?))
                 })
                 .collect()
         });
+        drop((ids, found));
         let mut failed: HashMap<usize, String> = HashMap::new();
         let mut handles: Vec<Option<fs::File>> = Vec::with_capacity(files.len());
         let mut packs: HashMap<PackId, HashMap<BlobId, BlobTargets>> = HashMap::new();
@@ -418,7 +428,19 @@ impl Restorer<'_> {
             }
         }
         for (path, node) in std::mem::take(&mut self.made_dirs).iter().rev() {
-            if let Err(e) = apply_metadata(MetaTarget::Path(path), node, self.opts.owner) {
+            // Through a descriptor opened without following a symlink: a
+            // directory swapped for a symlink meanwhile is not chmod'ed
+            // through it.
+            let res = match OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW).open(path)
+            {
+                Ok(d) => apply_metadata(MetaTarget::File(&d), node, self.opts.owner),
+                // An existing directory we may not read: by path, as before.
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    apply_metadata(MetaTarget::Path(path), node, self.opts.owner)
+                }
+                Err(e) => Err(format!("cannot open the directory to set its metadata: {e}")),
+            };
+            if let Err(e) = res {
                 self.error(path, e);
             }
         }
@@ -466,6 +488,7 @@ pub fn restore(
     // flight share one memory budget however many there are.
     let pool = wide_pool(repo);
     let threads = pool.as_ref().map_or_else(rayon::current_num_threads, |p| p.current_num_threads());
+    let keep_buffers = pool.is_none();
     let mut r = Restorer {
         repo,
         opts,
@@ -502,7 +525,16 @@ pub fn restore(
         }
         r.visit(node, snap_path, &target.join(OsStr::from_bytes(&node.name)), false);
     }
-    Ok(r.finish())
+    let stats = r.finish();
+    // The global pool's threads kept their read and plaintext buffers from
+    // pack to pack; give them back now that the restore is done.
+    if keep_buffers {
+        rayon::broadcast(|_| {
+            drop(READ_BUF.take());
+            drop(PLAIN_BUF.take());
+        });
+    }
+    Ok(stats)
 }
 
 /// Creates a directory. Whatever else sits at its path (a file, or a
@@ -538,9 +570,10 @@ fn create_file(path: &Path, size: u64) -> io::Result<fs::File> {
         |extra: i32| OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW | extra).open(path);
     let f = match open(0) {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            if !fs::symlink_metadata(path)?.is_dir() {
-                fs::remove_file(path)?;
+            if fs::symlink_metadata(path)?.is_dir() {
+                return Err(io::Error::new(io::ErrorKind::IsADirectory, "a directory is in the way"));
             }
+            fs::remove_file(path)?;
             open(0)?
         }
         r => r?,
@@ -551,28 +584,42 @@ fn create_file(path: &Path, size: u64) -> io::Result<fs::File> {
     Ok(f)
 }
 
-/// Where each chunk of a file is, with its offset in the file; an error
-/// when one is missing or the chunks don't add up to the file's size.
-fn locate(repo: &Repository, node: &Node) -> std::result::Result<Vec<(BlobLocation, u64)>, String> {
-    let mut located = Vec::with_capacity(node.content.len());
-    let mut offset = 0u64;
-    for id in &node.content {
-        match repo.index().get(id) {
-            Ok(Some(loc)) => {
-                let len = loc.entry.raw_len as u64;
-                located.push((loc, offset));
-                offset = offset.saturating_add(len);
+/// Chunk ids looked up per batch, at most this many in one batched lookup.
+const LOOKUP_RUN: usize = 1024;
+
+/// A batch's chunk ids (sorted, unique) and where each one is.
+struct Located<'a> {
+    ids: &'a [BlobId],
+    found: &'a [std::result::Result<Option<BlobLocation>, String>],
+}
+
+impl Located<'_> {
+    /// Where each chunk of a file is, with its offset in the file; an error
+    /// when one is missing or the chunks don't add up to the file's size.
+    fn locate(&self, node: &Node) -> std::result::Result<Vec<(BlobLocation, u64)>, String> {
+        let mut located = Vec::with_capacity(node.content.len());
+        let mut offset = 0u64;
+        for id in &node.content {
+            let at = self.ids.binary_search(id).map_err(|_| format!("blob {id} was not looked up"))?;
+            match &self.found[at] {
+                Ok(Some(loc)) => {
+                    let len = loc.entry.raw_len as u64;
+                    located.push((*loc, offset));
+                    offset = offset.saturating_add(len);
+                }
+                Ok(None) => {
+                    return Err(format!(
+                        "blob {id} is not in the index (its pack or index segment is missing or damaged)"
+                    ));
+                }
+                Err(e) => return Err(e.clone()),
             }
-            Ok(None) => {
-                return Err(format!("blob {id} is not in the index (its pack or index segment is missing or damaged)"));
-            }
-            Err(e) => return Err(e.to_string()),
         }
+        if offset != node.size {
+            return Err(format!("chunks add up to {offset} bytes but the file has {}", node.size));
+        }
+        Ok(located)
     }
-    if offset != node.size {
-        return Err(format!("chunks add up to {offset} bytes but the file has {}", node.size));
-    }
-    Ok(located)
 }
 
 /// A planned file made ready: its chunks located, the file created and open
@@ -800,6 +847,14 @@ pub fn find_node(repo: &Repository, root: &BlobId, path: &str) -> Result<Node> {
     Ok(node)
 }
 
+/// Runs `f` on `pool`, or on the global pool when there is none.
+fn on_pool<R: Send>(pool: Option<&rayon::ThreadPool>, f: impl FnOnce() -> R + Send) -> R {
+    match pool {
+        Some(pool) => pool.install(f),
+        None => f(),
+    }
+}
+
 /// A thread pool as wide as the backend's connections, when that is wider
 /// than the global one.
 fn wide_pool(repo: &Repository) -> Option<rayon::ThreadPool> {
@@ -821,10 +876,7 @@ pub fn dump(repo: &Repository, node: &Node, out: &mut dyn io::Write) -> Result<u
     let mut total = 0u64;
     for ids in node.content.chunks(window) {
         let read = || -> Vec<Result<Vec<u8>>> { ids.par_iter().map(|id| repo.read_blob(id)).collect() };
-        let blobs = match &pool {
-            Some(p) => p.install(read),
-            None => read(),
-        };
+        let blobs = on_pool(pool.as_ref(), read);
         for b in blobs {
             let b = b?;
             out.write_all(&b).map_err(|e| Error::io("standard output", e))?;

@@ -321,9 +321,11 @@ fn s3_forget_prune_and_check() {
 #[test]
 fn s3_requests_that_time_out_are_retried() {
     let (server, v, src) = setup("slow", &["--pack-size", "1M"]);
-    // A fifth of the requests answer after 1.5 s, past a 1 s timeout. A
+    // A fifth of the requests answer after 1.5 s, past a 1 s timeout, and
+    // so do the first two PUTs whatever order the uploads come in. A
     // timed-out PUT has landed all the same: the retry must accept it.
     server.faults().set(0, 0, 200, Duration::from_millis(1500));
+    server.faults().delay_puts.store(2, std::sync::atomic::Ordering::SeqCst);
     let out = v.cmd().args(["-v", "-o", "s3.timeout=1", "snapshot"]).arg(&src).run().ok();
     assert!(out.stderr_str().contains("retrying the write"), "a timed-out create is retried:\n{}", out.explain());
     let target = v.path("restore");

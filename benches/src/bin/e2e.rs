@@ -137,7 +137,8 @@ impl FreshExt4 {
             Ok(())
         };
         let fresh = FreshExt4 { image, mount };
-        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&fresh.image))?;
+        // One inode per 4 KiB: room for a tree of small files.
+        run(Command::new("mkfs.ext4").args(["-q", "-F", "-i", "4096"]).arg(&fresh.image))?;
         run(Command::new("mount").args(["-o", "loop"]).arg(&fresh.image).arg(&fresh.mount))?;
         Ok(fresh)
     }

@@ -90,6 +90,8 @@ pub struct Faults {
     /// Serve the next this many PUTs, then cut their connections (the
     /// object is stored, the client sees a failure).
     pub cut_puts: AtomicU32,
+    /// Delay the next this many PUTs (by the delay), whatever the rates say.
+    pub delay_puts: AtomicU32,
     counter: AtomicU64,
 }
 
@@ -114,6 +116,7 @@ impl Faults {
         self.set(0, 0, 0, Duration::ZERO);
         self.fail_all.store(false, Ordering::SeqCst);
         self.cut_puts.store(0, Ordering::SeqCst);
+        self.delay_puts.store(0, Ordering::SeqCst);
     }
 
     fn decide(&self, method: &hyper::Method) -> Fault {
@@ -130,6 +133,11 @@ impl Faults {
             && self.cut_puts.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
         {
             return Fault::Reset;
+        }
+        if method == hyper::Method::PUT
+            && self.delay_puts.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+        {
+            return Fault::Delay;
         }
         // splitmix64 over a counter: a fixed, well-spread sequence.
         let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -162,6 +170,7 @@ impl Default for Faults {
             fail_all: AtomicBool::new(false),
             puts_left: AtomicU64::new(u64::MAX),
             cut_puts: AtomicU32::new(0),
+            delay_puts: AtomicU32::new(0),
             counter: AtomicU64::new(0),
         }
     }
