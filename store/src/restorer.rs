@@ -566,15 +566,14 @@ fn under_failed(failed: &[PathBuf], path: &Path) -> bool {
 /// takes one `open`; an existing entry that isn't a directory is removed
 /// first, so a symlink, fifo or device there is never written through.
 fn create_file(path: &Path, size: u64) -> io::Result<fs::File> {
-    let open =
-        |extra: i32| OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW | extra).open(path);
-    let f = match open(0) {
+    let open = || OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).open(path);
+    let f = match open() {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             if fs::symlink_metadata(path)?.is_dir() {
                 return Err(io::Error::new(io::ErrorKind::IsADirectory, "a directory is in the way"));
             }
             fs::remove_file(path)?;
-            open(0)?
+            open()?
         }
         r => r?,
     };
