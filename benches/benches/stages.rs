@@ -101,6 +101,31 @@ fn encryption(c: &mut Criterion) {
             black_box(buf.len())
         })
     });
+    // The pure-Rust crate `Cipher` used before it moved to ring: the reason
+    // for the move, kept so the comparison can be run again.
+    {
+        use aes_gcm::aead::{AeadInOut, KeyInit};
+        let rust = aes_gcm::Aes256Gcm::new((&[9u8; 32]).into());
+        g.bench_function("aes256gcm_1MiB_aes_gcm_crate", |b| {
+            b.iter(|| {
+                let mut buf = data.clone();
+                let tag = rust
+                    .encrypt_inout_detached(&aes_gcm::Nonce::from(blob_nonce(0)), b"aad", (&mut buf[..]).into())
+                    .unwrap();
+                buf.extend_from_slice(tag.as_slice());
+                black_box(buf.len())
+            })
+        });
+    }
+    let mut sealed = data.clone();
+    cipher.seal(&blob_nonce(0), b"aad", &mut sealed);
+    g.bench_function("aes256gcm_open_1MiB", |b| {
+        b.iter(|| {
+            let mut buf = sealed.clone();
+            assert!(cipher.open(&blob_nonce(0), b"aad", &mut buf));
+            black_box(buf.len())
+        })
+    });
     g.finish();
 }
 
