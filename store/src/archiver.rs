@@ -34,6 +34,7 @@ use crate::fsmeta::node_from_metadata;
 use crate::id::{BlobId, PackId, SnapshotId};
 use crate::index::Indexer;
 use crate::pack::{CompressionLevel, FinishedPack, PackWriter};
+use crate::prescan::{Listing, Prescan, PrescanReader, list_dir};
 use crate::repository::{Repository, store_pack};
 
 /// Live counters for a progress display.
@@ -130,7 +131,8 @@ pub fn exclude_matcher(patterns: &[String]) -> Result<GlobSet> {
     b.build().map_err(|e| Error::Invalid(format!("exclude patterns: {e}")))
 }
 
-fn is_excluded(set: &GlobSet, path: &Path) -> bool {
+/// True when the exclude set matches `path` or its last component.
+pub(crate) fn is_excluded(set: &GlobSet, path: &Path) -> bool {
     if set.is_empty() {
         return false;
     }
@@ -298,6 +300,8 @@ struct Walker<'a, 'r> {
     /// The parent snapshot's blobs are all in the index and none of them is
     /// in a marked pack: an unchanged entry reuses them without lookups.
     parent_complete: bool,
+    /// Directory listings read ahead on another thread.
+    prescan: Option<PrescanReader>,
 }
 
 impl Walker<'_, '_> {
@@ -585,30 +589,20 @@ impl Walker<'_, '_> {
     }
 
     fn archive_dir_entries(&mut self, dir: &Path, parent: Option<&Tree>, root_dev: u64) -> Result<Vec<Node>> {
-        let rd = match std::fs::read_dir(dir) {
-            Ok(rd) => rd,
+        let Listing { entries, errors, .. } = match self.prescan.as_mut().and_then(|p| p.take(dir)) {
+            Some(l) => l,
+            None => list_dir(dir, &self.excludes),
+        };
+        let listed = match entries {
+            Ok(l) => l,
             Err(e) => {
                 self.error(dir, format!("cannot list directory: {e}"));
                 return Ok(Vec::new());
             }
         };
-        let mut entries: Vec<(OsString, std::fs::DirEntry)> = Vec::new();
-        for entry in rd {
-            match entry {
-                Ok(e) => entries.push((e.file_name(), e)),
-                Err(e) => self.error(dir, format!("error while listing directory: {e}")),
-            }
+        for e in errors {
+            self.error(dir, format!("error while listing directory: {e}"));
         }
-        // Each entry's `metadata()` is an `lstat` relative to the open
-        // directory, which saves walking the full path. All are taken before
-        // descending, so the directory is closed again by then: a deep tree
-        // doesn't hold a descriptor per level.
-        let mut listed: Vec<(OsString, io::Result<Metadata>)> = entries
-            .into_iter()
-            .filter(|(name, _)| !is_excluded(&self.excludes, &dir.join(name)))
-            .map(|(name, e)| (name, e.metadata()))
-            .collect();
-        listed.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let mut nodes = Vec::with_capacity(listed.len());
         for (name, lstat) in listed {
             let path = dir.join(&name);
@@ -700,6 +694,12 @@ pub fn absolute_source(p: &Path) -> Result<PathBuf> {
 pub enum Source<'a> {
     /// Files and directories (absolute, clean paths).
     Paths(Vec<PathBuf>),
+    /// Files and directories whose scan already started: the caller started
+    /// it before opening the repository, so that it overlaps the key
+    /// derivation. It is used only when it was started with the run's
+    /// excludes and file-system setting; otherwise the paths are walked
+    /// without it.
+    Prescanned(Prescan),
     /// One stream stored as a file named `name` at the root.
     Stream {
         /// File name in the snapshot.
@@ -787,7 +787,20 @@ pub fn run_snapshot(
     let time = opts.time.unwrap_or_else(jiff::Timestamp::now);
     let paths: Vec<String> = match &source {
         Source::Paths(p) => p.iter().map(|p| p.to_string_lossy().into_owned()).collect(),
+        Source::Prescanned(p) => p.paths.iter().map(|p| p.to_string_lossy().into_owned()).collect(),
         Source::Stream { name, .. } => vec![format!("/{}", name.trim_start_matches('/'))],
+    };
+    let (source, prescan) = match source {
+        Source::Paths(paths) => {
+            let scan = Prescan::start(paths.clone(), opts.excludes.clone(), opts.one_file_system)?;
+            (Source::Paths(paths), Some(scan.into_reader()))
+        }
+        Source::Prescanned(scan) => {
+            let paths = scan.paths.clone();
+            let fits = scan.excludes == opts.excludes && scan.one_file_system == opts.one_file_system;
+            (Source::Paths(paths), fits.then(|| scan.into_reader()))
+        }
+        stream => (stream, None),
     };
     let mut warnings = Vec::new();
     let mut parent = find_parent(repo, opts, &paths)?;
@@ -855,9 +868,10 @@ pub fn run_snapshot(
             read_buf: Vec::new(),
             marked: &marked,
             parent_complete,
+            prescan,
         };
         let nodes = match source {
-            Source::Paths(paths) => {
+            Source::Paths(paths) | Source::Prescanned(Prescan { paths, .. }) => {
                 let rels: Vec<PathBuf> = paths.iter().map(|p| p.strip_prefix("/").unwrap_or(p).to_path_buf()).collect();
                 if rels.iter().any(|r| r.as_os_str().is_empty()) {
                     let dev = std::fs::symlink_metadata("/").map(|m| m.dev()).unwrap_or(0);
@@ -868,6 +882,8 @@ pub fn run_snapshot(
             }
             Source::Stream { name, reader } => stream_node(&mut w, &name, reader, parent_root.as_ref()),
         };
+        // Stop a scan that is still running (after an error, say).
+        drop(w.prescan.take());
         let parent_root_id = parent.as_ref().map(|(_, s)| s.tree);
         let root = nodes.and_then(|n| w.add_tree(n, parent_root_id)).and_then(|id| w.flush_trees().map(|()| id));
         let Walker { summary, errors, .. } = w;

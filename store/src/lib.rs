@@ -31,6 +31,8 @@ pub mod id;
 pub mod index;
 pub mod pack;
 #[cfg(feature = "repository")]
+pub mod prescan;
+#[cfg(feature = "repository")]
 pub mod prune;
 #[cfg(feature = "repository")]
 pub mod repair;

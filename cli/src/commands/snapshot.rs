@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use anyhow::{Context as _, Result, bail};
 use serde_json::json;
 use vault_store::archiver::{self, ParentChoice, Progress, SnapshotOptions, SnapshotResult, Source};
+use vault_store::prescan::Prescan;
 
 use crate::args::SnapshotArgs;
 use crate::context::{Ctx, print_json};
@@ -34,6 +35,22 @@ pub fn run(ctx: &Ctx, a: SnapshotArgs) -> Result<u8> {
     }
     let excludes = read_exclude_files(&a)?;
     archiver::exclude_matcher(&excludes)?;
+    // Paths are checked, and their directories listed on a thread of their
+    // own, before the repository is opened: the listing overlaps the key
+    // derivation and the index sync.
+    let prescan = if a.stdin || a.stdin_from_command {
+        None
+    } else {
+        let mut paths = Vec::new();
+        for p in &a.paths {
+            let abs = archiver::absolute_source(p)?;
+            if std::fs::symlink_metadata(&abs).is_err() {
+                bail!("{}: no such file or directory", p.display());
+            }
+            paths.push(abs);
+        }
+        Some(Prescan::start(paths, excludes.clone(), a.one_file_system)?)
+    };
     let repo = ctx.open()?;
     let parent = if a.force {
         ParentChoice::None
@@ -112,19 +129,12 @@ pub fn run(ctx: &Ctx, a: SnapshotArgs) -> Result<u8> {
             }
         }
     } else {
-        let mut paths = Vec::new();
-        for p in &a.paths {
-            let abs = archiver::absolute_source(p)?;
-            if std::fs::symlink_metadata(&abs).is_err() {
-                bail!("{}: no such file or directory", p.display());
-            }
-            paths.push(abs);
-        }
+        let prescan = prescan.expect("started above for paths");
         if show {
-            let (p3, paths2, ex2) = (progress.clone(), paths.clone(), excludes.clone());
+            let (p3, paths2, ex2) = (progress.clone(), prescan.paths.clone(), excludes.clone());
             std::thread::spawn(move || archiver::scan(&paths2, &ex2, &p3));
         }
-        archiver::run_snapshot(&repo, Source::Paths(paths), &opts, &progress, || Ok(()))?
+        archiver::run_snapshot(&repo, Source::Prescanned(prescan), &opts, &progress, || Ok(()))?
     };
     drop(display);
     report(ctx, &result)?;
