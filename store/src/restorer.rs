@@ -864,23 +864,55 @@ fn wide_pool(repo: &Repository) -> Option<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new().num_threads(want).thread_name(|i| format!("vault-read-{i}")).build().ok()
 }
 
-/// Streams a file's content to `out`, decrypting a few blobs ahead in parallel.
+/// Streams a file's content to `out`. Threads (as many as the cores, or the
+/// backend's connections when that is more) read and decode the blobs
+/// ahead, at most a window of them, while this thread writes them in
+/// order: decoding never waits for a write, nor a write for a batch.
 pub fn dump(repo: &Repository, node: &Node, out: &mut dyn io::Write) -> Result<u64> {
+    use crossbeam_channel::bounded;
     if node.kind != NodeKind::File {
         return Err(Error::Invalid(format!("{:?} is not a regular file", node.display_name())));
     }
-    let pool = wide_pool(repo);
-    let threads = pool.as_ref().map_or_else(rayon::current_num_threads, |p| p.current_num_threads());
-    let window = threads.max(2) * 2;
-    let mut total = 0u64;
-    for ids in node.content.chunks(window) {
-        let read = || -> Vec<Result<Vec<u8>>> { ids.par_iter().map(|id| repo.read_blob(id)).collect() };
-        let blobs = on_pool(pool.as_ref(), read);
-        for b in blobs {
-            let b = b?;
-            out.write_all(&b).map_err(|e| Error::io("standard output", e))?;
-            total += b.len() as u64;
+    let ids = &node.content;
+    let threads = repo.backend().connections().max(rayon::current_num_threads()).clamp(1, ids.len().max(1));
+    let window = threads * 2;
+    std::thread::scope(|s| {
+        let (todo_tx, todo_rx) = bounded::<usize>(window);
+        let (done_tx, done_rx) = bounded::<(usize, Result<Vec<u8>>)>(window);
+        for _ in 0..threads {
+            let (todo, done) = (todo_rx.clone(), done_tx.clone());
+            s.spawn(move || {
+                for i in todo {
+                    if done.send((i, repo.read_blob(&ids[i]))).is_err() {
+                        return;
+                    }
+                }
+            });
         }
-    }
-    Ok(total)
+        drop((todo_rx, done_tx));
+        let stopped = || Error::Pipeline("the dump's readers stopped".into());
+        let mut queued = 0;
+        while queued < ids.len().min(window) {
+            todo_tx.send(queued).map_err(|_| stopped())?;
+            queued += 1;
+        }
+        let mut ready: std::collections::BTreeMap<usize, Vec<u8>> = std::collections::BTreeMap::new();
+        let mut total = 0u64;
+        for next in 0..ids.len() {
+            let blob = loop {
+                if let Some(b) = ready.remove(&next) {
+                    break b;
+                }
+                let (i, r) = done_rx.recv().map_err(|_| stopped())?;
+                ready.insert(i, r?);
+            };
+            if queued < ids.len() {
+                todo_tx.send(queued).map_err(|_| stopped())?;
+                queued += 1;
+            }
+            out.write_all(&blob).map_err(|e| Error::io("standard output", e))?;
+            total += blob.len() as u64;
+        }
+        Ok(total)
+    })
 }
