@@ -35,7 +35,7 @@ use crate::format::pack::{BlobEntry, Compression, ENTRY_LEN, TRAILER_LEN, parse_
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{NodeKind, Tree};
 use crate::id::{BlobId, IndexId, PackId, SnapshotId};
-use crate::index::load_segment;
+use crate::index::{BlobLocation, load_segment};
 use crate::pack::open_blob_in_place;
 use crate::repository::{Repository, pack_file_type};
 use crate::restorer::MAX_TREE_DEPTH;
@@ -300,11 +300,27 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions, progress: &CheckProgres
     }
     let mut c = Checker::new(repo, findings, stats);
     let unindexed = c.check_packs(&packs)?;
-    if let Some(subset) = &opts.read_data {
-        c.read_data(&packs, &unindexed, subset, progress)?;
-    }
-    for (_, s) in &snapshots {
-        c.tree_dirty(&s.tree, 0)?;
+    match &opts.read_data {
+        None => c.walk_trees(&snapshots)?,
+        Some(subset) => {
+            // The trees are walked beside the data reads, on the pool's
+            // time: the walk (index lookups, tree loads) would otherwise
+            // run alone on one core after them. It sees the packs that
+            // `check_packs` found damaged, not what the reads find: when
+            // they find damage, the walk is made again with it.
+            let chosen = c.choose_packs(&packs, &unindexed, subset);
+            let reader = c.repo;
+            let (reads, walked) = rayon::join(|| read_packs(reader, &chosen, progress), || c.walk_trees(&snapshots));
+            walked?;
+            let (bad_packs, bad_blobs) = (c.bad_packs.len(), c.bad_blobs.len());
+            c.merge_reads(reads?)?;
+            if c.bad_packs.len() != bad_packs || c.bad_blobs.len() != bad_blobs {
+                let (trees, refs) = (c.stats.trees, c.stats.data_refs);
+                c.dirty.clear();
+                c.walk_trees(&snapshots)?;
+                (c.stats.trees, c.stats.data_refs) = (trees, refs);
+            }
+        }
     }
     c.trace_affected(&snapshots)?;
     c.stats.duration_secs = started.elapsed().as_secs_f64();
@@ -537,15 +553,23 @@ impl<'r> Checker<'r> {
         Ok(good)
     }
 
-    fn read_data(
-        &mut self,
+    /// Walks every snapshot's trees once (see [`Self::tree_dirty`]).
+    fn walk_trees(&mut self, snapshots: &[(SnapshotId, Snapshot)]) -> Result<()> {
+        for (_, s) in snapshots {
+            self.tree_dirty(&s.tree, 0)?;
+        }
+        Ok(())
+    }
+
+    /// The packs `--read-data` reads: of the indexed packs that are present
+    /// with the right size and the packs no index names (their id is
+    /// checked; their blobs are nobody's), the chosen subset.
+    fn choose_packs(
+        &self,
         packs: &HashMap<PackId, PackRec>,
         unindexed: &[(PackId, BlobKind, u64)],
         subset: &DataSubset,
-        progress: &CheckProgress,
-    ) -> Result<()> {
-        // Indexed packs that are present with the right size, and packs no
-        // index names (their id is checked; their blobs are nobody's).
+    ) -> Vec<(PackId, BlobKind, u64, Option<PackRec>)> {
         let mut candidates: Vec<(PackId, BlobKind, u64, Option<PackRec>)> = packs
             .iter()
             .filter(|(id, _)| !self.bad_packs.contains_key(id))
@@ -553,18 +577,11 @@ impl<'r> Checker<'r> {
             .collect();
         candidates.extend(unindexed.iter().map(|&(id, kind, size)| (id, kind, size, None)));
         candidates.sort_by_key(|c| c.0);
-        let chosen = select(candidates, subset);
-        progress.bytes_total.store(chosen.iter().map(|c| c.2).sum(), Ordering::Relaxed);
-        let repo = self.repo;
-        let results: Vec<(PackId, BlobKind, u64, PackReading)> = chosen
-            .par_iter()
-            .map(|&(id, kind, size, rec)| {
-                let r = read_pack(repo, id, kind, size, rec)?;
-                progress.packs_done.fetch_add(1, Ordering::Relaxed);
-                progress.bytes_done.fetch_add(size, Ordering::Relaxed);
-                Ok((id, kind, size, r))
-            })
-            .collect::<Result<_>>()?;
+        select(candidates, subset)
+    }
+
+    /// Records what the reads of [`read_packs`] found.
+    fn merge_reads(&mut self, results: Vec<(PackId, BlobKind, u64, PackReading)>) -> Result<()> {
         for (id, kind, size, r) in results {
             self.stats.packs_read += 1;
             self.stats.bytes_read += size;
@@ -596,7 +613,16 @@ impl<'r> Checker<'r> {
         if let Some(&f) = self.bad_blobs.get(id) {
             return Ok(Some(f));
         }
-        let Some(loc) = self.repo.index().get(id)? else {
+        let loc = self.repo.index().get(id)?;
+        Ok(self.located_status(id, kind, loc))
+    }
+
+    /// [`Self::blob_status`] of a blob already looked up in the index.
+    fn located_status(&mut self, id: &BlobId, kind: BlobKind, loc: Option<BlobLocation>) -> Option<usize> {
+        if let Some(&f) = self.bad_blobs.get(id) {
+            return Some(f);
+        }
+        let Some(loc) = loc else {
             let what = match kind {
                 BlobKind::Data => "data",
                 BlobKind::Tree => "tree",
@@ -607,7 +633,7 @@ impl<'r> Checker<'r> {
                 format!("{what} blob referenced by a snapshot is in no index segment (its pack or segment is lost)"),
             );
             self.bad_blobs.insert(*id, f);
-            return Ok(Some(f));
+            return Some(f);
         };
         if loc.kind != kind {
             let f = self.error(
@@ -616,9 +642,9 @@ impl<'r> Checker<'r> {
                 format!("referenced as a {kind:?} blob but indexed as a {:?} blob", loc.kind),
             );
             self.bad_blobs.insert(*id, f);
-            return Ok(Some(f));
+            return Some(f);
         }
-        Ok(self.bad_packs.get(&loc.pack).copied())
+        self.bad_packs.get(&loc.pack).copied()
     }
 
     fn load_tree(&mut self, id: &BlobId) -> Result<std::result::Result<Tree, usize>> {
@@ -649,17 +675,20 @@ impl<'r> Checker<'r> {
             }
         };
         self.stats.trees += 1;
+        // The tree's data blobs, looked up in one batched, sorted lookup: a
+        // point lookup each made the walk of a large tree take a second.
+        let mut data: Vec<BlobId> =
+            tree.nodes.iter().filter(|n| n.kind == NodeKind::File).flat_map(|n| n.content.iter().copied()).collect();
+        self.stats.data_refs += data.len() as u64;
+        data.sort_unstable();
+        data.dedup();
+        let locs = self.repo.index().get_many(&data, true)?;
         let mut dirty = false;
+        for (b, loc) in data.iter().zip(locs) {
+            dirty |= self.located_status(b, BlobKind::Data, loc).is_some();
+        }
         for node in &tree.nodes {
             match node.kind {
-                NodeKind::File => {
-                    for b in &node.content {
-                        self.stats.data_refs += 1;
-                        if self.blob_status(b, BlobKind::Data)?.is_some() {
-                            dirty = true;
-                        }
-                    }
-                }
                 NodeKind::Dir => match &node.subtree {
                     Some(sub) if depth + 1 < MAX_TREE_DEPTH => dirty |= self.tree_dirty(sub, depth + 1)?,
                     Some(_) => {
@@ -815,6 +844,27 @@ const MAX_PACK_READ: u64 = (1 << 30) + crate::format::MAX_BLOB_LEN as u64 + (1 <
 
 /// Reads one pack whole and verifies everything in it. Errors only when
 /// the backend fails to read (the check can't go on); damage is reported.
+/// Reads and verifies the chosen packs, in parallel.
+fn read_packs(
+    repo: &Repository,
+    chosen: &[(PackId, BlobKind, u64, Option<PackRec>)],
+    progress: &CheckProgress,
+) -> Result<Vec<(PackId, BlobKind, u64, PackReading)>> {
+    progress.bytes_total.store(chosen.iter().map(|c| c.2).sum(), Ordering::Relaxed);
+    let results = chosen
+        .par_iter()
+        .map(|&(id, kind, size, rec)| {
+            let r = read_pack(repo, id, kind, size, rec)?;
+            progress.packs_done.fetch_add(1, Ordering::Relaxed);
+            progress.bytes_done.fetch_add(size, Ordering::Relaxed);
+            Ok((id, kind, size, r))
+        })
+        .collect();
+    // The pool's threads kept their pack buffers from pack to pack.
+    rayon::broadcast(|_| drop(PACK_BUF.take()));
+    results
+}
+
 fn read_pack(repo: &Repository, id: PackId, kind: BlobKind, size: u64, rec: Option<PackRec>) -> Result<PackReading> {
     let mut r = PackReading { findings: Vec::new(), bad_blobs: Vec::new(), unusable: false, blobs_verified: 0 };
     let ft = pack_file_type(kind);
@@ -824,7 +874,31 @@ fn read_pack(repo: &Repository, id: PackId, kind: BlobKind, size: u64, rec: Opti
         r.unusable = true;
         return Ok(r);
     }
-    let mut bytes = match repo.backend().read(ft, &id.to_hex()) {
+    // One buffer per thread from pack to pack: a fresh 16 MiB buffer is
+    // 4096 page faults. It is taken out of its slot while in use.
+    let mut bytes = PACK_BUF.take();
+    let read = repo.backend().read_into(ft, &id.to_hex(), &mut bytes);
+    let r = read_pack_bytes(repo, id, kind, rec, &what, read.map(|()| &mut bytes), r);
+    PACK_BUF.set(bytes);
+    r
+}
+
+thread_local! {
+    /// A checking thread's pack buffer (see `read_pack`).
+    static PACK_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Verifies one pack read into `bytes` (or the error reading it).
+fn read_pack_bytes(
+    repo: &Repository,
+    id: PackId,
+    kind: BlobKind,
+    rec: Option<PackRec>,
+    what: &str,
+    read: std::result::Result<&mut Vec<u8>, crate::error::BackendError>,
+    mut r: PackReading,
+) -> Result<PackReading> {
+    let bytes = match read {
         Ok(b) => b,
         Err(e) if e.is_not_found() => {
             r.findings.push((Problem::MissingPack, format!("vanished while the check ran: {e}")));
@@ -833,7 +907,7 @@ fn read_pack(repo: &Repository, id: PackId, kind: BlobKind, size: u64, rec: Opti
         }
         Err(e) => return Err(e.into()),
     };
-    let got = PackId(*blake3::hash(&bytes).as_bytes());
+    let got = PackId(*blake3::hash(bytes).as_bytes());
     if got != id {
         let msg = match rec {
             Some(_) => format!("checksum mismatch: the content hashes to {got} (damaged)"),
@@ -842,7 +916,7 @@ fn read_pack(repo: &Repository, id: PackId, kind: BlobKind, size: u64, rec: Opti
         r.findings.push((Problem::PackChecksum, msg));
     }
     let keys = repo.keys();
-    let header = match parse_header(keys, &bytes, bytes.len() as u64, &what) {
+    let header = match parse_header(keys, bytes, bytes.len() as u64, what) {
         Ok(Ok(h)) => h,
         Ok(Err(_)) => unreachable!("the whole pack is at hand"),
         Err(e) => {
@@ -884,7 +958,7 @@ fn read_pack(repo: &Repository, id: PackId, kind: BlobKind, size: u64, rec: Opti
     let cipher = keys.pack_cipher(&trailer_salt);
     // The header's blobs are contiguous from offset 0 (`parse_header` checks
     // it), so each is decrypted in place in its own part of the pack: no copy.
-    let mut rest: &mut [u8] = &mut bytes;
+    let mut rest: &mut [u8] = bytes;
     let mut pos = 0u64;
     let mut scratch = Vec::new();
     for e in &header.entries {
@@ -892,9 +966,9 @@ fn read_pack(repo: &Repository, id: PackId, kind: BlobKind, size: u64, rec: Opti
             let (sealed, tail) = std::mem::take(&mut rest).split_at_mut(e.stored_len as usize);
             rest = tail;
             pos = e.end();
-            open_blob_in_place(&cipher, header.kind, e, sealed, &what, &mut scratch).map(|plain| keys.blob_id(plain))
+            open_blob_in_place(&cipher, header.kind, e, sealed, what, &mut scratch).map(|plain| keys.blob_id(plain))
         } else {
-            Err(Error::corrupt(&what, format!("blob {} at offset {} is out of place in the header", e.id, e.offset)))
+            Err(Error::corrupt(what, format!("blob {} at offset {} is out of place in the header", e.id, e.offset)))
         };
         match opened {
             Ok(h) if h == e.id => r.blobs_verified += 1,

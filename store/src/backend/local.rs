@@ -148,6 +148,16 @@ impl Backend for LocalBackend {
         fs::read(&p).map_err(|e| self.err("reading", &p, &e))
     }
 
+    fn read_into(&self, t: FileType, name: &str, buf: &mut Vec<u8>) -> BResult<()> {
+        let p = self.path(t, name);
+        let mut f = File::open(&p).map_err(|e| self.err("reading", &p, &e))?;
+        let size = f.metadata().map_err(|e| self.err("reading", &p, &e))?.len();
+        buf.clear();
+        buf.reserve_exact(usize::try_from(size).unwrap_or(usize::MAX));
+        f.read_to_end(buf).map_err(|e| self.err("reading", &p, &e))?;
+        Ok(())
+    }
+
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> BResult<Vec<u8>> {
         let mut buf = Vec::new();
         self.read_range_into(t, name, offset, len, &mut buf)?;

@@ -111,6 +111,14 @@ pub trait Backend: Send + Sync {
     /// A whole object.
     fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>>;
 
+    /// [`Backend::read`] into `buf` (replacing its content), so that a
+    /// caller reading pack after pack reuses one buffer instead of faulting
+    /// in a fresh one each time.
+    fn read_into(&self, t: FileType, name: &str, buf: &mut Vec<u8>) -> BResult<()> {
+        *buf = self.read(t, name)?;
+        Ok(())
+    }
+
     /// `len` bytes at `offset`; a short object is an error.
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> BResult<Vec<u8>>;
 
