@@ -687,30 +687,27 @@ impl<'r> Checker<'r> {
         for (b, loc) in data.iter().zip(locs) {
             dirty |= self.located_status(b, BlobKind::Data, loc).is_some();
         }
-        for node in &tree.nodes {
-            match node.kind {
-                NodeKind::Dir => match &node.subtree {
-                    Some(sub) if depth + 1 < MAX_TREE_DEPTH => dirty |= self.tree_dirty(sub, depth + 1)?,
-                    Some(_) => {
-                        let f = self.error(
-                            Problem::TreeDamaged,
-                            format!("tree {id}"),
-                            format!("directory nesting deeper than {MAX_TREE_DEPTH} levels"),
-                        );
-                        self.bad_blobs.insert(*id, f);
-                        dirty = true;
-                    }
-                    None => {
-                        let f = self.error(
-                            Problem::TreeDamaged,
-                            format!("tree {id}"),
-                            format!("directory {:?} has no subtree", node.display_name()),
-                        );
-                        self.bad_blobs.insert(*id, f);
-                        dirty = true;
-                    }
-                },
-                _ => {}
+        for node in tree.nodes.iter().filter(|n| n.kind == NodeKind::Dir) {
+            match &node.subtree {
+                Some(sub) if depth + 1 < MAX_TREE_DEPTH => dirty |= self.tree_dirty(sub, depth + 1)?,
+                Some(_) => {
+                    let f = self.error(
+                        Problem::TreeDamaged,
+                        format!("tree {id}"),
+                        format!("directory nesting deeper than {MAX_TREE_DEPTH} levels"),
+                    );
+                    self.bad_blobs.insert(*id, f);
+                    dirty = true;
+                }
+                None => {
+                    let f = self.error(
+                        Problem::TreeDamaged,
+                        format!("tree {id}"),
+                        format!("directory {:?} has no subtree", node.display_name()),
+                    );
+                    self.bad_blobs.insert(*id, f);
+                    dirty = true;
+                }
             }
         }
         self.dirty.insert(*id, dirty);
