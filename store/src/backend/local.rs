@@ -7,7 +7,9 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::{BResult, Backend, FileType};
@@ -16,12 +18,53 @@ use crate::error::{BackendError, BackendErrorKind};
 /// A repository rooted at a directory.
 pub struct LocalBackend {
     root: PathBuf,
+    /// Packs recently read in small pieces, kept open with their size:
+    /// walking a snapshot's trees reads one small range per directory, and
+    /// an `open`, `fstat` and `close` each cost more than the `pread`.
+    /// Packs never change once written; removing one drops its handle.
+    open_packs: Mutex<Vec<OpenPack>>,
 }
+
+/// An open pack: its type, name, handle and size.
+type OpenPack = (FileType, String, Arc<File>, u64);
+
+/// Packs kept open for small reads.
+const OPEN_PACKS: usize = 16;
+/// Reads up to this size go through a kept handle (they are zero-filled
+/// first, which is nothing at this size); larger ones open the file.
+const SMALL_READ: u64 = 256 << 10;
 
 impl LocalBackend {
     /// A backend for the directory `root` (not touched until used).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalBackend { root: root.into() }
+        LocalBackend { root: root.into(), open_packs: Mutex::new(Vec::new()) }
+    }
+
+    /// An open handle on a pack, and its size, from the kept ones or newly
+    /// opened (and kept, the oldest going when there are too many).
+    fn open_pack(&self, t: FileType, name: &str) -> BResult<(Arc<File>, u64)> {
+        let mut open = self.open_packs.lock().expect("no panics while locked");
+        if let Some(i) = open.iter().position(|(ft, n, ..)| *ft == t && n == name) {
+            let kept = open.remove(i);
+            let found = (kept.2.clone(), kept.3);
+            open.push(kept);
+            return Ok(found);
+        }
+        drop(open);
+        let p = self.path(t, name);
+        let f = File::open(&p).map_err(|e| self.err("reading", &p, &e))?;
+        let size = f.metadata().map_err(|e| self.err("reading", &p, &e))?.len();
+        let f = Arc::new(f);
+        let mut open = self.open_packs.lock().expect("no panics while locked");
+        if open.len() >= OPEN_PACKS {
+            open.remove(0);
+        }
+        open.push((t, name.to_string(), f.clone(), size));
+        Ok((f, size))
+    }
+
+    fn forget_open(&self, t: FileType, name: &str) {
+        self.open_packs.lock().expect("no panics while locked").retain(|(ft, n, ..)| !(*ft == t && n == name));
     }
 
     fn path(&self, t: FileType, name: &str) -> PathBuf {
@@ -165,16 +208,26 @@ impl Backend for LocalBackend {
     }
 
     fn read_range_into(&self, t: FileType, name: &str, offset: u64, len: u64, buf: &mut Vec<u8>) -> BResult<()> {
+        let past_end = |p: &Path, size: u64| BackendError {
+            kind: BackendErrorKind::Permanent,
+            op: "reading",
+            location: p.display().to_string(),
+            message: format!("range {offset}+{len} is past the end of the {size}-byte file (truncated?)"),
+        };
+        if len <= SMALL_READ && matches!(t, FileType::Data | FileType::Tree) {
+            let (f, size) = self.open_pack(t, name)?;
+            if offset.checked_add(len).is_none_or(|end| end > size) {
+                return Err(past_end(&self.path(t, name), size));
+            }
+            buf.clear();
+            buf.resize(len as usize, 0);
+            return f.read_exact_at(buf, offset).map_err(|e| self.err("reading", &self.path(t, name), &e));
+        }
         let p = self.path(t, name);
         let mut f = File::open(&p).map_err(|e| self.err("reading", &p, &e))?;
         let size = f.metadata().map_err(|e| self.err("reading", &p, &e))?.len();
         if offset.checked_add(len).is_none_or(|end| end > size) {
-            return Err(BackendError {
-                kind: BackendErrorKind::Permanent,
-                op: "reading",
-                location: p.display().to_string(),
-                message: format!("range {offset}+{len} is past the end of the {size}-byte file (truncated?)"),
-            });
+            return Err(past_end(&p, size));
         }
         // Read into the buffer's capacity: nothing is zero-filled first.
         buf.clear();
@@ -219,6 +272,7 @@ impl Backend for LocalBackend {
     }
 
     fn remove(&self, t: FileType, name: &str) -> BResult<()> {
+        self.forget_open(t, name);
         let p = self.path(t, name);
         fs::remove_file(&p).map_err(|e| self.err("removing", &p, &e))
     }
@@ -248,5 +302,31 @@ mod tests {
         let missing = b.read(FileType::Data, &"cd".repeat(32)).unwrap_err();
         assert!(missing.is_not_found());
         assert!(missing.to_string().contains("data/cd/"), "{missing}");
+    }
+
+    #[test]
+    fn kept_pack_handles_never_outlive_a_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path());
+        b.create().unwrap();
+        let names: Vec<String> = (0..OPEN_PACKS + 4).map(|i| format!("{i:02x}").repeat(32)).collect();
+        for n in &names {
+            b.write_new(FileType::Tree, n, n.as_bytes()).unwrap();
+        }
+        // More packs than are kept: every read still finds its own bytes.
+        for _ in 0..2 {
+            for n in &names {
+                assert_eq!(b.read_range(FileType::Tree, n, 2, 4).unwrap(), &n.as_bytes()[2..6]);
+            }
+        }
+        let n = &names[names.len() - 1];
+        let past = b.read_range(FileType::Tree, n, 60, 8).unwrap_err();
+        assert!(past.to_string().contains("past the end"), "{past}");
+        // A pack removed while its handle is kept is gone for readers too.
+        b.remove(FileType::Tree, n).unwrap();
+        assert!(b.read_range(FileType::Tree, n, 0, 4).unwrap_err().is_not_found());
+        let mut buf = vec![7u8; 3];
+        b.read_into(FileType::Tree, &names[0], &mut buf).unwrap();
+        assert_eq!(buf, names[0].as_bytes());
     }
 }
