@@ -64,7 +64,7 @@ pub fn list_dir(dir: &Path, excludes: &GlobSet) -> Listing {
         match entry {
             Ok(e) => {
                 let name = e.file_name();
-                if !crate::archiver::is_excluded(excludes, &dir.join(&name)) {
+                if excludes.is_empty() || !crate::archiver::is_excluded(excludes, &dir.join(&name)) {
                     // `DirEntry::metadata` is an `fstatat` on the open directory.
                     listed.push((name, e.metadata()));
                 }
