@@ -21,23 +21,27 @@ fn raise_open_file_limit() {
     }
 }
 
-/// Gives buffers of 8 MiB and more (packs, large pack reads) back to the
-/// system when they are freed.
+/// Tunes glibc's allocator for vault's pattern: chunk-sized buffers (up to
+/// 4 MiB) passed between threads, packs of 16 MiB and more.
 ///
-/// glibc serves large allocations with `mmap`, but each time one is freed it
-/// raises that threshold to the freed size (up to 32 MiB). After the first
-/// 16 MiB pack, packs come from the threads' arenas, which keep the memory:
-/// a first snapshot peaked at 152–164 MiB where a fixed threshold gives
-/// 94 MiB (`benches/README.md`). A fixed threshold also turns the raising
-/// off. Left alone when the user set `MALLOC_MMAP_THRESHOLD_`.
+/// - Buffers of 8 MiB and more (packs, large pack reads) go back to the
+///   system when freed. glibc serves them with `mmap` but raises that
+///   threshold to each freed size (up to 32 MiB), after which packs come
+///   from the threads' arenas, which keep the memory: a first snapshot
+///   peaked at 152–164 MiB where a fixed threshold gives 94 MiB
+///   (`benches/README.md`).
+/// - Fixing it also froze the trim threshold at its 128 KiB default: every
+///   free of a chunk at the top of an arena gave the pages back and the
+///   next allocation faulted them in again (a `dump` of 500 MiB: 140 k page
+///   faults, 0.38 s of system time). The trim threshold is set to the mmap
+///   threshold, so what an arena serves it may keep: 29 k faults and 0.1 s
+///   (4 MiB: 85 k and 0.25 s).
+/// - An arena keeps up to that much, and glibc makes up to eight arenas per
+///   core: the eight reader threads of a restore from S3 peaked at 140-170
+///   MiB. Two arenas per core: 111-126 MiB and less CPU, the threads reusing
+///   each other's freed chunks.
 ///
-/// Fixing it also fixes the trim threshold at its default of 128 KiB, which
-/// glibc would otherwise keep at twice the mmap threshold: then every free
-/// of a chunk-sized buffer at the top of an arena gives the pages back and
-/// the next allocation faults them in again (a `dump` of 500 MiB took 140 k
-/// page faults, 0.38 s of system time; with 16 MiB, 21 k and 0.1 s, at the
-/// same peak RSS). So the trim threshold is set to twice the mmap one, as
-/// glibc's own rule has it, unless `MALLOC_TRIM_THRESHOLD_` is set.
+/// Each setting is left alone when the user set its `MALLOC_*_` variable.
 #[allow(unsafe_code)]
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -53,7 +57,15 @@ fn tune_malloc() {
         if std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_none() {
             // SAFETY: as above.
             unsafe {
-                libc::mallopt(libc::M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, MMAP_THRESHOLD);
+            }
+        }
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let arenas = i32::try_from(2 * cores).unwrap_or(i32::MAX);
+            // SAFETY: as above.
+            unsafe {
+                libc::mallopt(libc::M_ARENA_MAX, arenas);
             }
         }
     }
