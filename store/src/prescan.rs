@@ -34,8 +34,9 @@ use globset::GlobSet;
 
 use crate::error::Result;
 
-/// Entries (about 250 bytes each) the scan may have queued for the walker.
-pub const QUEUED_ENTRIES: usize = 32 * 1024;
+/// Entries (about 250 bytes each) the scan may have queued for the walker:
+/// more than it lists while the key is derived.
+pub const QUEUED_ENTRIES: usize = 16 * 1024;
 
 /// One directory's entries, as the walker uses them.
 pub struct Listing {
