@@ -1,9 +1,11 @@
 //! The snapshot pipeline.
 //!
 //! ```text
-//! walker (this thread: lstat, read, chunk, hash, dedup check)
+//! prescan thread (getdents, lstat; see `prescan`)
+//!   -> bounded queue -> walker (this thread: read, chunk, hash, dedup check)
 //!   -> bounded channel -> compress + encrypt workers (one pack writer each)
-//!   -> bounded channel -> uploaders (as many as the backend wants)
+//!   -> bounded channel -> uploaders (as many as the backend wants, within
+//!      64 MiB of packs)
 //!   -> indexer (after a pack is stored) -> index segment -> snapshot object
 //! ```
 //! Every edge is bounded, so a slow backend slows reading rather than
