@@ -165,8 +165,8 @@ pub fn scan(paths: &[PathBuf], excludes: &[String], progress: &Progress) {
 }
 
 /// Bytes of packs being uploaded at once, over all uploaders (at least two
-/// packs): eight S3 connections with a 16 MiB pack each took a snapshot's
-/// peak RSS to 143 MiB.
+/// packs). Each uploader holds a whole pack: on a slow link, eight S3
+/// connections would hold 128 MiB of 16 MiB packs.
 const UPLOAD_BUDGET: u64 = 64 << 20;
 
 /// A blob on its way to a worker.
