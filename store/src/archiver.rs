@@ -716,6 +716,16 @@ pub enum Source<'a> {
     },
 }
 
+impl Source<'_> {
+    /// The source paths (none for a stream).
+    pub fn paths(&self) -> &[PathBuf] {
+        match self {
+            Source::Paths(p) | Source::Prescanned(Prescan { paths: p, .. }) => p,
+            Source::Stream { .. } => &[],
+        }
+    }
+}
+
 fn find_parent(repo: &Repository, opts: &SnapshotOptions, paths: &[String]) -> Result<Option<(SnapshotId, Snapshot)>> {
     match &opts.parent {
         ParentChoice::None => Ok(None),
@@ -793,14 +803,14 @@ pub fn run_snapshot(
     let started = Instant::now();
     let time = opts.time.unwrap_or_else(jiff::Timestamp::now);
     let paths: Vec<String> = match &source {
-        Source::Paths(p) => p.iter().map(|p| p.to_string_lossy().into_owned()).collect(),
-        Source::Prescanned(p) => p.paths.iter().map(|p| p.to_string_lossy().into_owned()).collect(),
         Source::Stream { name, .. } => vec![format!("/{}", name.trim_start_matches('/'))],
+        paths => paths.paths().iter().map(|p| p.to_string_lossy().into_owned()).collect(),
     };
     let (source, prescan) = match source {
         Source::Paths(paths) => {
-            let scan = Prescan::start(paths.clone(), opts.excludes.clone(), opts.one_file_system)?;
-            (Source::Paths(paths), Some(scan.into_reader()))
+            // A scan that can't start (no thread to be had) only costs speed.
+            let scan = Prescan::start(paths.clone(), opts.excludes.clone(), opts.one_file_system).ok();
+            (Source::Paths(paths), scan.map(Prescan::into_reader))
         }
         Source::Prescanned(scan) => {
             let paths = scan.paths.clone();

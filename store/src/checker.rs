@@ -611,7 +611,7 @@ impl<'r> Checker<'r> {
     /// Whether a referenced blob is usable; `Some(finding)` when it isn't.
     fn blob_status(&mut self, id: &BlobId, kind: BlobKind) -> Result<Option<usize>> {
         if let Some(&f) = self.bad_blobs.get(id) {
-            return Ok(Some(f));
+            return Ok(Some(f)); // known bad: no lookup
         }
         let loc = self.repo.index().get(id)?;
         Ok(self.located_status(id, kind, loc))
@@ -839,8 +839,6 @@ fn select(
 /// at 1 GiB plus one blob).
 const MAX_PACK_READ: u64 = (1 << 30) + crate::format::MAX_BLOB_LEN as u64 + (1 << 20);
 
-/// Reads one pack whole and verifies everything in it. Errors only when
-/// the backend fails to read (the check can't go on); damage is reported.
 /// Reads and verifies the chosen packs, in parallel.
 fn read_packs(
     repo: &Repository,
@@ -862,6 +860,8 @@ fn read_packs(
     results
 }
 
+/// Reads one pack whole and verifies everything in it. Errors only when
+/// the backend fails to read (the check can't go on); damage is reported.
 fn read_pack(repo: &Repository, id: PackId, kind: BlobKind, size: u64, rec: Option<PackRec>) -> Result<PackReading> {
     let mut r = PackReading { findings: Vec::new(), bad_blobs: Vec::new(), unusable: false, blobs_verified: 0 };
     let ft = pack_file_type(kind);

@@ -37,8 +37,9 @@ pub fn run(ctx: &Ctx, a: SnapshotArgs) -> Result<u8> {
     archiver::exclude_matcher(&excludes)?;
     // Paths are checked, and their directories listed on a thread of their
     // own, before the repository is opened: the listing overlaps the key
-    // derivation and the index sync.
-    let prescan = if a.stdin || a.stdin_from_command {
+    // derivation and the index sync. A scan that can't start (no thread to
+    // be had) only costs speed: the paths are then walked as they are.
+    let paths_source = if a.stdin || a.stdin_from_command {
         None
     } else {
         let mut paths = Vec::new();
@@ -49,7 +50,10 @@ pub fn run(ctx: &Ctx, a: SnapshotArgs) -> Result<u8> {
             }
             paths.push(abs);
         }
-        Some(Prescan::start(paths, excludes.clone(), a.one_file_system)?)
+        Some(match Prescan::start(paths.clone(), excludes.clone(), a.one_file_system) {
+            Ok(scan) => Source::Prescanned(scan),
+            Err(_) => Source::Paths(paths),
+        })
     };
     let repo = ctx.open()?;
     let parent = if a.force {
@@ -129,12 +133,12 @@ pub fn run(ctx: &Ctx, a: SnapshotArgs) -> Result<u8> {
             }
         }
     } else {
-        let prescan = prescan.expect("started above for paths");
+        let source = paths_source.expect("made above for paths");
         if show {
-            let (p3, paths2, ex2) = (progress.clone(), prescan.paths.clone(), excludes.clone());
+            let (p3, paths2, ex2) = (progress.clone(), source.paths().to_vec(), excludes.clone());
             std::thread::spawn(move || archiver::scan(&paths2, &ex2, &p3));
         }
-        archiver::run_snapshot(&repo, Source::Prescanned(prescan), &opts, &progress, || Ok(()))?
+        archiver::run_snapshot(&repo, source, &opts, &progress, || Ok(()))?
     };
     drop(display);
     report(ctx, &result)?;
