@@ -30,7 +30,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use globset::GlobSet;
 use rayon::prelude::*;
 
+use crate::crypto::Cipher;
 use crate::error::{Error, Result};
+use crate::format::BlobKind;
 use crate::format::pack::BlobEntry;
 use crate::format::tree::{Node, NodeKind, unsafe_name_reason};
 use crate::fsmeta::{MetaTarget, apply_metadata};
@@ -510,7 +512,13 @@ pub fn restore(
         stats: RestoreStats::default(),
         written: AtomicU64::new(0),
         pool,
-        max_read: (READ_BUDGET / threads.max(1) as u64).clamp(MIN_READ, MAX_READ),
+        // Locally a range is small (`LOCAL_READ`); remotely it is large, as
+        // every request costs a round trip.
+        max_read: if keep_buffers {
+            LOCAL_READ
+        } else {
+            (READ_BUDGET / threads.max(1) as u64).clamp(MIN_READ, MAX_READ)
+        },
     };
     if node.kind == NodeKind::Dir {
         // The target directory itself exists and keeps its own metadata.
@@ -638,6 +646,11 @@ const COALESCE_GAP: u64 = 1 << 20;
 const MAX_READ: u64 = 16 << 20;
 /// Smallest read limit (blobs are up to 4 MiB).
 const MIN_READ: u64 = 4 << 20;
+/// Largest single read from a local pack. Small ranges, read and restored
+/// in parallel, keep each thread's buffer small (16 MiB ranges held 5-8 MiB
+/// more at peak and were no faster; benches/README.md, session 8). A blob
+/// larger than this is read alone.
+const LOCAL_READ: u64 = 256 << 10;
 /// Bytes of pack reads in flight at once, over all threads.
 const READ_BUDGET: u64 = 32 << 20;
 
@@ -686,80 +699,101 @@ fn restore_pack(
             _ => ranges.push((start, end, vec![b])),
         }
     }
+    // The ranges are read and restored in parallel, each one start to end
+    // by one thread, which never waits on another: so a thread holds one
+    // read buffer at a time.
+    let errors: Vec<(usize, String)> = ranges
+        .par_iter()
+        .flat_map_iter(|(start, end, members)| {
+            // One read buffer per thread, reused from range to range: a fresh
+            // buffer per read costs a page fault per 4 KiB.
+            let mut data = READ_BUF.take();
+            let errs = restore_range(
+                repo,
+                pack,
+                &what,
+                (&cipher, info.kind),
+                (*start, *end, members.as_slice()),
+                &mut data,
+                reads,
+                out,
+                progress,
+                written,
+            );
+            if reads.keep_buffers {
+                READ_BUF.set(data);
+            }
+            errs
+        })
+        .collect();
+    errors
+}
+
+/// Reads one range of a pack and restores the blobs in it, in order.
+#[allow(clippy::too_many_arguments)]
+fn restore_range(
+    repo: &Repository,
+    pack: &PackId,
+    what: &str,
+    (cipher, kind): (&Cipher, BlobKind),
+    (start, end, members): (u64, u64, &[&BlobTargets]),
+    data: &mut Vec<u8>,
+    reads: ReadPolicy,
+    out: &Outputs<'_>,
+    progress: &RestoreProgress,
+    written: &AtomicU64,
+) -> Vec<(usize, String)> {
     let mut errors: Vec<(usize, String)> = Vec::new();
-    // One read buffer per thread, reused from range to range: a fresh 16 MiB
-    // buffer per read costs a page fault per 4 KiB. It is taken out of the
-    // thread-local slot while in use, so a task rayon runs on this thread
-    // meanwhile starts with its own.
-    let mut data = READ_BUF.take();
-    for (start, end, members) in ranges {
-        match repo.backend().read_range_into(ft, &pack.to_hex(), start, end - start, &mut data) {
-            Ok(()) if data.len() as u64 == end - start => {}
-            Ok(()) => {
-                let msg = format!("{what}: short read, {} of {} bytes at offset {start}", data.len(), end - start);
-                for (_, ts) in &members {
-                    errors.extend(ts.iter().map(|t| (t.file, msg.clone())));
-                }
-                continue;
+    let ft = pack_file_type(kind);
+    match repo.backend().read_range_into(ft, &pack.to_hex(), start, end - start, data) {
+        Ok(()) if data.len() as u64 == end - start => {}
+        Ok(()) => {
+            let msg = format!("{what}: short read, {} of {} bytes at offset {start}", data.len(), end - start);
+            for (_, ts) in members {
+                errors.extend(ts.iter().map(|t| (t.file, msg.clone())));
             }
-            Err(e) => {
-                for (_, ts) in &members {
-                    errors.extend(ts.iter().map(|t| (t.file, format!("{what}: {e}"))));
-                }
-                continue;
-            }
+            return errors;
         }
-        // Each blob is decrypted in place in its own part of the read.
-        let mut parts: Vec<(usize, &mut [u8])> = Vec::with_capacity(members.len());
-        let mut rest: &mut [u8] = &mut data;
-        let mut pos = start;
-        for (k, (entry, targets)) in members.iter().enumerate() {
-            let at = entry.offset as u64;
-            if at < pos {
-                let msg =
-                    format!("{what}: blob {} at offset {at} overlaps the blob before it (damaged index)", entry.id);
-                errors.extend(targets.iter().map(|t| (t.file, msg.clone())));
-                continue;
+        Err(e) => {
+            for (_, ts) in members {
+                errors.extend(ts.iter().map(|t| (t.file, format!("{what}: {e}"))));
             }
-            let (_, tail) = std::mem::take(&mut rest).split_at_mut((at - pos) as usize);
-            let (sealed, tail) = tail.split_at_mut(entry.stored_len as usize);
-            rest = tail;
-            pos = entry.end();
-            parts.push((k, sealed));
+            return errors;
         }
-        let results: Vec<(usize, std::result::Result<(), String>)> = parts
-            .into_par_iter()
-            .map(|(k, sealed)| {
-                let (entry, targets) = members[k];
-                let mut scratch = PLAIN_BUF.take();
-                let r = open_blob_in_place(&cipher, info.kind, entry, sealed, &what, &mut scratch)
-                    .map_err(|e| e.to_string())
-                    .and_then(|plain| {
-                        for t in targets.iter() {
-                            let path = &out.files[t.file].path;
-                            let file = out.handles[t.file]
-                                .as_ref()
-                                .ok_or_else(|| format!("{} is not open", path.display()))?;
-                            write_at(file, plain, t.offset).map_err(|e| format!("writing {}: {e}", path.display()))?;
-                            written.fetch_add(plain.len() as u64, Ordering::Relaxed);
-                            progress.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
-                        }
-                        Ok(())
-                    });
-                if reads.keep_buffers {
-                    PLAIN_BUF.set(scratch);
+    }
+    // Each blob is decrypted in place in its own part of the read.
+    let mut rest: &mut [u8] = data;
+    let mut pos = start;
+    let mut scratch = PLAIN_BUF.take();
+    for (entry, targets) in members.iter().copied() {
+        let at = entry.offset as u64;
+        if at < pos {
+            let msg = format!("{what}: blob {} at offset {at} overlaps the blob before it (damaged index)", entry.id);
+            errors.extend(targets.iter().map(|t| (t.file, msg.clone())));
+            continue;
+        }
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut((at - pos) as usize);
+        let (sealed, tail) = tail.split_at_mut(entry.stored_len as usize);
+        rest = tail;
+        pos = entry.end();
+        let r = open_blob_in_place(cipher, kind, entry, sealed, what, &mut scratch)
+            .map_err(|e| e.to_string())
+            .and_then(|plain| {
+                for t in targets.iter() {
+                    let path = &out.files[t.file].path;
+                    let file = out.handles[t.file].as_ref().ok_or_else(|| format!("{} is not open", path.display()))?;
+                    write_at(file, plain, t.offset).map_err(|e| format!("writing {}: {e}", path.display()))?;
+                    written.fetch_add(plain.len() as u64, Ordering::Relaxed);
+                    progress.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
                 }
-                (k, r)
-            })
-            .collect();
-        for (k, r) in results {
-            if let Err(msg) = r {
-                errors.extend(members[k].1.iter().map(|t| (t.file, msg.clone())));
-            }
+                Ok(())
+            });
+        if let Err(msg) = r {
+            errors.extend(targets.iter().map(|t| (t.file, msg.clone())));
         }
     }
     if reads.keep_buffers {
-        READ_BUF.set(data);
+        PLAIN_BUF.set(scratch);
     }
     errors
 }
