@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use globset::GlobSet;
 use rayon::prelude::*;
 
+use crate::backend::FileType;
 use crate::crypto::Cipher;
 use crate::error::{Error, Result};
 use crate::format::BlobKind;
@@ -654,8 +655,6 @@ const LOCAL_READ: u64 = 256 << 10;
 /// Bytes of pack reads in flight at once, over all threads.
 const READ_BUDGET: u64 = 32 << 20;
 
-/// Restores the needed blobs of one pack. Returns each file that could not
-/// be (fully) written with the reason.
 /// How a restore reads packs.
 #[derive(Clone, Copy)]
 struct ReadPolicy {
@@ -667,6 +666,8 @@ struct ReadPolicy {
     keep_buffers: bool,
 }
 
+/// Restores the needed blobs of one pack. Returns each file that could not
+/// be (fully) written with the reason.
 fn restore_pack(
     repo: &Repository,
     pack: &PackId,
@@ -683,8 +684,14 @@ fn restore_pack(
         Err(e) => return all_targets(e.to_string()),
     };
     let ft = pack_file_type(info.kind);
-    let what = format!("pack {}", ft.path(&pack.to_hex()));
-    let cipher = repo.keys().pack_cipher(&info.salt);
+    let name = pack.to_hex();
+    let src = SourcePack {
+        what: format!("pack {}", ft.path(&name)),
+        name,
+        ft,
+        kind: info.kind,
+        cipher: repo.keys().pack_cipher(&info.salt),
+    };
     let mut order: Vec<&BlobTargets> = blobs.iter().collect();
     order.sort_by_key(|(e, _)| e.offset);
     // Coalesce neighbours into ranged reads.
@@ -702,50 +709,40 @@ fn restore_pack(
     // The ranges are read and restored in parallel, each one start to end
     // by one thread, which never waits on another: so a thread holds one
     // read buffer at a time.
-    let errors: Vec<(usize, String)> = ranges
+    ranges
         .par_iter()
         .flat_map_iter(|(start, end, members)| {
-            // One read buffer per thread, reused from range to range: a fresh
-            // buffer per read costs a page fault per 4 KiB.
-            let mut data = READ_BUF.take();
-            let errs = restore_range(
-                repo,
-                pack,
-                &what,
-                (&cipher, info.kind),
-                (*start, *end, members.as_slice()),
-                &mut data,
-                reads,
-                out,
-                progress,
-                written,
-            );
-            if reads.keep_buffers {
-                READ_BUF.set(data);
-            }
-            errs
+            restore_range(repo, &src, (*start, *end, members), reads, out, progress, written)
         })
-        .collect();
-    errors
+        .collect()
+}
+
+/// A pack being restored from: its name, its key, and how messages name it.
+struct SourcePack {
+    name: String,
+    ft: FileType,
+    kind: BlobKind,
+    what: String,
+    cipher: Cipher,
 }
 
 /// Reads one range of a pack and restores the blobs in it, in order.
-#[allow(clippy::too_many_arguments)]
+/// Returns each file that could not be (fully) written with the reason.
 fn restore_range(
     repo: &Repository,
-    pack: &PackId,
-    what: &str,
-    (cipher, kind): (&Cipher, BlobKind),
+    src: &SourcePack,
     (start, end, members): (u64, u64, &[&BlobTargets]),
-    data: &mut Vec<u8>,
     reads: ReadPolicy,
     out: &Outputs<'_>,
     progress: &RestoreProgress,
     written: &AtomicU64,
 ) -> Vec<(usize, String)> {
+    let what = &src.what;
     let mut errors: Vec<(usize, String)> = Vec::new();
-    let ft = pack_file_type(kind);
-    match repo.backend().read_range_into(ft, &pack.to_hex(), start, end - start, data) {
+    // One read buffer per thread, reused from range to range: a fresh buffer
+    // per read costs a page fault per 4 KiB.
+    let mut data = READ_BUF.take();
+    match repo.backend().read_range_into(src.ft, &src.name, start, end - start, &mut data) {
         Ok(()) if data.len() as u64 == end - start => {}
         Ok(()) => {
             let msg = format!("{what}: short read, {} of {} bytes at offset {start}", data.len(), end - start);
@@ -762,7 +759,7 @@ fn restore_range(
         }
     }
     // Each blob is decrypted in place in its own part of the read.
-    let mut rest: &mut [u8] = data;
+    let mut rest: &mut [u8] = &mut data;
     let mut pos = start;
     let mut scratch = PLAIN_BUF.take();
     for (entry, targets) in members.iter().copied() {
@@ -776,7 +773,7 @@ fn restore_range(
         let (sealed, tail) = tail.split_at_mut(entry.stored_len as usize);
         rest = tail;
         pos = entry.end();
-        let r = open_blob_in_place(cipher, kind, entry, sealed, what, &mut scratch)
+        let r = open_blob_in_place(&src.cipher, src.kind, entry, sealed, what, &mut scratch)
             .map_err(|e| e.to_string())
             .and_then(|plain| {
                 for t in targets.iter() {
@@ -794,6 +791,7 @@ fn restore_range(
     }
     if reads.keep_buffers {
         PLAIN_BUF.set(scratch);
+        READ_BUF.set(data);
     }
     errors
 }
