@@ -219,16 +219,14 @@ fn worker(shared: &Shared<'_>, jobs: Receiver<Job>, uploads: Sender<FinishedPack
     // larger on its own: room for one maximal chunk and the header suffices.
     let capacity = pack_size + repo.config().chunker.max_size as usize + (64 << 10);
     let mut writer = PackWriter::new(repo.keys(), BlobKind::Data, level, capacity);
+    let close = |writer: &mut PackWriter| uploads.send(writer.finish_and_restart()).is_ok();
     for job in jobs {
         if shared.failed.load(Ordering::Relaxed) {
             continue; // drain so the walker never blocks
         }
         // Close the pack before this blob would take it past the target size.
-        if !writer.is_empty() && writer.len() + job.data.len() > pack_size {
-            let full = std::mem::replace(&mut writer, PackWriter::new(repo.keys(), BlobKind::Data, level, capacity));
-            if uploads.send(full.finish()).is_err() {
-                return;
-            }
+        if !writer.is_empty() && writer.len() + job.data.len() > pack_size && !close(&mut writer) {
+            return;
         }
         match writer.add(job.id, &job.data) {
             Ok(n) => {
@@ -241,11 +239,8 @@ fn worker(shared: &Shared<'_>, jobs: Receiver<Job>, uploads: Sender<FinishedPack
                 continue;
             }
         }
-        if writer.len() >= pack_size {
-            let full = std::mem::replace(&mut writer, PackWriter::new(repo.keys(), BlobKind::Data, level, capacity));
-            if uploads.send(full.finish()).is_err() {
-                return;
-            }
+        if writer.len() >= pack_size && !close(&mut writer) {
+            return;
         }
     }
     if !writer.is_empty() && !shared.failed.load(Ordering::Relaxed) {

@@ -78,6 +78,8 @@ pub struct PackWriter {
     salt: [u8; 32],
     cipher: Cipher,
     buf: Vec<u8>,
+    /// Bytes reserved for each pack's buffer.
+    capacity: usize,
     entries: Vec<BlobEntry>,
     raw_bytes: u64,
     compressor: Option<zstd::bulk::Compressor<'static>>,
@@ -114,6 +116,7 @@ impl PackWriter {
             kind,
             salt,
             buf: Vec::with_capacity(capacity),
+            capacity,
             entries: Vec::new(),
             raw_bytes: 0,
             compressor,
@@ -188,18 +191,44 @@ impl PackWriter {
 
     /// Appends header and trailer and computes the pack id.
     pub fn finish(self) -> FinishedPack {
-        let header = PackHeader { kind: self.kind, entries: self.entries };
-        let sealed = seal_header(&self.keys, &self.salt, &header);
-        let mut bytes = self.buf;
-        bytes.extend_from_slice(&sealed);
-        bytes.extend_from_slice(&Trailer { salt: self.salt, header_len: sealed.len() as u32 }.encode());
-        let id = PackId(*blake3::hash(&bytes).as_bytes());
-        FinishedPack {
-            id,
-            index: IndexPack { id, kind: self.kind, size: bytes.len() as u64, salt: self.salt, blobs: header.entries },
-            bytes,
-            raw_bytes: self.raw_bytes,
-        }
+        seal_pack(&self.keys, self.kind, self.salt, self.entries, self.buf, self.raw_bytes)
+    }
+
+    /// Finishes this pack like [`PackWriter::finish`] and starts the next
+    /// one in place, with a new salt (hence a new key) and a new buffer. The
+    /// zstd context and the scratch buffer carry over, so a long run doesn't
+    /// allocate and fault them in again for every pack.
+    pub fn finish_and_restart(&mut self) -> FinishedPack {
+        let salt = random_bytes::<32>();
+        self.cipher = self.keys.pack_cipher(&salt);
+        let old_salt = std::mem::replace(&mut self.salt, salt);
+        let old_buf = std::mem::replace(&mut self.buf, Vec::with_capacity(self.capacity));
+        let entries = std::mem::take(&mut self.entries);
+        let raw_bytes = std::mem::take(&mut self.raw_bytes);
+        seal_pack(&self.keys, self.kind, old_salt, entries, old_buf, raw_bytes)
+    }
+}
+
+/// Appends the sealed header and the trailer to a pack's blobs and computes
+/// its id.
+fn seal_pack(
+    keys: &Keys,
+    kind: BlobKind,
+    salt: [u8; 32],
+    entries: Vec<BlobEntry>,
+    mut bytes: Vec<u8>,
+    raw_bytes: u64,
+) -> FinishedPack {
+    let header = PackHeader { kind, entries };
+    let sealed = seal_header(keys, &salt, &header);
+    bytes.extend_from_slice(&sealed);
+    bytes.extend_from_slice(&Trailer { salt, header_len: sealed.len() as u32 }.encode());
+    let id = PackId(*blake3::hash(&bytes).as_bytes());
+    FinishedPack {
+        id,
+        index: IndexPack { id, kind, size: bytes.len() as u64, salt, blobs: header.entries },
+        bytes,
+        raw_bytes,
     }
 }
 
@@ -320,6 +349,30 @@ mod tests {
                 // The type is bound: a data blob can't be read as a tree blob.
                 prop_assert!(open_blob(&cipher, BlobKind::Tree, e, sealed, "p").is_err());
             }
+        }
+    }
+
+    #[test]
+    fn a_restarted_writer_starts_a_new_pack_with_its_own_salt() {
+        let keys = Keys::generate();
+        let mut w = PackWriter::new(&keys, BlobKind::Data, CompressionLevel(1), 1 << 16);
+        let (a, b) = (b"first pack's blob".repeat(50), b"second pack's blob".repeat(70));
+        w.add(keys.blob_id(&a), &a).unwrap();
+        let first = w.finish_and_restart();
+        assert!(w.is_empty(), "the restarted writer has no blob of the first pack");
+        assert_eq!(w.len(), 0, "nor any of its bytes");
+        w.add(keys.blob_id(&b), &b).unwrap();
+        let second = w.finish();
+        assert_ne!(first.index.salt, second.index.salt);
+        for (p, blob) in [(&first, &a), (&second, &b)] {
+            let header = parse_header(&keys, &p.bytes, p.bytes.len() as u64, "p").unwrap().unwrap();
+            assert_eq!(header.entries.len(), 1);
+            assert_eq!(header.entries[0].offset, 0);
+            assert_eq!(PackId(*blake3::hash(&p.bytes).as_bytes()), p.id);
+            assert_eq!(p.raw_bytes, blob.len() as u64);
+            let e = &header.entries[0];
+            let sealed = &p.bytes[e.offset as usize..e.end() as usize];
+            assert_eq!(&open_blob(&keys.pack_cipher(&p.index.salt), BlobKind::Data, e, sealed, "p").unwrap(), blob);
         }
     }
 
