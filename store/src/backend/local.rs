@@ -5,10 +5,12 @@
 //! the name exists, so nothing is ever overwritten), and the directory is
 //! fsynced. A crash leaves at most a `.tmp-*` file, never a partial object.
 
+use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -23,6 +25,9 @@ pub struct LocalBackend {
     /// an `open`, `fstat` and `close` each cost more than the `pread`.
     /// Packs never change once written; removing one drops its handle.
     open_packs: Mutex<Vec<OpenPack>>,
+    /// Whether large writes still try `O_DIRECT` (cleared when the file
+    /// system refuses it).
+    direct: AtomicBool,
 }
 
 /// An open pack: its type, name, handle and size.
@@ -37,7 +42,7 @@ const SMALL_READ: u64 = 256 << 10;
 impl LocalBackend {
     /// A backend for the directory `root` (not touched until used).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalBackend { root: root.into(), open_packs: Mutex::new(Vec::new()) }
+        LocalBackend { root: root.into(), open_packs: Mutex::new(Vec::new()), direct: AtomicBool::new(true) }
     }
 
     /// An open handle on a pack, and its size, from the kept ones or newly
@@ -77,9 +82,24 @@ impl LocalBackend {
 }
 
 /// Writes `data` to a new `.tmp-*` file in `dir` and syncs it; returns its
-/// path. A failed write leaves nothing behind.
-fn write_temp(dir: &Path, data: &[u8]) -> io::Result<PathBuf> {
+/// path. A failed write leaves nothing behind. Large writes go around the
+/// page cache when `direct` allows (see [`write_direct`]); a file system
+/// that refuses that clears `direct` and gets ordinary writes from then on.
+fn write_temp(dir: &Path, data: &[u8], direct: &AtomicBool) -> io::Result<PathBuf> {
     let tmp = dir.join(format!(".tmp-{}", hex::encode(crate::crypto::random_bytes::<8>())));
+    if data.len() >= DIRECT_MIN && direct.load(Ordering::Relaxed) {
+        match write_direct(&tmp, data) {
+            Ok(()) => return Ok(tmp),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                if e.raw_os_error() != Some(libc::EINVAL) {
+                    return Err(e);
+                }
+                // Not supported here (or not with this alignment).
+                direct.store(false, Ordering::Relaxed);
+            }
+        }
+    }
     let write = || -> io::Result<()> {
         let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         f.write_all(data)?;
@@ -92,6 +112,59 @@ fn write_temp(dir: &Path, data: &[u8]) -> io::Result<PathBuf> {
             Err(e)
         }
     }
+}
+
+/// Writes of at least this size (packs) bypass the page cache.
+const DIRECT_MIN: usize = 1 << 20;
+/// Alignment of buffer, offset and length for `O_DIRECT`: 4 KiB covers any
+/// logical block size a disk reports.
+const DIRECT_ALIGN: usize = 4096;
+/// Bytes per `O_DIRECT` write.
+const DIRECT_PIECE: usize = 1 << 20;
+
+thread_local! {
+    /// Each writing thread's staging buffer for [`write_direct`]: allocated
+    /// once, so its pages are faulted in once.
+    static STAGING: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Writes `data` into a new file at `path` with `O_DIRECT`, through an
+/// aligned staging buffer in pieces of [`DIRECT_PIECE`], the last one padded
+/// with zeros to the alignment and the file then cut back to `data.len()`;
+/// then syncs it. Every pack is synced before it is linked in anyway, so
+/// the page cache buys a pack write nothing, and copying into it costs more
+/// than the write itself where fresh page-cache pages are dear (on the
+/// 2-core VM the benchmarks run on, 704 MB took 3.3 s of system time
+/// through the page cache and 0.1 s around it). It also leaves the page
+/// cache to the files being backed up. `EINVAL` means the file system
+/// refuses `O_DIRECT`; the caller falls back to ordinary writes.
+fn write_direct(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_DIRECT).open(path)?;
+    STAGING.with_borrow_mut(|staging| -> io::Result<()> {
+        if staging.is_empty() {
+            staging.resize(DIRECT_PIECE + DIRECT_ALIGN, 0);
+        }
+        let skip = staging.as_ptr().align_offset(DIRECT_ALIGN);
+        if skip >= DIRECT_ALIGN {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let piece = &mut staging[skip..skip + DIRECT_PIECE];
+        for part in data.chunks(DIRECT_PIECE) {
+            let padded = part.len().next_multiple_of(DIRECT_ALIGN);
+            piece[..part.len()].copy_from_slice(part);
+            piece[part.len()..padded].fill(0);
+            // One write per piece: a short write would leave the file
+            // offset unaligned, and the next piece is then refused with
+            // EINVAL, which falls back to ordinary writes.
+            f.write_all(&piece[..padded])?;
+        }
+        Ok(())
+    })?;
+    if !data.len().is_multiple_of(DIRECT_ALIGN) {
+        f.set_len(data.len() as u64)?;
+    }
+    f.sync_all()
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -250,7 +323,7 @@ impl Backend for LocalBackend {
                 sync_dir(up).map_err(|e| self.err("syncing", up, &e))?;
             }
         }
-        let tmp = write_temp(&dir, data).map_err(|e| self.err("writing", &p, &e))?;
+        let tmp = write_temp(&dir, data, &self.direct).map_err(|e| self.err("writing", &p, &e))?;
         let res = fs::hard_link(&tmp, &p);
         let _ = fs::remove_file(&tmp);
         res.map_err(|e| self.err("writing", &p, &e))?;
@@ -263,7 +336,7 @@ impl Backend for LocalBackend {
         if !dir.is_dir() {
             fs::create_dir_all(&dir).map_err(|e| self.err("creating", &dir, &e))?;
         }
-        let tmp = write_temp(&dir, data).map_err(|e| self.err("writing", &p, &e))?;
+        let tmp = write_temp(&dir, data, &self.direct).map_err(|e| self.err("writing", &p, &e))?;
         if let Err(e) = fs::rename(&tmp, &p) {
             let _ = fs::remove_file(&tmp);
             return Err(self.err("writing", &p, &e));
@@ -285,6 +358,30 @@ impl Backend for LocalBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_writes_of_any_length_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path());
+        b.create().unwrap();
+        // Around the O_DIRECT threshold, piece size and alignment.
+        let lens =
+            [DIRECT_MIN - 1, DIRECT_MIN, DIRECT_MIN + 1, 3 * DIRECT_PIECE + 4095, 5 * DIRECT_PIECE + DIRECT_ALIGN];
+        for (i, len) in lens.into_iter().enumerate() {
+            let data: Vec<u8> = (0..len).map(|j| (j * 31 + i) as u8).collect();
+            let name = format!("{i:02x}").repeat(32);
+            b.write_new(FileType::Data, &name, &data).unwrap();
+            assert_eq!(b.read(FileType::Data, &name).unwrap(), data, "length {len}");
+            assert_eq!(b.size(FileType::Data, &name).unwrap(), len as u64);
+            let e = b.write_new(FileType::Data, &name, &data).unwrap_err();
+            assert_eq!(e.kind, BackendErrorKind::AlreadyExists);
+        }
+        let leftovers: Vec<_> = fs::read_dir(dir.path().join("data").join("00")).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "only the object itself, no temporary file");
+        if !b.direct.load(Ordering::Relaxed) {
+            eprintln!("note: this file system refused O_DIRECT; the ordinary path was tested");
+        }
+    }
 
     #[test]
     fn write_new_never_overwrites() {
