@@ -846,18 +846,43 @@ fn read_packs(
     progress: &CheckProgress,
 ) -> Result<Vec<(PackId, BlobKind, u64, PackReading)>> {
     progress.bytes_total.store(chosen.iter().map(|c| c.2).sum(), Ordering::Relaxed);
-    let results = chosen
-        .par_iter()
-        .map(|&(id, kind, size, rec)| {
-            let r = read_pack(repo, id, kind, size, rec)?;
-            progress.packs_done.fetch_add(1, Ordering::Relaxed);
-            progress.bytes_done.fetch_add(size, Ordering::Relaxed);
-            Ok((id, kind, size, r))
-        })
-        .collect();
-    // The pool's threads kept their pack buffers from pack to pack.
-    rayon::broadcast(|_| drop(PACK_BUF.take()));
-    results
+    let read_all = || -> Result<Vec<_>> {
+        let results = chosen
+            .par_iter()
+            .map(|&(id, kind, size, rec)| {
+                let r = read_pack(repo, id, kind, size, rec)?;
+                progress.packs_done.fetch_add(1, Ordering::Relaxed);
+                progress.bytes_done.fetch_add(size, Ordering::Relaxed);
+                Ok((id, kind, size, r))
+            })
+            .collect();
+        // The pool's threads kept their pack buffers from pack to pack.
+        rayon::broadcast(|_| drop(PACK_BUF.take()));
+        results
+    };
+    match readers_pool(repo) {
+        Some(pool) => pool.install(read_all),
+        None => read_all(),
+    }
+}
+
+/// Pack bytes that `check --read-data`'s readers hold at once, at most.
+const READ_BUDGET: u64 = 64 << 20;
+
+/// A pool of twice as many readers as cores, when READ_BUDGET holds a pack
+/// buffer for each: while one thread waits for its pack to come off the
+/// disk, the others verify. Packs written with `O_DIRECT` are not in the
+/// page cache, so a check reads them all from the disk: with 2 cores, a
+/// cold 1.8 GB check took 2.84–3.18 s with four readers against 3.25–3.56
+/// s with two, for 35 MiB more memory (benches/README.md, session 9).
+fn readers_pool(repo: &Repository) -> Option<rayon::ThreadPool> {
+    let cores = rayon::current_num_threads();
+    let fit = (READ_BUDGET / repo.config().pack_size.max(1)) as usize;
+    let readers = (2 * cores).min(fit);
+    if readers <= cores {
+        return None;
+    }
+    rayon::ThreadPoolBuilder::new().num_threads(readers).thread_name(|i| format!("vault-check-{i}")).build().ok()
 }
 
 /// Reads one pack whole and verifies everything in it. Errors only when
