@@ -141,6 +141,10 @@ thread_local! {
 fn write_direct(path: &Path, data: &[u8]) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_DIRECT).open(path)?;
+    #[cfg(test)]
+    if let Some(errno) = tests::DIRECT_FAILS.get() {
+        return Err(io::Error::from_raw_os_error(errno));
+    }
     STAGING.with_borrow_mut(|staging| -> io::Result<()> {
         if staging.is_empty() {
             staging.resize(DIRECT_PIECE + DIRECT_ALIGN, 0);
@@ -358,6 +362,62 @@ impl Backend for LocalBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Makes this thread's next `write_direct` calls fail with this
+        /// errno once the file is open (a file system that refuses O_DIRECT,
+        /// or a failing disk).
+        pub(super) static DIRECT_FAILS: std::cell::Cell<Option<i32>> = const { std::cell::Cell::new(None) };
+    }
+
+    fn temporary_files(dir: &Path) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        for sub in fs::read_dir(dir.join("data")).unwrap() {
+            for f in fs::read_dir(sub.unwrap().path()).unwrap() {
+                let f = f.unwrap().path();
+                if f.file_name().unwrap().to_string_lossy().starts_with(".tmp-") {
+                    found.push(f);
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn a_file_system_refusing_o_direct_gets_ordinary_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path());
+        b.create().unwrap();
+        let data: Vec<u8> = (0..3 * DIRECT_PIECE + 17).map(|j| (j * 7) as u8).collect();
+        DIRECT_FAILS.set(Some(libc::EINVAL));
+        let (first, second) = ("ab".repeat(32), "cd".repeat(32));
+        b.write_new(FileType::Data, &first, &data).unwrap();
+        assert!(!b.direct.load(Ordering::Relaxed), "O_DIRECT is off for this backend from now on");
+        b.write_new(FileType::Data, &second, &data).unwrap();
+        DIRECT_FAILS.set(None);
+        for name in [&first, &second] {
+            assert_eq!(b.read(FileType::Data, name).unwrap(), data);
+        }
+        assert_eq!(temporary_files(dir.path()), Vec::<PathBuf>::new());
+    }
+
+    #[test]
+    fn a_failing_direct_write_is_an_error_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path());
+        b.create().unwrap();
+        let data = vec![5u8; 2 * DIRECT_MIN];
+        let name = "ef".repeat(32);
+        DIRECT_FAILS.set(Some(libc::EIO));
+        let e = b.write_new(FileType::Data, &name, &data).unwrap_err();
+        DIRECT_FAILS.set(None);
+        assert!(e.to_string().contains(&name), "the error names the object: {e}");
+        assert!(b.direct.load(Ordering::Relaxed), "an I/O error is not taken for a refusal of O_DIRECT");
+        assert_eq!(b.size(FileType::Data, &name).unwrap_err().kind, BackendErrorKind::NotFound);
+        assert_eq!(temporary_files(dir.path()), Vec::<PathBuf>::new());
+        b.write_new(FileType::Data, &name, &data).unwrap();
+        assert_eq!(b.read(FileType::Data, &name).unwrap(), data);
+    }
 
     #[test]
     fn large_writes_of_any_length_read_back_whole() {
