@@ -860,14 +860,14 @@ fn read_packs(
         rayon::broadcast(|_| drop(PACK_BUF.take()));
         results
     };
-    match readers_pool(repo) {
+    match readers_pool(repo, chosen.len()) {
         Some(pool) => pool.install(read_all),
         None => read_all(),
     }
 }
 
 /// Pack bytes that `check --read-data`'s readers hold at once, at most.
-const READ_BUDGET: u64 = 64 << 20;
+const READ_BUDGET: u64 = 80 << 20;
 
 /// A pool of twice as many readers as cores, when READ_BUDGET holds a pack
 /// buffer for each: while one thread waits for its pack to come off the
@@ -875,10 +875,12 @@ const READ_BUDGET: u64 = 64 << 20;
 /// page cache, so a check reads them all from the disk: with 2 cores, a
 /// cold 1.8 GB check took 2.84–3.18 s with four readers against 3.25–3.56
 /// s with two, for 35 MiB more memory (benches/README.md, session 9).
-fn readers_pool(repo: &Repository) -> Option<rayon::ThreadPool> {
+fn readers_pool(repo: &Repository, packs: usize) -> Option<rayon::ThreadPool> {
     let cores = rayon::current_num_threads();
-    let fit = (READ_BUDGET / repo.config().pack_size.max(1)) as usize;
-    let readers = (2 * cores).min(fit);
+    // A pack may pass pack_size by up to one chunk.
+    let largest = repo.config().pack_size + u64::from(repo.config().chunker.max_size);
+    let fit = (READ_BUDGET / largest.max(1)) as usize;
+    let readers = (2 * cores).min(fit).min(packs);
     if readers <= cores {
         return None;
     }
