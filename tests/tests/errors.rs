@@ -466,17 +466,11 @@ fn fill_the_repository_disk(v: &mut Vault, mnt: &Path) {
     v.cmd().arg("snapshot").arg(&big).run().failed().stderr_has("No space left on device");
 
     assert_eq!(v.snapshot_ids(), vec![first.clone()], "only the first snapshot is listed");
-    let mut temporary = Vec::new();
-    for dir in ["data", "tree"] {
-        for sub in fs::read_dir(v.repo.join(dir)).unwrap() {
-            for f in fs::read_dir(sub.unwrap().path()).unwrap() {
-                let f = f.unwrap().path();
-                if f.file_name().unwrap().to_string_lossy().starts_with(".tmp-") {
-                    temporary.push(f);
-                }
-            }
-        }
-    }
+    let temporary: Vec<_> = ["data", "tree"]
+        .into_iter()
+        .flat_map(|dir| v.repo_files(dir))
+        .filter(|f| f.file_name().unwrap().to_string_lossy().starts_with(".tmp-"))
+        .collect();
     assert!(temporary.is_empty(), "temporary files left behind: {temporary:?}");
     v.cmd().arg("check").run().ok();
     let target = v.path("target");
