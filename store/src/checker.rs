@@ -27,7 +27,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::backend::FileType;
+use crate::backend::{FileType, ReadBuf};
 use crate::crypto::TAG_LEN;
 use crate::error::{Error, Result};
 use crate::format::BlobKind;
@@ -902,14 +902,14 @@ fn read_pack(repo: &Repository, id: PackId, kind: BlobKind, size: u64, rec: Opti
     // 4096 page faults. It is taken out of its slot while in use.
     let mut bytes = PACK_BUF.take();
     let read = repo.backend().read_into(ft, &id.to_hex(), &mut bytes);
-    let r = read_pack_bytes(repo, id, kind, rec, &what, read.map(|()| &mut bytes), r);
+    let r = read_pack_bytes(repo, id, kind, rec, &what, read.map(|()| &mut *bytes), r);
     PACK_BUF.set(bytes);
     r
 }
 
 thread_local! {
     /// A checking thread's pack buffer (see `read_pack`).
-    static PACK_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    static PACK_BUF: std::cell::Cell<ReadBuf> = const { std::cell::Cell::new(ReadBuf::new()) };
 }
 
 /// Verifies one pack read into `bytes` (or the error reading it).
@@ -919,7 +919,7 @@ fn read_pack_bytes(
     kind: BlobKind,
     rec: Option<PackRec>,
     what: &str,
-    read: std::result::Result<&mut Vec<u8>, crate::error::BackendError>,
+    read: std::result::Result<&mut [u8], crate::error::BackendError>,
     mut r: PackReading,
 ) -> Result<PackReading> {
     let bytes = match read {

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use globset::GlobSet;
 use rayon::prelude::*;
 
-use crate::backend::FileType;
+use crate::backend::{FileType, ReadBuf};
 use crate::crypto::Cipher;
 use crate::error::{Error, Result};
 use crate::format::BlobKind;
@@ -155,6 +155,8 @@ struct Restorer<'a> {
     written: AtomicU64,
     pool: Option<rayon::ThreadPool>,
     max_read: u64,
+    /// Whether threads keep their read buffers from range to range (local).
+    keep_buffers: bool,
 }
 
 impl Restorer<'_> {
@@ -345,7 +347,7 @@ impl Restorer<'_> {
         let pack_list: Vec<(PackId, Vec<BlobTargets>)> =
             packs.into_iter().map(|(p, blobs)| (p, blobs.into_values().collect())).collect();
         let failed_mx = Mutex::new(failed);
-        let reads = ReadPolicy { max_read: self.max_read, keep_buffers: self.pool.is_none() };
+        let reads = ReadPolicy { max_read: self.max_read, keep_buffers: self.keep_buffers };
         let written = &self.written;
         let out = Outputs { files: &files, handles: &handles };
         self.on_pool(|| {
@@ -488,10 +490,16 @@ pub fn restore(
 
     // A remote backend wants more requests in flight than there are cores
     // (reading packs waits on the network, not on the CPU); the reads in
-    // flight share one memory budget however many there are.
-    let pool = wide_pool(repo);
+    // flight share one memory budget however many there are. Local reads
+    // are small, each thread keeps its buffers, and a local data pack is
+    // read around the page cache, without readahead: so twice as many
+    // threads as cores, to keep the cores busy while some wait on the disk
+    // (benches/README.md, session 10).
+    let remote = repo.backend().connections() > rayon::current_num_threads();
+    let pool = if remote { wide_pool(repo) } else { pool_of(2 * rayon::current_num_threads(), "vault-restore") };
     let threads = pool.as_ref().map_or_else(rayon::current_num_threads, |p| p.current_num_threads());
-    let keep_buffers = pool.is_none();
+    let keep_buffers = !remote;
+    let global = pool.is_none();
     let mut r = Restorer {
         repo,
         opts,
@@ -520,6 +528,7 @@ pub fn restore(
         } else {
             (READ_BUDGET / threads.max(1) as u64).clamp(MIN_READ, MAX_READ)
         },
+        keep_buffers,
     };
     if node.kind == NodeKind::Dir {
         // The target directory itself exists and keeps its own metadata.
@@ -535,9 +544,11 @@ pub fn restore(
         r.visit(node, snap_path, &target.join(OsStr::from_bytes(&node.name)), false);
     }
     let stats = r.finish();
-    // The global pool's threads kept their read and plaintext buffers from
-    // pack to pack; give them back now that the restore is done.
-    if keep_buffers {
+    // The global pool's threads (when the restore's own could not be made)
+    // kept their read and plaintext buffers from pack to pack; give them
+    // back now that the restore is done. A pool's own threads drop theirs
+    // as they end.
+    if keep_buffers && global {
         rayon::broadcast(|_| {
             drop(READ_BUF.take());
             drop(PLAIN_BUF.take());
@@ -798,7 +809,7 @@ fn restore_range(
 
 thread_local! {
     /// A restore thread's buffer for pack reads (see `restore_pack`).
-    static READ_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    static READ_BUF: std::cell::Cell<ReadBuf> = const { std::cell::Cell::new(ReadBuf::new()) };
     /// A restore thread's buffer for decompressed blobs.
     static PLAIN_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
@@ -893,7 +904,13 @@ fn wide_pool(repo: &Repository) -> Option<rayon::ThreadPool> {
     if want <= rayon::current_num_threads() {
         return None;
     }
-    rayon::ThreadPoolBuilder::new().num_threads(want).thread_name(|i| format!("vault-read-{i}")).build().ok()
+    pool_of(want, "vault-read")
+}
+
+/// A thread pool of `threads` named `name-<i>` (none if it can't be made:
+/// the global one serves).
+fn pool_of(threads: usize, name: &'static str) -> Option<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(move |i| format!("{name}-{i}")).build().ok()
 }
 
 /// Streams a file's content to `out`. Threads (as many as the cores, or the

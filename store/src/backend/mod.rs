@@ -10,6 +10,70 @@ pub mod s3;
 
 use crate::error::BackendError;
 
+/// A buffer that reads land in, reused from read to read. Its content is a
+/// range of it, not always at the front: a read around the page cache lands
+/// at an address aligned for the disk, some bytes before the range asked
+/// for, and those bytes then need no moving.
+#[derive(Debug, Default)]
+pub struct ReadBuf {
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl ReadBuf {
+    pub const fn new() -> Self {
+        ReadBuf { buf: Vec::new(), start: 0, len: 0 }
+    }
+
+    /// Takes `v` as the content.
+    pub fn set(&mut self, v: Vec<u8>) {
+        (self.start, self.len) = (0, v.len());
+        self.buf = v;
+    }
+
+    /// At least `n` bytes of space to read into, the content emptied; then
+    /// [`ReadBuf::keep`] says which of them are the content. Zero-filled
+    /// only where the buffer grows.
+    pub fn space(&mut self, n: usize) -> &mut [u8] {
+        if self.buf.len() < n {
+            self.buf.resize(n, 0);
+        }
+        (self.start, self.len) = (0, 0);
+        &mut self.buf
+    }
+
+    /// The content as a vector: the buffer itself, the content moved to
+    /// its front when it is not there.
+    pub fn into_vec(mut self) -> Vec<u8> {
+        self.buf.copy_within(self.start..self.start + self.len, 0);
+        self.buf.truncate(self.len);
+        self.buf
+    }
+
+    /// Makes `len` bytes at `start` of the space the content.
+    ///
+    /// # Panics
+    /// When they are not within the space.
+    pub fn keep(&mut self, start: usize, len: usize) {
+        assert!(start.checked_add(len).is_some_and(|end| end <= self.buf.len()), "content within the buffer");
+        (self.start, self.len) = (start, len);
+    }
+}
+
+impl std::ops::Deref for ReadBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for ReadBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
+}
+
 /// The kinds of objects in a repository, each under its own prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FileType {
@@ -114,8 +178,8 @@ pub trait Backend: Send + Sync {
     /// [`Backend::read`] into `buf` (replacing its content), so that a
     /// caller reading pack after pack reuses one buffer instead of faulting
     /// in a fresh one each time.
-    fn read_into(&self, t: FileType, name: &str, buf: &mut Vec<u8>) -> BResult<()> {
-        *buf = self.read(t, name)?;
+    fn read_into(&self, t: FileType, name: &str, buf: &mut ReadBuf) -> BResult<()> {
+        buf.set(self.read(t, name)?);
         Ok(())
     }
 
@@ -124,8 +188,8 @@ pub trait Backend: Send + Sync {
 
     /// [`Backend::read_range`] into `buf` (replacing its content), so that
     /// a caller reading range after range reuses one buffer.
-    fn read_range_into(&self, t: FileType, name: &str, offset: u64, len: u64, buf: &mut Vec<u8>) -> BResult<()> {
-        *buf = self.read_range(t, name, offset, len)?;
+    fn read_range_into(&self, t: FileType, name: &str, offset: u64, len: u64, buf: &mut ReadBuf) -> BResult<()> {
+        buf.set(self.read_range(t, name, offset, len)?);
         Ok(())
     }
 
@@ -333,6 +397,37 @@ pub fn open_url(url: &str, opts: &BackendOptions) -> Result<Box<dyn Backend>, cr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_buffer_is_its_content_wherever_that_sits() {
+        let mut b = ReadBuf::new();
+        assert!(b.is_empty());
+        b.set(b"abc".to_vec());
+        assert_eq!(&*b, b"abc");
+        let space = b.space(10);
+        assert!(space.len() >= 10);
+        space[..10].copy_from_slice(b"0123456789");
+        assert!(b.is_empty(), "space empties the content");
+        b.keep(3, 4);
+        assert_eq!(&*b, b"3456");
+        b[0] = b'x';
+        assert_eq!(&*b, b"x456");
+        // Growing keeps nothing promised; shrinking reuses the allocation.
+        b.space(4)[..2].copy_from_slice(b"yz");
+        b.keep(0, 2);
+        assert_eq!(&*b, b"yz");
+        b.space(8)[..8].copy_from_slice(b"abcdefgh");
+        b.keep(5, 3);
+        assert_eq!(b.into_vec(), b"fgh");
+    }
+
+    #[test]
+    #[should_panic(expected = "content within the buffer")]
+    fn a_read_buffer_refuses_content_past_its_space() {
+        let mut b = ReadBuf::new();
+        b.space(4);
+        b.keep(2, 3);
+    }
 
     #[test]
     fn s3_urls() {
