@@ -169,11 +169,20 @@ pub fn scan(paths: &[PathBuf], excludes: &[String], progress: &Progress) {
 /// connections would hold 128 MiB of 16 MiB packs.
 const UPLOAD_BUDGET: u64 = 64 << 20;
 
-/// A blob on its way to a worker.
+/// Blobs on their way to a worker. Small blobs travel together, so the
+/// walker and a worker hand over (and wake each other) once per batch
+/// rather than once per blob: a tree of small files is mostly small blobs.
+#[derive(Default)]
 struct Job {
-    id: BlobId,
-    data: Vec<u8>,
+    blobs: Vec<(BlobId, Vec<u8>)>,
+    bytes: usize,
 }
+
+/// A batch is sent once it holds this many bytes of blobs (a large blob
+/// goes nearly alone)...
+const JOB_BYTES: usize = 512 << 10;
+/// ...or this many blobs.
+const JOB_BLOBS: usize = 64;
 
 /// Content read for a multiply-linked file: chunks, length, and the
 /// (size, mtime, ctime) it was read at, so a reused inode number is noticed.
@@ -220,18 +229,18 @@ fn worker(shared: &Shared<'_>, jobs: Receiver<Job>, uploads: Sender<FinishedPack
     let capacity = pack_size + repo.config().chunker.max_size as usize + (64 << 10);
     let mut writer = PackWriter::new(repo.keys(), BlobKind::Data, level, capacity);
     let close = |writer: &mut PackWriter| uploads.send(writer.finish_and_restart()).is_ok();
-    for job in jobs {
+    for (id, data) in jobs.iter().flat_map(|job| job.blobs) {
         if shared.failed.load(Ordering::Relaxed) {
             continue; // drain so the walker never blocks
         }
         // Close the pack before this blob would take it past the target size.
-        if !writer.is_empty() && writer.len() + job.data.len() > pack_size && !close(&mut writer) {
+        if !writer.is_empty() && writer.len() + data.len() > pack_size && !close(&mut writer) {
             return;
         }
-        match writer.add(job.id, &job.data) {
+        match writer.add(id, &data) {
             Ok(n) => {
                 shared.bytes_added.fetch_add(n as u64, Ordering::Relaxed);
-                shared.bytes_added_raw.fetch_add(job.data.len() as u64, Ordering::Relaxed);
+                shared.bytes_added_raw.fetch_add(data.len() as u64, Ordering::Relaxed);
                 shared.blobs_added.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
@@ -283,6 +292,8 @@ struct Walker<'a, 'r> {
     repo: &'r Repository,
     shared: &'a Shared<'r>,
     jobs: Sender<Job>,
+    /// Blobs not sent to the workers yet (see [`Job`]).
+    job: Job,
     uploads: Sender<FinishedPack>,
     chunker: vault_chunker::Chunker,
     seen: HashSet<BlobId>,
@@ -365,7 +376,20 @@ impl Walker<'_, '_> {
             return Ok(());
         }
         self.seen.insert(id);
-        self.jobs.send(Job { id, data }).map_err(|_| {
+        self.job.bytes += data.len();
+        self.job.blobs.push((id, data));
+        if self.job.bytes >= JOB_BYTES || self.job.blobs.len() >= JOB_BLOBS {
+            return self.send_job();
+        }
+        Ok(())
+    }
+
+    /// Sends the blobs queued so far to the workers.
+    fn send_job(&mut self) -> Result<()> {
+        if self.job.blobs.is_empty() {
+            return Ok(());
+        }
+        self.jobs.send(std::mem::take(&mut self.job)).map_err(|_| {
             self.shared.take_failure().unwrap_or_else(|| Error::Pipeline("compression workers stopped".into()))
         })
     }
@@ -869,6 +893,7 @@ pub fn run_snapshot(
             repo,
             shared: &shared,
             jobs: job_tx,
+            job: Job::default(),
             uploads: up_tx,
             chunker: repo.chunker(),
             seen: HashSet::new(),
@@ -900,7 +925,10 @@ pub fn run_snapshot(
         // Stop a scan that is still running (after an error, say).
         drop(w.prescan.take());
         let parent_root_id = parent.as_ref().map(|(_, s)| s.tree);
-        let root = nodes.and_then(|n| w.add_tree(n, parent_root_id)).and_then(|id| w.flush_trees().map(|()| id));
+        let root = nodes
+            .and_then(|n| w.add_tree(n, parent_root_id))
+            .and_then(|id| w.flush_trees().map(|()| id))
+            .and_then(|id| w.send_job().map(|()| id));
         let Walker { summary, errors, .. } = w;
         root.map(|id| (id, summary, errors))
     });
