@@ -519,9 +519,7 @@ mod tests {
 
     #[test]
     fn data_pack_reads_around_the_page_cache_return_exactly_the_bytes_asked_for() {
-        let dir = tempfile::tempdir().unwrap();
-        let b = LocalBackend::new(dir.path());
-        b.create().unwrap();
+        let (_dir, b) = new_backend();
         let data: Vec<u8> = (0..3 * DIRECT_READ_PIECE / 2 + 123).map(|j| (j * 13 + j / 4096) as u8).collect();
         let name = "ab".repeat(32);
         b.write_new(FileType::Data, &name, &data).unwrap();
@@ -566,9 +564,7 @@ mod tests {
 
     #[test]
     fn a_file_system_refusing_o_direct_gets_ordinary_reads() {
-        let dir = tempfile::tempdir().unwrap();
-        let b = LocalBackend::new(dir.path());
-        b.create().unwrap();
+        let (_dir, b) = new_backend();
         let data: Vec<u8> = (0..DIRECT_READ_PIECE + 99).map(|j| (j * 3) as u8).collect();
         let name = "cd".repeat(32);
         b.write_new(FileType::Data, &name, &data).unwrap();
@@ -586,9 +582,7 @@ mod tests {
 
     #[test]
     fn a_failing_direct_read_is_an_error_naming_the_pack() {
-        let dir = tempfile::tempdir().unwrap();
-        let b = LocalBackend::new(dir.path());
-        b.create().unwrap();
+        let (_dir, b) = new_backend();
         let data = vec![1u8; 2 * DIRECT_READ_PIECE];
         let name = "ef".repeat(32);
         b.write_new(FileType::Data, &name, &data).unwrap();
@@ -611,6 +605,14 @@ mod tests {
         assert!(b.read_range(FileType::Data, &name, 0, DIRECT_READ_MIN).unwrap() == data[..DIRECT_READ_MIN as usize]);
     }
 
+    /// A backend over a fresh temporary directory (kept while the guard lives).
+    fn new_backend() -> (tempfile::TempDir, LocalBackend) {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path());
+        b.create().unwrap();
+        (dir, b)
+    }
+
     fn temporary_files(dir: &Path) -> Vec<PathBuf> {
         let mut found = Vec::new();
         for sub in fs::read_dir(dir.join("data")).unwrap() {
@@ -626,9 +628,7 @@ mod tests {
 
     #[test]
     fn a_file_system_refusing_o_direct_gets_ordinary_writes() {
-        let dir = tempfile::tempdir().unwrap();
-        let b = LocalBackend::new(dir.path());
-        b.create().unwrap();
+        let (dir, b) = new_backend();
         let data: Vec<u8> = (0..3 * DIRECT_PIECE + 17).map(|j| (j * 7) as u8).collect();
         DIRECT_FAILS.set(Some(libc::EINVAL));
         let (first, second) = ("ab".repeat(32), "cd".repeat(32));
@@ -644,9 +644,7 @@ mod tests {
 
     #[test]
     fn a_failing_direct_write_is_an_error_and_leaves_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let b = LocalBackend::new(dir.path());
-        b.create().unwrap();
+        let (dir, b) = new_backend();
         let data = vec![5u8; 2 * DIRECT_MIN];
         let name = "ef".repeat(32);
         DIRECT_FAILS.set(Some(libc::EIO));
@@ -662,9 +660,7 @@ mod tests {
 
     #[test]
     fn large_writes_of_any_length_read_back_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let b = LocalBackend::new(dir.path());
-        b.create().unwrap();
+        let (dir, b) = new_backend();
         // Around the O_DIRECT threshold, piece size and alignment.
         let lens =
             [DIRECT_MIN - 1, DIRECT_MIN, DIRECT_MIN + 1, 3 * DIRECT_PIECE + 4095, 5 * DIRECT_PIECE + DIRECT_ALIGN];
@@ -692,9 +688,7 @@ mod tests {
 
     #[test]
     fn write_new_never_overwrites() {
-        let dir = tempfile::tempdir().unwrap();
-        let b = LocalBackend::new(dir.path());
-        b.create().unwrap();
+        let (_dir, b) = new_backend();
         let name = "ab".repeat(32);
         b.write_new(FileType::Data, &name, b"one").unwrap();
         let e = b.write_new(FileType::Data, &name, b"two").unwrap_err();
@@ -710,9 +704,7 @@ mod tests {
 
     #[test]
     fn kept_pack_handles_never_outlive_a_remove() {
-        let dir = tempfile::tempdir().unwrap();
-        let b = LocalBackend::new(dir.path());
-        b.create().unwrap();
+        let (_dir, b) = new_backend();
         let names: Vec<String> = (0..OPEN_PACKS + 4).map(|i| format!("{i:02x}").repeat(32)).collect();
         for n in &names {
             b.write_new(FileType::Tree, n, n.as_bytes()).unwrap();
