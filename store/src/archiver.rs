@@ -629,13 +629,18 @@ impl Walker<'_, '_> {
         for e in errors {
             self.error(dir, format!("error while listing directory: {e}"));
         }
+        let mut listed = listed;
         let mut nodes = Vec::with_capacity(listed.len());
-        for (name, lstat) in listed {
-            let path = dir.join(&name);
+        for (name, lstat) in &mut listed {
+            let path = dir.join(&*name);
             let pnode = parent.and_then(|t| t.get(name.as_bytes()));
-            if let Some(n) = self.archive_entry(&path, &name, lstat, pnode, root_dev)? {
+            let lstat = std::mem::replace(lstat, Err(io::ErrorKind::Other.into()));
+            if let Some(n) = self.archive_entry(&path, name, lstat, pnode, root_dev)? {
                 nodes.push(n);
             }
+        }
+        if let Some(p) = &self.prescan {
+            p.give_back(listed);
         }
         Ok(nodes)
     }
