@@ -495,7 +495,7 @@ pub fn restore(
     // read around the page cache, without readahead: so more threads than
     // cores (`local_readers`), to keep the cores busy while some wait on
     // the disk (benches/README.md, session 10).
-    let remote = repo.backend().connections() > rayon::current_num_threads();
+    let remote = repo.backend().is_remote();
     let pool = if remote { wide_pool(repo) } else { pool_of(local_readers(), "vault-restore") };
     let threads = pool.as_ref().map_or_else(rayon::current_num_threads, |p| p.current_num_threads());
     let keep_buffers = !remote;

@@ -25,8 +25,9 @@ pub struct LocalBackend {
     /// an `open`, `fstat` and `close` each cost more than the `pread`.
     /// Packs never change once written; removing one drops its handle.
     open_packs: Mutex<Vec<OpenPack>>,
-    /// Whether large writes still try `O_DIRECT` (cleared when the file
-    /// system refuses it).
+    /// Whether large writes and large data-pack reads still try `O_DIRECT`
+    /// (cleared when the file system refuses it, for reads and writes
+    /// alike: both go to the same file system).
     direct: AtomicBool,
 }
 
@@ -41,12 +42,18 @@ enum Direct {
     PastEnd(u64),
     /// The file system refuses `O_DIRECT` (now turned off).
     Refused,
+    /// Fewer bytes came than the pack holds there (a file system that
+    /// returns short direct reads mid-file, or a pack cut meanwhile): the
+    /// buffered read decides.
+    Short,
 }
 
 /// Packs kept open for small reads.
 const OPEN_PACKS: usize = 16;
-/// Reads up to this size go through a kept handle (they are zero-filled
-/// first, which is nothing at this size); larger ones open the file.
+/// Buffered reads up to this size go through a kept handle (they are
+/// zero-filled first, which is nothing at this size); larger ones open the
+/// file. Data-pack reads of [`DIRECT_READ_MIN`] or more go around the page
+/// cache through a kept `O_DIRECT` handle instead.
 const SMALL_READ: u64 = 256 << 10;
 
 impl LocalBackend {
@@ -100,14 +107,7 @@ impl LocalBackend {
         };
         match read_direct(&f, offset, len as usize, buf) {
             Ok(n) if n as u64 == len => Ok(Direct::Read),
-            Ok(n) => Err(self.err(
-                "reading",
-                &p(),
-                &io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("{n} of {len} bytes at offset {offset} (truncated?)"),
-                ),
-            )),
+            Ok(_) => Ok(Direct::Short),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 self.refuse_direct(&p());
                 Ok(Direct::Refused)
@@ -384,15 +384,16 @@ impl Backend for LocalBackend {
         let p = self.path(t, name);
         if t == FileType::Data && self.direct.load(Ordering::Relaxed) {
             use std::os::unix::fs::OpenOptionsExt;
+            // A short read (see `Direct::Short`) falls through to the
+            // buffered read, which decides.
             let read = OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(&p).and_then(|f| {
                 let size = f.metadata()?.len();
-                match read_direct(&f, 0, usize::try_from(size).unwrap_or(usize::MAX), buf)? {
-                    n if n as u64 == size => Ok(()),
-                    n => Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{n} of {size} bytes (truncated?)"))),
-                }
+                let n = read_direct(&f, 0, usize::try_from(size).unwrap_or(usize::MAX), buf)?;
+                Ok(n as u64 == size)
             });
             match read {
-                Ok(()) => return Ok(()),
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.refuse_direct(&p),
                 Err(e) => return Err(self.err("reading", &p, &e)),
             }
@@ -422,7 +423,7 @@ impl Backend for LocalBackend {
             match self.read_data_direct(name, offset, len, buf)? {
                 Direct::Read => return Ok(()),
                 Direct::PastEnd(size) => return Err(past_end(&self.path(t, name), size)),
-                Direct::Refused => {}
+                Direct::Refused | Direct::Short => {}
             }
         }
         if len <= SMALL_READ && matches!(t, FileType::Data | FileType::Tree) {
@@ -557,6 +558,13 @@ mod tests {
             let direct = DIRECT_READS.get() - before;
             if takes_direct_reads(&path) {
                 assert_eq!(direct, ranges.len() + 1, "large reads of a data pack go around the cache");
+                // Through a handle that really has O_DIRECT.
+                use nix::fcntl::{FcntlArg, OFlag, fcntl};
+                let (f, _) = b.open_pack(FileType::Data, &name, true).unwrap();
+                let flags = OFlag::from_bits_truncate(fcntl(&*f, FcntlArg::F_GETFL).unwrap());
+                assert!(flags.contains(OFlag::O_DIRECT), "{flags:?}");
+            } else {
+                eprintln!("note: this file system refuses O_DIRECT; only the ordinary path was tested");
             }
         }
         assert!(b.direct.load(Ordering::Relaxed) || !takes_direct_reads(&path));
@@ -571,13 +579,43 @@ mod tests {
         evict(&b.path(FileType::Data, &name));
         DIRECT_READ_FAILS.set(Some(libc::EINVAL));
         let got = b.read_range(FileType::Data, &name, 100, 2 * DIRECT_READ_MIN);
-        let mut whole = ReadBuf::new();
-        let whole_read = b.read_into(FileType::Data, &name, &mut whole);
         DIRECT_READ_FAILS.set(None);
         assert!(got.unwrap() == data[100..100 + 2 * DIRECT_READ_MIN as usize]);
+        assert!(!b.direct.load(Ordering::Relaxed), "O_DIRECT is off for this backend from now on");
+        // A whole-pack read refused on a backend that still tries O_DIRECT.
+        let fresh = LocalBackend::new(b.root.clone());
+        let mut whole = ReadBuf::new();
+        DIRECT_READ_FAILS.set(Some(libc::EINVAL));
+        let whole_read = fresh.read_into(FileType::Data, &name, &mut whole);
+        DIRECT_READ_FAILS.set(None);
         whole_read.unwrap();
         assert!(*whole == data);
-        assert!(!b.direct.load(Ordering::Relaxed), "O_DIRECT is off for this backend from now on");
+        assert!(!fresh.direct.load(Ordering::Relaxed), "O_DIRECT is off for this backend from now on");
+    }
+
+    #[test]
+    fn a_pack_cut_short_under_a_kept_direct_handle_is_an_error_naming_it() {
+        let (_dir, b) = new_backend();
+        let data: Vec<u8> = (0..2 * DIRECT_READ_PIECE).map(|j| (j * 11) as u8).collect();
+        let name = "aa".repeat(32);
+        b.write_new(FileType::Data, &name, &data).unwrap();
+        let path = b.path(FileType::Data, &name);
+        let min = DIRECT_READ_MIN;
+        let tail = data.len() as u64 - min;
+        // Kept handles (direct and buffered) now know the full size.
+        assert!(b.read_range(FileType::Data, &name, tail, min).unwrap() == data[tail as usize..]);
+        assert!(b.read_range(FileType::Data, &name, 0, 16).unwrap() == data[..16]);
+        let cut = tail + min / 2;
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(cut).unwrap();
+        for len in [min, 4 * SMALL_READ] {
+            let e = b.read_range(FileType::Data, &name, cut - len / 2, len).unwrap_err();
+            assert!(e.to_string().contains(&name), "the error names the pack: {e}");
+        }
+        // What is still there reads back, and a whole read gets what is left.
+        assert!(b.read_range(FileType::Data, &name, 0, min).unwrap() == data[..min as usize]);
+        let mut whole = ReadBuf::new();
+        b.read_into(FileType::Data, &name, &mut whole).unwrap();
+        assert!(*whole == data[..cut as usize]);
     }
 
     #[test]
