@@ -491,12 +491,10 @@ pub fn restore(
     // A remote backend wants more requests in flight than there are cores
     // (reading packs waits on the network, not on the CPU); the reads in
     // flight share one memory budget however many there are. Local reads
-    // are small, each thread keeps its buffers, and a local data pack is
-    // read around the page cache, without readahead: so more threads than
-    // cores (`local_readers`), to keep the cores busy while some wait on
-    // the disk (benches/README.md, session 10).
+    // are small (through the page cache, with its readahead) and each of
+    // the global pool's threads keeps its buffers.
     let remote = repo.backend().is_remote();
-    let pool = if remote { wide_pool(repo) } else { pool_of(local_readers(), "vault-restore") };
+    let pool = if remote { wide_pool(repo) } else { None };
     let threads = pool.as_ref().map_or_else(rayon::current_num_threads, |p| p.current_num_threads());
     let keep_buffers = !remote;
     let global = pool.is_none();
@@ -544,10 +542,9 @@ pub fn restore(
         r.visit(node, snap_path, &target.join(OsStr::from_bytes(&node.name)), false);
     }
     let stats = r.finish();
-    // The global pool's threads (when the restore's own could not be made)
-    // kept their read and plaintext buffers from pack to pack; give them
-    // back now that the restore is done. A pool's own threads drop theirs
-    // as they end.
+    // The global pool's threads kept their read and plaintext buffers from
+    // pack to pack; give them back now that the restore is done (a pool's
+    // own threads drop theirs as they end).
     if keep_buffers && global {
         rayon::broadcast(|_| {
             drop(READ_BUF.take());
@@ -907,31 +904,23 @@ fn wide_pool(repo: &Repository) -> Option<rayon::ThreadPool> {
     pool_of(want, "vault-read")
 }
 
-/// Threads for reading local packs: twice as many as the cores, since reads
-/// around the page cache wait on the disk, but at most 8 more (each holds
-/// up to a blob's plaintext, 4 MiB, at once).
-fn local_readers() -> usize {
-    let cores = rayon::current_num_threads();
-    cores + cores.min(8)
-}
-
 /// A thread pool of `threads` named `name-<i>` (none if it can't be made:
 /// the global one serves).
 fn pool_of(threads: usize, name: &'static str) -> Option<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(move |i| format!("{name}-{i}")).build().ok()
 }
 
-/// Streams a file's content to `out`. Threads ([`local_readers`], or the
-/// backend's connections when that is more) read and decode the blobs ahead, at most
-/// a window of them, while this thread writes them in order: decoding never
-/// waits for a write, nor a write for a batch.
+/// Streams a file's content to `out`. Threads (as many as the cores, or the
+/// backend's connections when that is more) read and decode the blobs
+/// ahead, at most a window of them, while this thread writes them in
+/// order: decoding never waits for a write, nor a write for a batch.
 pub fn dump(repo: &Repository, node: &Node, out: &mut dyn io::Write) -> Result<u64> {
     use crossbeam_channel::bounded;
     if node.kind != NodeKind::File {
         return Err(Error::Invalid(format!("{:?} is not a regular file", node.display_name())));
     }
     let ids = &node.content;
-    let threads = repo.backend().connections().max(local_readers()).clamp(1, ids.len().max(1));
+    let threads = repo.backend().connections().max(rayon::current_num_threads()).clamp(1, ids.len().max(1));
     let window = threads * 2;
     std::thread::scope(|s| {
         let (todo_tx, todo_rx) = bounded::<usize>(window);

@@ -228,10 +228,14 @@ fn write_direct(path: &Path, data: &[u8]) -> io::Result<()> {
     f.sync_all()
 }
 
-/// Reads of data packs at least this large go around the page cache (see
-/// [`read_direct`]); smaller ones, and tree packs, which walks read in
-/// small pieces again and again, go through it.
-const DIRECT_READ_MIN: u64 = 64 << 10;
+/// Reads of data packs at least this large (a check's whole packs, a
+/// remote-sized range) go around the page cache (see [`read_direct`]).
+/// Smaller ones go through it: a restore's 256 KiB ranges and `dump`'s
+/// blobs are read in pack order, where readahead keeps the disk ahead of
+/// the threads, and direct reads of that size cost a calm machine more
+/// than they save (benches/README.md, session 10). Tree packs, which walks
+/// read in small pieces again and again, always go through it.
+const DIRECT_READ_MIN: u64 = 1 << 20;
 /// Bytes per `O_DIRECT` read (on the benchmark VM, 4 MiB reads ran at 1.8
 /// GB/s, 256 KiB ones at 1.2).
 const DIRECT_READ_PIECE: usize = 4 << 20;
