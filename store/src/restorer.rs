@@ -497,7 +497,6 @@ pub fn restore(
     let pool = if remote { wide_pool(repo) } else { None };
     let threads = pool.as_ref().map_or_else(rayon::current_num_threads, |p| p.current_num_threads());
     let keep_buffers = !remote;
-    let global = pool.is_none();
     let mut r = Restorer {
         repo,
         opts,
@@ -543,9 +542,8 @@ pub fn restore(
     }
     let stats = r.finish();
     // The global pool's threads kept their read and plaintext buffers from
-    // pack to pack; give them back now that the restore is done (a pool's
-    // own threads drop theirs as they end).
-    if keep_buffers && global {
+    // pack to pack; give them back now that the restore is done.
+    if keep_buffers {
         rayon::broadcast(|_| {
             drop(READ_BUF.take());
             drop(PLAIN_BUF.take());
@@ -901,13 +899,7 @@ fn wide_pool(repo: &Repository) -> Option<rayon::ThreadPool> {
     if want <= rayon::current_num_threads() {
         return None;
     }
-    pool_of(want, "vault-read")
-}
-
-/// A thread pool of `threads` named `name-<i>` (none if it can't be made:
-/// the global one serves).
-fn pool_of(threads: usize, name: &'static str) -> Option<rayon::ThreadPool> {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(move |i| format!("{name}-{i}")).build().ok()
+    rayon::ThreadPoolBuilder::new().num_threads(want).thread_name(|i| format!("vault-read-{i}")).build().ok()
 }
 
 /// Streams a file's content to `out`. Threads (as many as the cores, or the

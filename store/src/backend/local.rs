@@ -93,27 +93,34 @@ impl LocalBackend {
     }
 
     /// Reads `len` bytes at `offset` of a data pack around the page cache
-    /// into `buf` (see [`read_direct`]).
+    /// into `buf` (see [`read_direct`]), through a kept `O_DIRECT` handle.
     fn read_data_direct(&self, name: &str, offset: u64, len: u64, buf: &mut ReadBuf) -> BResult<Direct> {
-        let p = || self.path(FileType::Data, name);
-        let f = match self.open_pack_io(FileType::Data, name, true) {
-            Ok((_, size)) if offset.checked_add(len).is_none_or(|end| end > size) => return Ok(Direct::PastEnd(size)),
-            Ok((f, _)) => f,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                self.refuse_direct(&p());
-                return Ok(Direct::Refused);
-            }
-            Err(e) => return Err(self.err("reading", &p(), &e)),
-        };
-        match read_direct(&f, offset, len as usize, buf) {
+        let p = self.path(FileType::Data, name);
+        match self.open_pack_io(FileType::Data, name, true) {
+            Ok((_, size)) if offset.checked_add(len).is_none_or(|end| end > size) => Ok(Direct::PastEnd(size)),
+            Ok((f, _)) => self.direct_at(&f, &p, offset, len, buf),
+            Err(e) => self.direct_failed(&p, e),
+        }
+    }
+
+    /// [`read_direct`] of `f` (opened with `O_DIRECT`, at `p`), its outcome
+    /// sorted as the callers need it.
+    fn direct_at(&self, f: &File, p: &Path, offset: u64, len: u64, buf: &mut ReadBuf) -> BResult<Direct> {
+        match read_direct(f, offset, len as usize, buf) {
             Ok(n) if n as u64 == len => Ok(Direct::Read),
             Ok(_) => Ok(Direct::Short),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                self.refuse_direct(&p());
-                Ok(Direct::Refused)
-            }
-            Err(e) => Err(self.err("reading", &p(), &e)),
+            Err(e) => self.direct_failed(p, e),
         }
+    }
+
+    /// A failed `O_DIRECT` open or read of `p`: `EINVAL` is the file system
+    /// refusing it (turned off from now on), anything else an error.
+    fn direct_failed(&self, p: &Path, e: io::Error) -> BResult<Direct> {
+        if e.raw_os_error() == Some(libc::EINVAL) {
+            self.refuse_direct(p);
+            return Ok(Direct::Refused);
+        }
+        Err(self.err("reading", p, &e))
     }
 
     /// Turns `O_DIRECT` off for this backend: its file system refuses it.
@@ -386,24 +393,22 @@ impl Backend for LocalBackend {
 
     fn read_into(&self, t: FileType, name: &str, buf: &mut ReadBuf) -> BResult<()> {
         let p = self.path(t, name);
-        if t == FileType::Data && self.direct.load(Ordering::Relaxed) {
-            use std::os::unix::fs::OpenOptionsExt;
-            // A short read (see `Direct::Short`) falls through to the
-            // buffered read, which decides.
-            let read = OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(&p).and_then(|f| {
-                let size = f.metadata()?.len();
-                let n = read_direct(&f, 0, usize::try_from(size).unwrap_or(usize::MAX), buf)?;
-                Ok(n as u64 == size)
-            });
-            match read {
-                Ok(true) => return Ok(()),
-                Ok(false) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.refuse_direct(&p),
-                Err(e) => return Err(self.err("reading", &p, &e)),
-            }
-        }
         let f = File::open(&p).map_err(|e| self.err("reading", &p, &e))?;
         let size = f.metadata().map_err(|e| self.err("reading", &p, &e))?.len();
+        // A whole data pack (a check reads each once) goes around the page
+        // cache, through a handle of its own: keeping it would push out the
+        // kept handles of tree packs. Refused or short, the buffered read
+        // below decides.
+        if t == FileType::Data && size >= DIRECT_READ_MIN && self.direct.load(Ordering::Relaxed) {
+            use std::os::unix::fs::OpenOptionsExt;
+            let direct = match OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(&p) {
+                Ok(d) => self.direct_at(&d, &p, 0, size, buf)?,
+                Err(e) => self.direct_failed(&p, e)?,
+            };
+            if let Direct::Read = direct {
+                return Ok(());
+            }
+        }
         let size = usize::try_from(size).map_err(|_| self.err("reading", &p, &io::Error::other("too large")))?;
         f.read_exact_at(&mut buf.space(size)[..size], 0).map_err(|e| self.err("reading", &p, &e))?;
         buf.keep(0, size);
