@@ -248,7 +248,7 @@ fn worker(shared: &Shared<'_>, jobs: Receiver<Job>, uploads: Sender<FinishedPack
                 continue;
             }
         }
-        if writer.len() >= pack_size && !close(&mut writer) {
+        if writer.is_full(pack_size) && !close(&mut writer) {
             return;
         }
     }
@@ -412,7 +412,7 @@ impl Walker<'_, '_> {
         self.tree_writer.add(id, &bytes)?;
         self.summary.blobs_added += 1;
         self.summary.bytes_added_raw += bytes.len() as u64;
-        if self.tree_writer.len() >= self.repo.config().pack_size as usize {
+        if self.tree_writer.is_full(self.repo.config().pack_size as usize) {
             self.flush_trees()?;
         }
         Ok(id)

@@ -6,7 +6,7 @@ use crate::crypto::{Cipher, Keys, blob_aad, blob_nonce, random_bytes};
 use crate::error::{Error, Result};
 use crate::format::BlobKind;
 use crate::format::index::IndexPack;
-use crate::format::pack::{BlobEntry, Compression, PackHeader, Trailer, seal_header};
+use crate::format::pack::{BlobEntry, Compression, MAX_BLOBS_PER_PACK, PackHeader, Trailer, seal_header};
 use crate::id::{BlobId, PackId};
 
 /// Compression setting of a writer: a zstd level (negative levels are
@@ -134,6 +134,14 @@ impl PackWriter {
         self.entries.is_empty()
     }
 
+    /// True when the pack must be closed before another blob: it holds
+    /// `pack_size` bytes, or as many blobs as a header may list (a pack of
+    /// tiny blobs reaches that first when the pack size is large, and a
+    /// pack listing more could never be read back).
+    pub fn is_full(&self, pack_size: usize) -> bool {
+        self.buf.len() >= pack_size || self.entries.len() >= MAX_BLOBS_PER_PACK as usize
+    }
+
     /// Compresses (when that shrinks it), seals and appends a blob. Returns
     /// the stored length.
     pub fn add(&mut self, id: BlobId, plaintext: &[u8]) -> Result<u32> {
@@ -145,6 +153,11 @@ impl PackWriter {
                 len: plaintext.len(),
                 limit: crate::format::MAX_BLOB_LEN,
             });
+        }
+        if self.entries.len() >= MAX_BLOBS_PER_PACK as usize {
+            return Err(Error::Pipeline(format!(
+                "a pack holds at most {MAX_BLOBS_PER_PACK} blobs; this one is full and must be closed first"
+            )));
         }
         let raw_len = plaintext.len() as u32;
         let start = self.buf.len();
@@ -374,6 +387,33 @@ mod tests {
             let sealed = &p.bytes[e.offset as usize..e.end() as usize];
             assert_eq!(&open_blob(&keys.pack_cipher(&p.index.salt), BlobKind::Data, e, sealed, "p").unwrap(), blob);
         }
+    }
+
+    #[test]
+    fn a_pack_of_tiny_blobs_is_full_at_the_headers_limit_and_reads_back() {
+        // With a large pack size, tiny blobs reach the most a header may
+        // list long before the byte target: the pack must close there, or
+        // its header would be refused when read.
+        let keys = Keys::generate();
+        let pack_size = 1 << 30;
+        let mut w = PackWriter::new(&keys, BlobKind::Data, CompressionLevel(0), 0);
+        for i in 0..MAX_BLOBS_PER_PACK {
+            assert!(!w.is_full(pack_size), "full after {i} blobs");
+            let b = i.to_le_bytes();
+            w.add(keys.blob_id(&b), &b).unwrap();
+        }
+        assert!(w.is_full(pack_size));
+        assert!(w.len() < pack_size / 32, "the byte target is far off");
+        let extra = u32::MAX.to_le_bytes();
+        let err = w.add(keys.blob_id(&extra), &extra).unwrap_err().to_string();
+        assert!(err.contains("at most 1048576 blobs"), "{err}");
+        let p = w.finish();
+        let header = parse_header(&keys, &p.bytes, p.bytes.len() as u64, "p").unwrap().unwrap();
+        assert_eq!(header.entries.len(), MAX_BLOBS_PER_PACK as usize);
+        let last = header.entries.last().unwrap();
+        let sealed = &p.bytes[last.offset as usize..last.end() as usize];
+        let plain = open_blob(&keys.pack_cipher(&p.index.salt), BlobKind::Data, last, sealed, "p").unwrap();
+        assert_eq!(plain, (MAX_BLOBS_PER_PACK - 1).to_le_bytes());
     }
 
     #[test]

@@ -541,7 +541,7 @@ impl PackSaver {
         };
         let w = self.writer.get_or_insert_with(|| crate::pack::PackWriter::new(&repo.keys, self.kind, level, 1 << 20));
         w.add(id, data)?;
-        if w.len() >= repo.config.pack_size as usize {
+        if w.is_full(repo.config.pack_size as usize) {
             self.flush(repo)?;
         }
         Ok(id)
