@@ -834,11 +834,6 @@ fn select(
     }
 }
 
-/// Reads one pack whole and verifies everything in it.
-/// Packs larger than this are not read into memory (the format caps packs
-/// at 1 GiB plus one blob).
-const MAX_PACK_READ: u64 = (1 << 30) + crate::format::MAX_BLOB_LEN as u64 + (1 << 20);
-
 /// Reads and verifies the chosen packs, in parallel.
 fn read_packs(
     repo: &Repository,
@@ -893,7 +888,7 @@ fn read_pack(repo: &Repository, id: PackId, kind: BlobKind, size: u64, rec: Opti
     let mut r = PackReading { findings: Vec::new(), bad_blobs: Vec::new(), unusable: false, blobs_verified: 0 };
     let ft = pack_file_type(kind);
     let what = format!("pack {}", ft.path(&id.to_hex()));
-    if size > MAX_PACK_READ {
+    if size > crate::format::pack::MAX_PACK_LEN {
         r.findings.push((Problem::PackHeader, format!("{size} bytes: larger than any pack can be")));
         r.unusable = true;
         return Ok(r);

@@ -19,6 +19,10 @@ pub enum BackendErrorKind {
     Transient,
     /// Retrying won't help: permission denied, disk full, bad request.
     Permanent,
+    /// The object is larger than any of its type can be
+    /// ([`FileType::max_len`](crate::backend::FileType::max_len)): damage
+    /// (or a hostile repository), not a failure of the backend.
+    Oversized,
 }
 
 /// A failed backend operation, naming the object it was about.

@@ -287,6 +287,27 @@ fn s3_bad_credentials_bucket_and_endpoint_are_named() {
     v.cmd().args(["-o", "s3.conections=4", "snapshots"]).run().code_is(1).stderr_has("s3.conections");
 }
 
+/// An object larger than any of its type can be is refused from the size
+/// in the response's head, before its body is taken in, and named.
+#[test]
+fn s3_oversized_key_object_is_refused_and_named() {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let v = on_s3(&server, "repo").init_here();
+    let keys: Vec<_> =
+        fs::read_dir(server.root().join(BUCKET).join("repo/keys")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(keys.len(), 1);
+    fs::write(&keys[0], vec![b'{'; 2 << 20]).unwrap();
+    let out = v.cmd().arg("snapshots").run().code_is(1);
+    let err = out.stderr_str();
+    assert!(
+        err.contains(&format!("s3://backups/repo/keys/{}", file_name(&keys[0])))
+            && err.contains("2097152 bytes, more than any key file can hold"),
+        "{}",
+        out.explain()
+    );
+}
+
 #[test]
 fn s3_forget_prune_and_check() {
     let (server, v, src) = setup("gc", &["--pack-size", "1M"]);

@@ -387,14 +387,29 @@ impl Backend for LocalBackend {
     }
 
     fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
+        use std::io::Read;
         let p = self.path(t, name);
-        fs::read(&p).map_err(|e| self.err("reading", &p, &e))
+        let f = File::open(&p).map_err(|e| self.err("reading", &p, &e))?;
+        let size = f.metadata().map_err(|e| self.err("reading", &p, &e))?.len();
+        if size > t.max_len() {
+            return Err(t.too_large(p.display().to_string(), size));
+        }
+        // Bounded as well while reading: the file may grow meanwhile.
+        let mut out = Vec::with_capacity(size as usize);
+        f.take(t.max_len() + 1).read_to_end(&mut out).map_err(|e| self.err("reading", &p, &e))?;
+        if out.len() as u64 > t.max_len() {
+            return Err(t.too_large(p.display().to_string(), out.len() as u64));
+        }
+        Ok(out)
     }
 
     fn read_into(&self, t: FileType, name: &str, buf: &mut ReadBuf) -> BResult<()> {
         let p = self.path(t, name);
         let f = File::open(&p).map_err(|e| self.err("reading", &p, &e))?;
         let size = f.metadata().map_err(|e| self.err("reading", &p, &e))?.len();
+        if size > t.max_len() {
+            return Err(t.too_large(p.display().to_string(), size));
+        }
         // A whole data pack (a check reads each once) goes around the page
         // cache, through a handle of its own: keeping it would push out the
         // kept handles of tree packs. Refused or short, the buffered read
@@ -772,5 +787,24 @@ mod tests {
         buf.set(vec![7u8; 3]);
         b.read_into(FileType::Tree, &names[0], &mut buf).unwrap();
         assert_eq!(&*buf, names[0].as_bytes());
+    }
+
+    #[test]
+    fn whole_reads_of_objects_larger_than_their_type_are_refused_by_size() {
+        let (dir, b) = new_backend();
+        let name = "ab".repeat(32);
+        b.write_new(FileType::Data, &name, b"pack").unwrap();
+        b.write_new(FileType::Snapshot, &name, b"snap").unwrap();
+        // Sparse: no disk space, and no memory unless a read takes it.
+        for (t, len) in [(FileType::Data, crate::format::pack::MAX_PACK_LEN + 1), (FileType::Snapshot, 5 << 30)] {
+            let p = dir.path().join(t.path(&name));
+            fs::File::options().write(true).open(&p).unwrap().set_len(len).unwrap();
+            let e = b.read(t, &name).unwrap_err();
+            assert_eq!(e.kind, BackendErrorKind::Oversized);
+            let msg = e.to_string();
+            assert!(msg.contains(&p.display().to_string()) && msg.contains(&format!("{len} bytes")), "{msg}");
+            let mut buf = ReadBuf::new();
+            assert_eq!(b.read_into(t, &name, &mut buf).unwrap_err().kind, BackendErrorKind::Oversized);
+        }
     }
 }

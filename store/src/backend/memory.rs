@@ -79,7 +79,12 @@ impl Backend for MemoryBackend {
 
     fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
         let p = t.path(name);
-        self.objects().get(&p).map(|(d, _)| d.clone()).ok_or_else(|| Self::missing("reading", p))
+        let objects = self.objects();
+        let (d, _) = objects.get(&p).ok_or_else(|| Self::missing("reading", p.clone()))?;
+        if d.len() as u64 > t.max_len() {
+            return Err(t.too_large(format!("memory:{p}"), d.len() as u64));
+        }
+        Ok(d.clone())
     }
 
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> BResult<Vec<u8>> {

@@ -137,6 +137,47 @@ impl FileType {
         (parts.next().is_none() && !name.is_empty()).then_some(name)
     }
 
+    /// What an object of this type is, for messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            FileType::Config => "config",
+            FileType::Key => "key file",
+            FileType::Data => "data pack",
+            FileType::Tree => "tree pack",
+            FileType::Index => "index segment",
+            FileType::Snapshot => "snapshot",
+            FileType::Lock => "lease",
+            FileType::Marks => "marks file",
+        }
+    }
+
+    /// The most bytes an object of this type can hold, with room to spare
+    /// (the limits of `docs/format.md`). A whole-object read of anything
+    /// larger is refused before memory is taken for it, so a damaged or
+    /// hostile repository (a sparse file of a terabyte named like a
+    /// snapshot) gets an error that names it, not an aborted process.
+    pub fn max_len(self) -> u64 {
+        match self {
+            // A few hundred bytes each.
+            FileType::Config | FileType::Key | FileType::Lock => 1 << 20,
+            // Sealed envelopes of at most MAX_METADATA_LEN plaintext.
+            FileType::Index | FileType::Snapshot | FileType::Marks => {
+                crate::format::envelope::MAX_METADATA_LEN as u64 + (1 << 20)
+            }
+            FileType::Data | FileType::Tree => crate::format::pack::MAX_PACK_LEN,
+        }
+    }
+
+    /// The error for a whole-object read of `size` bytes past [`Self::max_len`].
+    pub fn too_large(self, location: String, size: u64) -> BackendError {
+        BackendError {
+            kind: crate::error::BackendErrorKind::Oversized,
+            op: "reading",
+            location,
+            message: format!("{size} bytes, more than any {} can hold ({} at most)", self.noun(), self.max_len()),
+        }
+    }
+
     /// The relative path of object `name` of this type.
     pub fn path(self, name: &str) -> String {
         match self {
@@ -244,11 +285,17 @@ pub fn read_checked<T>(
     name: &str,
     check: impl Fn(Vec<u8>) -> crate::Result<T>,
 ) -> crate::Result<T> {
-    use crate::error::Error;
-    match check(backend.read(t, name)?) {
-        Err(Error::Corrupt { .. } | Error::ChecksumMismatch { .. }) if backend.evict(t, name) => {
-            check(backend.read(t, name)?)
-        }
+    use crate::error::{BackendErrorKind, Error};
+    // An object too large to be one of its type is damaged, like one that
+    // fails to authenticate: callers report it as such, they don't stop.
+    let read = || {
+        backend.read(t, name).map_err(|e| match e.kind {
+            BackendErrorKind::Oversized => Error::corrupt(format!("{} {}", t.noun(), e.location), e.message),
+            _ => e.into(),
+        })
+    };
+    match check(read()?) {
+        Err(Error::Corrupt { .. } | Error::ChecksumMismatch { .. }) if backend.evict(t, name) => check(read()?),
         r => r,
     }
 }

@@ -449,9 +449,18 @@ impl Backend for S3Backend {
 
     fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
         let key = self.object_key(t, name);
-        self.block_on(async { self.store.get(&key).await?.bytes().await })
-            .map(Vec::from)
-            .map_err(|e| self.err("reading", &key, e))
+        // The size is known from the response's head: an object larger than
+        // its type can be is refused before its body is taken in.
+        let got = self
+            .block_on(async {
+                let r = self.store.get(&key).await?;
+                if r.meta.size > t.max_len() {
+                    return Ok(Err(r.meta.size));
+                }
+                r.bytes().await.map(Ok)
+            })
+            .map_err(|e| self.err("reading", &key, e))?;
+        got.map(Vec::from).map_err(|size| t.too_large(self.url(&key), size))
     }
 
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> BResult<Vec<u8>> {

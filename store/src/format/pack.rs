@@ -23,6 +23,11 @@ const HEADER_AAD: &[u8] = b"vault pack header";
 /// Most blobs one pack may list (bounds a hostile header).
 pub const MAX_BLOBS_PER_PACK: u32 = 1 << 20;
 
+/// The largest pack file a reader accepts: a pack closes at its size
+/// target (at most 1 GiB) or may pass it by one blob, and its sealed
+/// header lists at most MAX_BLOBS_PER_PACK entries (45 MiB).
+pub const MAX_PACK_LEN: u64 = (1 << 30) + MAX_BLOB_LEN as u64 + (64 << 20);
+
 /// How a blob's plaintext was compressed before sealing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Compression {
