@@ -497,6 +497,11 @@ fn s3_steps(b: &mut Bench, work: &Path, src: &Path, src_bytes: u64) -> Result<()
     s3.run("S3: snapshot, first", src_bytes, &["snapshot", "-q", &s], None, false)?;
     s3.run("S3: snapshot, unchanged", src_bytes, &["snapshot", "-q", &s], None, false)?;
     s3.restore_to_tmpfs("S3: restore to tmpfs", src_bytes)?;
+    // dump reads ahead a window of blobs over as many connections as the
+    // backend has: its peak RSS is the figure to watch here.
+    let (big, big_len) = largest_file(src)?;
+    let big = big.to_string_lossy().into_owned();
+    s3.run("S3: dump, largest file", big_len, &["dump", "latest", &big], None, true)?;
     drop(server);
     let _ = fs::remove_dir_all(&root);
     // Ratios against the local steps of the same name.
@@ -508,6 +513,28 @@ fn s3_steps(b: &mut Bench, work: &Path, src: &Path, src_bytes: u64) -> Result<()
         b.rows.push((name, bytes, m));
     }
     Ok(())
+}
+
+/// The largest regular file under `dir`, and its length.
+fn largest_file(dir: &Path) -> Result<(PathBuf, u64)> {
+    let mut best = (PathBuf::new(), 0);
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in fs::read_dir(&d)? {
+            let e = e?;
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                dirs.push(e.path());
+            } else if ft.is_file() {
+                let len = e.metadata()?.len();
+                if len > best.1 {
+                    best = (e.path(), len);
+                }
+            }
+        }
+    }
+    anyhow::ensure!(best.1 > 0, "no file with content under {}", dir.display());
+    Ok(best)
 }
 
 fn parse_size(s: &str) -> Result<u64> {
