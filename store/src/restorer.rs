@@ -24,8 +24,8 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use globset::GlobSet;
 use rayon::prelude::*;
@@ -122,7 +122,12 @@ fn matches(set: &GlobSet, snap_path: &Path) -> bool {
 }
 
 /// Walks the tree and restores as it goes, a batch of files at a time.
-struct Restorer<'a> {
+struct Restorer<'a, 's> {
+    ctx: &'a BatchCtx<'a>,
+    /// Where batches are restored while the walk goes on.
+    scope: &'s std::thread::Scope<'s, 'a>,
+    /// The batch being restored.
+    pending: Option<std::thread::ScopedJoinHandle<'s, BatchOutcome>>,
     repo: &'a Repository,
     opts: &'a RestoreOptions,
     progress: &'a RestoreProgress,
@@ -152,14 +157,9 @@ struct Restorer<'a> {
     /// Symlinks and special files of the current batch.
     others: Vec<(PathBuf, Node)>,
     stats: RestoreStats,
-    written: AtomicU64,
-    pool: Option<rayon::ThreadPool>,
-    max_read: u64,
-    /// Whether threads keep their read buffers from range to range (local).
-    keep_buffers: bool,
 }
 
-impl Restorer<'_> {
+impl Restorer<'_, '_> {
     fn error(&mut self, path: &Path, msg: impl Into<String>) {
         self.stats.errors.push((path.display().to_string(), msg.into()));
     }
@@ -276,150 +276,248 @@ impl Restorer<'_> {
         self.depth -= 1;
     }
 
-    /// Runs `f` on the restore's own pool when it has one.
-    fn on_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        on_pool(self.pool.as_ref(), f)
+    /// Hands the planned files and the batch's other entries to a thread
+    /// of their own, which restores them (content pack by pack, then
+    /// metadata) while the walk goes on planning the next batch: tree loads
+    /// and directory creation would otherwise leave the cores idle between
+    /// batches. One batch is restored at a time, so the next one is handed
+    /// over only once this one is done; the walk creates only directories
+    /// meanwhile, and no entry a batch creates ever replaces a directory,
+    /// so nothing is written through a symlink either way.
+    fn flush(&mut self) {
+        let batch = Batch { files: std::mem::take(&mut self.batch), others: std::mem::take(&mut self.others) };
+        self.batch_chunks = 0;
+        // Totals the caller set up front are final; otherwise they grow per batch.
+        let progress = self.progress;
+        if !progress.totals_final.load(Ordering::Relaxed) {
+            let bytes = batch.files.iter().fold(0u64, |a, f| a.saturating_add(f.node.size));
+            progress.total_bytes.fetch_add(bytes, Ordering::Relaxed);
+            progress.total_files.fetch_add(batch.files.len() as u64, Ordering::Relaxed);
+        }
+        self.wait_for_batch();
+        if batch.files.is_empty() && batch.others.is_empty() {
+            return;
+        }
+        let ctx = self.ctx;
+        let slot = Arc::new(Mutex::new(Some(batch)));
+        let theirs = slot.clone();
+        let spawned =
+            std::thread::Builder::new().name("vault-restore-batch".into()).spawn_scoped(self.scope, move || {
+                let batch = theirs.lock().expect("no panics while locked").take();
+                batch.map(|b| restore_batch(ctx, b)).unwrap_or_default()
+            });
+        match spawned {
+            Ok(h) => self.pending = Some(h),
+            // No thread to be had: restore the batch here, only slower.
+            Err(_) => {
+                if let Some(b) = slot.lock().expect("no panics while locked").take() {
+                    let out = restore_batch(ctx, b);
+                    self.take_outcome(out);
+                }
+            }
+        }
     }
 
-    /// Restores the planned files (content pack by pack, then metadata) and
-    /// the batch's other entries. Each file is created and held open for the
-    /// whole batch, so its data and metadata go through one descriptor
-    /// instead of a path lookup per call.
-    fn flush(&mut self) {
-        let files = std::mem::take(&mut self.batch);
-        self.batch_chunks = 0;
-        let (repo, progress) = (self.repo, self.progress);
-        // Totals the caller set up front are final; otherwise they grow per batch.
-        if !progress.totals_final.load(Ordering::Relaxed) {
-            let bytes = files.iter().fold(0u64, |a, f| a.saturating_add(f.node.size));
-            progress.total_bytes.fetch_add(bytes, Ordering::Relaxed);
-            progress.total_files.fetch_add(files.len() as u64, Ordering::Relaxed);
-        }
-        // Look up the batch's chunks in sorted runs (batched lookups), then
-        // create each file and locate its chunks: all in parallel.
-        let mut ids: Vec<BlobId> = files.iter().flat_map(|f| f.node.content.iter().copied()).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let found: Vec<std::result::Result<Option<BlobLocation>, String>> = self.on_pool(|| {
-            ids.par_chunks(LOOKUP_RUN)
-                .flat_map_iter(|run| match repo.index().get_many(run, true) {
-                    Ok(locs) => locs.into_iter().map(Ok).collect::<Vec<_>>(),
-                    Err(e) => vec![Err(e.to_string()); run.len()],
-                })
-                .collect()
-        });
-        let known = Located { ids: &ids, found: &found };
-        let prepared: Vec<Prepared> = self.on_pool(|| {
-            files
-                .par_iter()
-                .map(|f| {
-                    // The file is made even when its content can't be found,
-                    // so the tree's shape is complete; it is reported.
-                    let file = create_file(&f.path, f.node.size).map_err(|e| format!("cannot create file: {e}"));
-                    Ok((known.locate(&f.node)?, file?))
-                })
-                .collect()
-        });
-        drop((ids, found));
-        let mut failed: HashMap<usize, String> = HashMap::new();
-        let mut handles: Vec<Option<fs::File>> = Vec::with_capacity(files.len());
-        let mut packs: HashMap<PackId, HashMap<BlobId, BlobTargets>> = HashMap::new();
-        for (i, p) in prepared.into_iter().enumerate() {
-            match p {
-                Err(msg) => {
-                    failed.insert(i, msg);
-                    handles.push(None);
-                }
-                Ok((located, file)) => {
-                    for (loc, offset) in located {
-                        packs
-                            .entry(loc.pack)
-                            .or_default()
-                            .entry(loc.entry.id)
-                            .or_insert_with(|| (loc.entry, Vec::new()))
-                            .1
-                            .push(Target { file: i, offset });
-                    }
-                    handles.push(Some(file));
-                }
-            }
-        }
-        let pack_list: Vec<(PackId, Vec<BlobTargets>)> =
-            packs.into_iter().map(|(p, blobs)| (p, blobs.into_values().collect())).collect();
-        let failed_mx = Mutex::new(failed);
-        let reads = ReadPolicy { max_read: self.max_read, keep_buffers: self.keep_buffers };
-        let written = &self.written;
-        let out = Outputs { files: &files, handles: &handles };
-        self.on_pool(|| {
-            pack_list.par_iter().for_each(|(pack, blobs)| {
-                let errs = restore_pack(repo, pack, blobs, reads, &out, progress, written);
-                let mut failed = failed_mx.lock().expect("no panics while locked");
-                for (file, msg) in errs {
-                    failed.entry(file).or_insert(msg);
-                }
-            })
-        });
-        drop(pack_list);
-        let failed = failed_mx.into_inner().expect("no panics while locked");
+    /// Waits for the batch being restored and takes in what came of it.
+    fn wait_for_batch(&mut self) {
+        let Some(h) = self.pending.take() else { return };
+        let out = h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        self.take_outcome(out);
+    }
 
-        // Verify what was written, then file metadata (in parallel: tens of
-        // thousands of independent chmod/chown/utimes calls).
-        let opts = self.opts;
-        if opts.verify {
-            let bad: Vec<(usize, String)> = files
-                .par_iter()
-                .enumerate()
-                .filter(|(i, _)| !failed.contains_key(i))
-                .filter_map(|(i, f)| verify_file(repo, &f.path, &f.node).err().map(|e| (i, e)))
-                .collect();
-            self.stats.verified += (files.len() - failed.len() - bad.len()) as u64;
-            for (i, e) in bad {
-                self.error(&files[i].path, format!("verification failed: {e}"));
+    fn take_outcome(&mut self, out: BatchOutcome) {
+        self.stats.files += out.files;
+        self.stats.verified += out.verified;
+        self.stats.others += out.others;
+        self.stats.errors.extend(out.errors);
+        self.failed_links.extend(out.failed_links);
+    }
+}
+
+/// What restoring every batch shares.
+struct BatchCtx<'a> {
+    repo: &'a Repository,
+    opts: &'a RestoreOptions,
+    progress: &'a RestoreProgress,
+    pool: Option<&'a rayon::ThreadPool>,
+    written: &'a AtomicU64,
+    reads: ReadPolicy,
+}
+
+/// The files a batch restores, and its symlinks and special files.
+struct Batch {
+    files: Vec<PlannedFile>,
+    others: Vec<(PathBuf, Node)>,
+}
+
+/// What restoring a batch came to.
+#[derive(Default)]
+struct BatchOutcome {
+    files: u64,
+    verified: u64,
+    others: u64,
+    errors: Vec<(String, String)>,
+    /// Multiply-linked files that failed (their other links are not made).
+    failed_links: Vec<PathBuf>,
+}
+
+impl BatchOutcome {
+    fn error(&mut self, path: &Path, msg: impl Into<String>) {
+        self.errors.push((path.display().to_string(), msg.into()));
+    }
+}
+
+/// Restores a batch: its files' content pack by pack, then their metadata,
+/// then its other entries. Each file is created and held open for the
+/// whole batch, so its data and metadata go through one descriptor
+/// instead of a path lookup per call.
+fn restore_batch(ctx: &BatchCtx<'_>, batch: Batch) -> BatchOutcome {
+    let Batch { files, others } = batch;
+    let (repo, progress) = (ctx.repo, ctx.progress);
+    let mut outcome = BatchOutcome::default();
+    // Look up the batch's chunks in sorted runs (batched lookups), then
+    // create each file and locate its chunks: all in parallel.
+    let mut ids: Vec<BlobId> = files.iter().flat_map(|f| f.node.content.iter().copied()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let found: Vec<std::result::Result<Option<BlobLocation>, String>> = on_pool(ctx.pool, || {
+        ids.par_chunks(LOOKUP_RUN)
+            .flat_map_iter(|run| match repo.index().get_many(run, true) {
+                Ok(locs) => locs.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e.to_string()); run.len()],
+            })
+            .collect()
+    });
+    let known = Located { ids: &ids, found: &found };
+    let prepared: Vec<Prepared> = on_pool(ctx.pool, || {
+        files
+            .par_iter()
+            .map(|f| {
+                // The file is made even when its content can't be found,
+                // so the tree's shape is complete; it is reported.
+                let file = create_file(&f.path, f.node.size).map_err(|e| format!("cannot create file: {e}"));
+                Ok((known.locate(&f.node)?, file?))
+            })
+            .collect()
+    });
+    drop((ids, found));
+    let mut failed: HashMap<usize, String> = HashMap::new();
+    let mut handles: Vec<Option<fs::File>> = Vec::with_capacity(files.len());
+    let mut packs: HashMap<PackId, HashMap<BlobId, BlobTargets>> = HashMap::new();
+    for (i, p) in prepared.into_iter().enumerate() {
+        match p {
+            Err(msg) => {
+                failed.insert(i, msg);
+                handles.push(None);
+            }
+            Ok((located, file)) => {
+                for (loc, offset) in located {
+                    packs
+                        .entry(loc.pack)
+                        .or_default()
+                        .entry(loc.entry.id)
+                        .or_insert_with(|| (loc.entry, Vec::new()))
+                        .1
+                        .push(Target { file: i, offset });
+                }
+                handles.push(Some(file));
             }
         }
-        let meta_errors: Vec<(String, String)> = files
+    }
+    let pack_list: Vec<(PackId, Vec<BlobTargets>)> =
+        packs.into_iter().map(|(p, blobs)| (p, blobs.into_values().collect())).collect();
+    let failed_mx = Mutex::new(failed);
+    let (reads, written) = (ctx.reads, ctx.written);
+    let out = Outputs { files: &files, handles: &handles };
+    on_pool(ctx.pool, || {
+        pack_list.par_iter().for_each(|(pack, blobs)| {
+            let errs = restore_pack(repo, pack, blobs, reads, &out, progress, written);
+            let mut failed = failed_mx.lock().expect("no panics while locked");
+            for (file, msg) in errs {
+                failed.entry(file).or_insert(msg);
+            }
+        })
+    });
+    drop(pack_list);
+    let failed = failed_mx.into_inner().expect("no panics while locked");
+
+    // Verify what was written, then file metadata (in parallel: tens of
+    // thousands of independent chmod/chown/utimes calls).
+    let opts = ctx.opts;
+    if opts.verify {
+        let bad: Vec<(usize, String)> = files
             .par_iter()
-            .zip(handles.into_par_iter())
             .enumerate()
             .filter(|(i, _)| !failed.contains_key(i))
-            .filter_map(|(_, (f, h))| {
-                let h = h?;
-                apply_metadata(MetaTarget::File(&h), &f.node, opts.owner)
-                    .err()
-                    .map(|e| (f.path.display().to_string(), e))
-            })
+            .filter_map(|(i, f)| verify_file(repo, &f.path, &f.node).err().map(|e| (i, e)))
             .collect();
-        self.stats.errors.extend(meta_errors);
-        self.stats.files += (files.len() - failed.len()) as u64;
-        for (i, msg) in failed {
-            let f = &files[i];
-            if f.node.links > 1 {
-                self.failed_links.insert(f.path.clone());
-            }
-            self.error(&f.path, msg);
+        outcome.verified += (files.len() - failed.len() - bad.len()) as u64;
+        for (i, e) in bad {
+            outcome.error(&files[i].path, format!("verification failed: {e}"));
         }
+    }
+    let meta_errors: Vec<(String, String)> = files
+        .par_iter()
+        .zip(handles.into_par_iter())
+        .enumerate()
+        .filter(|(i, _)| !failed.contains_key(i))
+        .filter_map(|(_, (f, h))| {
+            let h = h?;
+            apply_metadata(MetaTarget::File(&h), &f.node, opts.owner).err().map(|e| (f.path.display().to_string(), e))
+        })
+        .collect();
+    outcome.errors.extend(meta_errors);
+    outcome.files += (files.len() - failed.len()) as u64;
+    for (i, msg) in failed {
+        let f = &files[i];
+        if f.node.links > 1 {
+            outcome.failed_links.push(f.path.clone());
+        }
+        outcome.error(&f.path, msg);
+    }
 
-        // Symlinks come after the data they sit beside: a later directory at a
-        // symlink's path replaces it (`make_dir`) and a symlink never
-        // replaces a directory, so no write passes through one.
-        for (path, node) in std::mem::take(&mut self.others) {
-            match make_special(&path, &node, opts.owner) {
-                Ok(true) => {
-                    self.stats.others += 1;
-                    if let Err(e) = apply_metadata(MetaTarget::Path(&path), &node, opts.owner) {
-                        self.error(&path, e);
-                    }
+    // Symlinks come after the data they sit beside: a later directory at a
+    // symlink's path replaces it (`make_dir`) and a symlink never
+    // replaces a directory, so no write passes through one.
+    for (path, node) in others {
+        match make_special(&path, &node, opts.owner) {
+            Ok(true) => {
+                outcome.others += 1;
+                if let Err(e) = apply_metadata(MetaTarget::Path(&path), &node, opts.owner) {
+                    outcome.error(&path, e);
                 }
-                Ok(false) => {}
-                Err(e) => self.error(&path, e),
             }
+            Ok(false) => {}
+            Err(e) => outcome.error(&path, e),
         }
+    }
+    outcome
+}
+
+impl Restorer<'_, '_> {
+    /// Restores `node` into `target` (see [`restore`]).
+    fn run(mut self, node: &Node, snap_path: &Path, target: &Path) -> Result<RestoreStats> {
+        if node.kind == NodeKind::Dir {
+            // The target directory itself exists and keeps its own metadata.
+            if let Some(selected) = self.selection(snap_path, false) {
+                self.open_dirs.push((target.to_path_buf(), None));
+                self.made = 1;
+                self.visit_children(node, snap_path, target, selected);
+            }
+        } else {
+            if let Some(reason) = unsafe_name_reason(&node.name) {
+                return Err(Error::Invalid(format!("refusing entry {:?}: {reason}", node.display_name())));
+            }
+            self.visit(node, snap_path, &target.join(OsStr::from_bytes(&node.name)), false);
+        }
+        Ok(self.finish())
     }
 
     /// Hard links, then directory metadata, deepest first so that their
     /// times stick.
     fn finish(mut self) -> RestoreStats {
         self.flush();
+        self.wait_for_batch();
         for (path, src) in std::mem::take(&mut self.hardlinks) {
             if self.failed_links.contains(&src) {
                 let msg = format!("hard link to {} not created: that file failed", src.display());
@@ -451,7 +549,7 @@ impl Restorer<'_> {
         }
         self.progress.totals_final.store(true, Ordering::Relaxed);
         let mut stats = self.stats;
-        stats.bytes = self.written.load(Ordering::Relaxed);
+        stats.bytes = self.ctx.written.load(Ordering::Relaxed);
         stats.errors.sort();
         stats
     }
@@ -497,50 +595,51 @@ pub fn restore(
     let pool = if remote { wide_pool(repo) } else { None };
     let threads = pool.as_ref().map_or_else(rayon::current_num_threads, |p| p.current_num_threads());
     let keep_buffers = !remote;
-    let mut r = Restorer {
+    let written = AtomicU64::new(0);
+    let ctx = BatchCtx {
         repo,
         opts,
         progress,
-        include: glob_set(&opts.include)?,
-        exclude: glob_set(&opts.exclude)?,
-        depth: 0,
-        open_dirs: Vec::new(),
-        made: 0,
-        made_dirs: Vec::new(),
-        failed_dirs: Vec::new(),
-        batch: Vec::new(),
-        batch_chunks: 0,
-        batch_files: batch_files(),
-        links: HashMap::new(),
-        failed_links: HashSet::new(),
-        hardlinks: Vec::new(),
-        others: Vec::new(),
-        stats: RestoreStats::default(),
-        written: AtomicU64::new(0),
-        pool,
-        // Locally a range is small (`LOCAL_READ`); remotely it is large, as
-        // every request costs a round trip.
-        max_read: if keep_buffers {
-            LOCAL_READ
-        } else {
-            (READ_BUDGET / threads.max(1) as u64).clamp(MIN_READ, MAX_READ)
+        pool: pool.as_ref(),
+        written: &written,
+        reads: ReadPolicy {
+            // Locally a range is small (`LOCAL_READ`); remotely it is large,
+            // as every request costs a round trip.
+            max_read: if keep_buffers {
+                LOCAL_READ
+            } else {
+                (READ_BUDGET / threads.max(1) as u64).clamp(MIN_READ, MAX_READ)
+            },
+            keep_buffers,
         },
-        keep_buffers,
     };
-    if node.kind == NodeKind::Dir {
-        // The target directory itself exists and keeps its own metadata.
-        if let Some(selected) = r.selection(snap_path, false) {
-            r.open_dirs.push((target.to_path_buf(), None));
-            r.made = 1;
-            r.visit_children(node, snap_path, target, selected);
-        }
-    } else {
-        if let Some(reason) = unsafe_name_reason(&node.name) {
-            return Err(Error::Invalid(format!("refusing entry {:?}: {reason}", node.display_name())));
-        }
-        r.visit(node, snap_path, &target.join(OsStr::from_bytes(&node.name)), false);
-    }
-    let stats = r.finish();
+    let (include, exclude) = (glob_set(&opts.include)?, glob_set(&opts.exclude)?);
+    let stats = std::thread::scope(|scope| {
+        let r = Restorer {
+            ctx: &ctx,
+            scope,
+            pending: None,
+            repo,
+            opts,
+            progress,
+            include,
+            exclude,
+            depth: 0,
+            open_dirs: Vec::new(),
+            made: 0,
+            made_dirs: Vec::new(),
+            failed_dirs: Vec::new(),
+            batch: Vec::new(),
+            batch_chunks: 0,
+            batch_files: batch_files(),
+            links: HashMap::new(),
+            failed_links: HashSet::new(),
+            hardlinks: Vec::new(),
+            others: Vec::new(),
+            stats: RestoreStats::default(),
+        };
+        r.run(node, snap_path, target)
+    })?;
     // The global pool's threads kept their read and plaintext buffers from
     // pack to pack; give them back now that the restore is done.
     if keep_buffers {

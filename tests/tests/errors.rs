@@ -388,6 +388,59 @@ fn malicious_tree_names_cannot_escape_the_target() {
     assert!(!target.join("a/b").exists());
 }
 
+/// Batches are restored while the walk plans the next one. Hard links
+/// whose first copy is in an early batch, symlinks in every batch, and a
+/// damaged multiply-linked file must come out as with one batch at a time:
+/// the tree equal to its source, and the damaged file and its other link
+/// reported while every other file is restored.
+#[test]
+fn restore_in_many_batches_keeps_links_and_reports_a_failed_link_across_batches() {
+    use vault_store::{OpenOptions, Repository, backend};
+    let v = Vault::init();
+    let src = v.src("src");
+    let first = random_bytes(7, 200_000);
+    write(&src.join("a/first"), &first);
+    for i in 0..300 {
+        write(&src.join(format!("m/f{i:03}")), format!("file {i}\n").repeat(i + 1).as_bytes());
+        if i % 50 == 0 {
+            std::os::unix::fs::symlink(format!("f{i:03}"), src.join(format!("m/link{i:03}"))).unwrap();
+        }
+    }
+    fs::create_dir_all(src.join("z")).unwrap();
+    fs::hard_link(src.join("a/first"), src.join("z/second")).unwrap();
+    v.snapshot(&[&src], &[]);
+
+    // With 600 descriptors a batch holds 88 files: four batches.
+    let restore =
+        |target: &Path| v.cmd().args(["restore", "latest", "--target"]).arg(target).with_open_file_limit(600).run();
+    let target = v.path("target");
+    restore(&target).ok();
+    let back = restored(&target, &src);
+    assert_trees_equal(&src, &back, false);
+    use std::os::unix::fs::MetadataExt;
+    let (a, z) = (fs::metadata(back.join("a/first")).unwrap(), fs::metadata(back.join("z/second")).unwrap());
+    assert_eq!((a.dev(), a.ino()), (z.dev(), z.ino()), "z/second is a hard link of a/first again");
+
+    // Damage a/first's blob alone.
+    let be: Arc<dyn backend::Backend> =
+        backend::open_url(v.repo.to_str().unwrap(), &Default::default()).unwrap().into();
+    let repo =
+        Repository::open(be, v.password.as_bytes(), &OpenOptions { cache_dir: None, ..Default::default() }).unwrap();
+    let loc = repo.index().get(&repo.keys().blob_id(&first)).unwrap().expect("a/first's blob is indexed");
+    let pack = v.repo.join(vault_store::backend::FileType::Data.path(&loc.pack.to_hex()));
+    drop(repo);
+    flip_bit(&pack, loc.entry.offset as usize + 100);
+    let target = v.path("target-damaged");
+    let out = restore(&target).failed().error_line_has("a/first").error_line_has("z/second");
+    out.stderr_has("that file failed");
+    let back = restored(&target, &src);
+    for i in 0..300 {
+        let name = format!("m/f{i:03}");
+        assert_eq!(fs::read(back.join(&name)).unwrap(), fs::read(src.join(&name)).unwrap(), "{name}");
+    }
+    assert_eq!(fs::read_link(back.join("m/link250")).unwrap(), Path::new("f250"));
+}
+
 // ---------------------------------------------------------------------------
 // Sources that misbehave
 
