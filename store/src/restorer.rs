@@ -299,6 +299,14 @@ impl Restorer<'_, '_> {
             return;
         }
         let ctx = self.ctx;
+        // On a worker of the global pool (a library caller's par_iter, say),
+        // waiting in a join would not let that worker run the batch's jobs:
+        // restore the batch here, as before batches got their own thread.
+        if ctx.pool.is_none() && rayon::current_thread_index().is_some() {
+            let out = restore_batch(ctx, batch);
+            self.take_outcome(out);
+            return;
+        }
         let slot = Arc::new(Mutex::new(Some(batch)));
         let theirs = slot.clone();
         let spawned =

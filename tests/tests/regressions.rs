@@ -127,3 +127,53 @@ fn tags_may_be_comma_separated() {
     let tags: Vec<&str> = snaps[0]["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
     assert_eq!(tags, ["daily", "db"]);
 }
+
+/// The library's restore, called from every worker of the global thread
+/// pool at once (as a caller's `par_iter` might), must finish: a worker
+/// that waited for a batch's own thread would not run that batch's jobs.
+#[test]
+fn restore_called_from_every_worker_of_the_global_pool_finishes() {
+    use std::path::Path;
+    use std::sync::Arc;
+    use vault_store::restorer::{self, RestoreOptions, RestoreProgress, find_node};
+    use vault_store::{OpenOptions, Repository, backend};
+
+    let v = Vault::init();
+    let src = v.src("src");
+    for i in 0..40 {
+        write(&src.join(format!("f{i:02}")), format!("file {i}\n").repeat(50).as_bytes());
+    }
+    v.snapshot(&[&src], &[]);
+    let be: Arc<dyn backend::Backend> =
+        backend::open_url(v.repo.to_str().unwrap(), &Default::default()).unwrap().into();
+    let repo =
+        Repository::open(be, v.password.as_bytes(), &OpenOptions { cache_dir: None, ..Default::default() }).unwrap();
+    let (_, snap) = repo.find_snapshot("latest", None, &[]).unwrap();
+    let node = find_node(&repo, &snap.tree, "/").unwrap();
+    let targets = v.path("targets");
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let files = rayon::broadcast(|w| {
+                let target = targets.join(w.index().to_string());
+                let opts = RestoreOptions::default();
+                restorer::restore(&repo, &node, Path::new("/"), &target, &opts, &RestoreProgress::default())
+                    .map(|stats| stats.files)
+                    .map_err(|e| e.to_string())
+            });
+            done_tx.send(files).unwrap();
+        });
+        match done_rx.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(files) => assert!(files.iter().all(|f| *f == Ok(40)), "every restore restored all: {files:?}"),
+            Err(_) => {
+                // A deadlock: the scope could never join, so end the process.
+                eprintln!("restores called from the pool's workers hang");
+                std::process::abort();
+            }
+        }
+    });
+    for w in 0..rayon::current_num_threads() {
+        let got = restored(&targets.join(w.to_string()), &src);
+        assert_eq!(fs::read(got.join("f39")).unwrap(), "file 39\n".repeat(50).as_bytes());
+    }
+}
