@@ -6,7 +6,6 @@ mod common;
 use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use common::*;
 
@@ -304,9 +303,9 @@ fn restore_target_below_a_regular_file_fails_clearly() {
 
 #[test]
 fn malicious_tree_names_cannot_escape_the_target() {
+    use vault_store::SnapshotId;
     use vault_store::format::BlobKind;
     use vault_store::format::tree::{Node, NodeKind, Tree};
-    use vault_store::{OpenOptions, Repository, SnapshotId, backend};
 
     let v = Vault::init();
     let src = v.path("src");
@@ -314,10 +313,7 @@ fn malicious_tree_names_cannot_escape_the_target() {
     let s = v.snapshot(&[&src], &[]);
     let honest = SnapshotId::from_hex(s["snapshot_id"].as_str().unwrap()).unwrap();
 
-    let be: Arc<dyn backend::Backend> =
-        backend::open_url(v.repo.to_str().unwrap(), &Default::default()).unwrap().into();
-    let repo =
-        Repository::open(be, v.password.as_bytes(), &OpenOptions { cache_dir: None, ..Default::default() }).unwrap();
+    let repo = v.open_repository();
 
     let file = |name: &[u8], data: &[u8]| {
         let id = repo.store_single_blob(BlobKind::Data, data).unwrap();
@@ -395,7 +391,6 @@ fn malicious_tree_names_cannot_escape_the_target() {
 /// reported while every other file is restored.
 #[test]
 fn restore_in_many_batches_keeps_links_and_reports_a_failed_link_across_batches() {
-    use vault_store::{OpenOptions, Repository, backend};
     let v = Vault::init();
     let src = v.src("src");
     let first = random_bytes(7, 200_000);
@@ -422,10 +417,7 @@ fn restore_in_many_batches_keeps_links_and_reports_a_failed_link_across_batches(
     assert_eq!((a.dev(), a.ino()), (z.dev(), z.ino()), "z/second is a hard link of a/first again");
 
     // Damage a/first's blob alone.
-    let be: Arc<dyn backend::Backend> =
-        backend::open_url(v.repo.to_str().unwrap(), &Default::default()).unwrap().into();
-    let repo =
-        Repository::open(be, v.password.as_bytes(), &OpenOptions { cache_dir: None, ..Default::default() }).unwrap();
+    let repo = v.open_repository();
     let loc = repo.index().get(&repo.keys().blob_id(&first)).unwrap().expect("a/first's blob is indexed");
     let pack = v.repo.join(vault_store::backend::FileType::Data.path(&loc.pack.to_hex()));
     drop(repo);

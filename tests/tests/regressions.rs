@@ -134,9 +134,7 @@ fn tags_may_be_comma_separated() {
 #[test]
 fn restore_called_from_every_worker_of_the_global_pool_finishes() {
     use std::path::Path;
-    use std::sync::Arc;
     use vault_store::restorer::{self, RestoreOptions, RestoreProgress, find_node};
-    use vault_store::{OpenOptions, Repository, backend};
 
     let v = Vault::init();
     let src = v.src("src");
@@ -144,10 +142,7 @@ fn restore_called_from_every_worker_of_the_global_pool_finishes() {
         write(&src.join(format!("f{i:02}")), format!("file {i}\n").repeat(50).as_bytes());
     }
     v.snapshot(&[&src], &[]);
-    let be: Arc<dyn backend::Backend> =
-        backend::open_url(v.repo.to_str().unwrap(), &Default::default()).unwrap().into();
-    let repo =
-        Repository::open(be, v.password.as_bytes(), &OpenOptions { cache_dir: None, ..Default::default() }).unwrap();
+    let repo = v.open_repository();
     let (_, snap) = repo.find_snapshot("latest", None, &[]).unwrap();
     let node = find_node(&repo, &snap.tree, "/").unwrap();
     let targets = v.path("targets");

@@ -435,6 +435,16 @@ impl Vault {
         out
     }
 
+    /// The repository opened through the library (no local cache), for
+    /// tests that build or inspect objects by hand.
+    #[allow(dead_code)]
+    pub fn open_repository(&self) -> vault_store::Repository {
+        let be: std::sync::Arc<dyn vault_store::backend::Backend> =
+            vault_store::backend::open_url(self.repo.to_str().unwrap(), &Default::default()).unwrap().into();
+        let opts = vault_store::OpenOptions { cache_dir: None, ..Default::default() };
+        vault_store::Repository::open(be, self.password.as_bytes(), &opts).unwrap()
+    }
+
     /// Removes the local cache directory.
     pub fn drop_cache(&self) {
         if self.cache.exists() {
