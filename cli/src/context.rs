@@ -32,13 +32,13 @@ pub struct Ctx {
 impl Ctx {
     pub fn info(&self, msg: impl std::fmt::Display) {
         if !self.global.quiet {
-            eprintln!("{msg}");
+            crate::say!("{msg}");
         }
     }
 
     pub fn verbose(&self, msg: impl std::fmt::Display) {
         if self.global.verbose {
-            eprintln!("{msg}");
+            crate::say!("{msg}");
         }
     }
 
@@ -140,7 +140,7 @@ impl Ctx {
             }
         }
         for (id, why) in &repo.index().damaged_segments {
-            eprintln!("warning: index segment index/{id} is unusable, blobs it lists are unknown: {why}");
+            crate::say!("warning: index segment index/{id} is unusable, blobs it lists are unknown: {why}");
         }
         Ok(repo)
     }
@@ -163,7 +163,8 @@ pub fn read_password_file(f: &std::path::Path) -> Result<Vec<u8>> {
 pub fn print_json(v: &impl serde::Serialize) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, v)?;
+    // As an io::Error, so that a closed stdout is recognised as one.
+    serde_json::to_writer(&mut out, v).map_err(std::io::Error::from)?;
     writeln!(out)?;
     Ok(())
 }

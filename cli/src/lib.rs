@@ -3,6 +3,28 @@
 //! (restic's: 1 error, 3 incomplete snapshot, 10 no repository, 12 wrong
 //! password). A broken pipe on stdout counts as success.
 
+/// `eprintln!` that never panics. With stderr closed (`vault restore 2>&1 |
+/// head`) `eprintln!` panics and the exit status becomes 101; the messages
+/// are lost either way, but the status must still say what happened.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+pub(crate) use say;
+
+/// `println!` that returns the error instead of panicking, for `?`: with
+/// stdout closed early (`vault snapshots | head -1`) the command stops and
+/// `main` counts the broken pipe as success.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)
+    }};
+}
+pub(crate) use out;
+
 mod args;
 mod commands;
 mod context;
@@ -32,18 +54,29 @@ pub fn main() -> ExitCode {
             if let Some(exit) = e.downcast_ref::<Exit>() {
                 return ExitCode::from(exit.0);
             }
-            eprintln!("error: {e}");
+            crate::say!("error: {e}");
             // Errors that embed their cause in their own message aren't repeated.
             let mut shown = e.to_string();
             for cause in e.chain().skip(1) {
                 let text = cause.to_string();
                 if !shown.contains(&text) {
-                    eprintln!("  caused by: {text}");
+                    crate::say!("  caused by: {text}");
                 }
                 shown = text;
             }
             ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// `r`, except that output lost to a closed stdout is no error: for the
+/// commands whose exit status says more than success (3 for an incomplete
+/// snapshot, 1 for a check that found damage), which must stand even when
+/// the reader of their report went away.
+pub(crate) fn unless_broken_pipe(r: anyhow::Result<()>) -> anyhow::Result<()> {
+    match r {
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        r => r,
     }
 }
 

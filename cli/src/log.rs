@@ -29,7 +29,7 @@ impl<S: Subscriber> Layer<S> for Lines {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let mut f = Fields(String::new());
         event.record(&mut f);
-        eprintln!("debug: {}", f.0);
+        crate::say!("debug: {}", f.0);
     }
 }
 

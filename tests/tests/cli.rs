@@ -133,3 +133,32 @@ fn init_rejects_bad_options_and_creates_nothing() {
     v.cmd().args(["init", "--chunk-size", "1M", "--pack-size", "16MiB", "--compression", "22"]).run().ok();
     v.cmd().arg("snapshots").run().ok();
 }
+
+/// Scripts cut output short (`vault snapshots | head -1`). A closed stdout
+/// ends the command quietly with its own status, never a panic (101); a
+/// check that found damage still exits 1, and a restore that failed files
+/// still exits 1 when its stderr is closed.
+#[test]
+fn closed_stdout_or_stderr_keeps_the_exit_status() {
+    let v = Vault::init();
+    let src = v.src("src");
+    write(&src.join("a.bin"), &random_bytes(3, 300_000));
+    v.snapshot(&[&src], &[]);
+    v.snapshot(&[&src], &["--force"]);
+
+    let (status, err) = v.cmd().arg("snapshots").run_closed(true);
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let (status, err) = v.cmd().args(["snapshots", "--json"]).run_closed(true);
+    assert_eq!(status.code(), Some(0), "{err}");
+
+    let pack = v.repo_files("data").into_iter().next().expect("a data pack");
+    fs::File::options().write(true).open(&pack).unwrap().set_len(1000).unwrap();
+    let (status, err) = v.cmd().arg("check").run_closed(true);
+    assert_eq!(status.code(), Some(1), "check found damage: {err}");
+    let (status, err) = v.cmd().args(["check", "--json"]).run_closed(true);
+    assert_eq!(status.code(), Some(1), "check --json found damage: {err}");
+    let target = v.path("target");
+    let (status, out) = v.cmd().args(["restore", "latest", "--target"]).arg(&target).run_closed(false);
+    assert_eq!(status.code(), Some(1), "the restore failed a.bin: {out}");
+}

@@ -19,15 +19,11 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<u8> {
     let report = match check(ctx, &a) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: the check could not run: {e:#}");
+            crate::say!("error: the check could not run: {e:#}");
             return Err(Exit(2).into());
         }
     };
-    if ctx.global.json {
-        print_json(&report)?;
-    } else {
-        print_report(ctx, &report);
-    }
+    crate::unless_broken_pipe(if ctx.global.json { print_json(&report) } else { print_report(ctx, &report) })?;
     Ok(if report.errors() > 0 { 1 } else { 0 })
 }
 
@@ -45,7 +41,7 @@ fn check(ctx: &Ctx, a: &CheckArgs) -> Result<Report> {
     Ok(report)
 }
 
-fn print_report(ctx: &Ctx, r: &Report) {
+fn print_report(ctx: &Ctx, r: &Report) -> Result<()> {
     for f in &r.findings {
         let label = match f.severity {
             Severity::Error => "error",
@@ -53,22 +49,22 @@ fn print_report(ctx: &Ctx, r: &Report) {
         };
         let line = format!("{label}: {}: {}", f.object, f.message);
         match f.severity {
-            Severity::Error => println!("{line}"),
+            Severity::Error => crate::out!("{line}")?,
             Severity::Notice => {
                 if !ctx.global.quiet {
-                    println!("{line}")
+                    crate::out!("{line}")?
                 }
             }
         }
         for a in &f.affected {
             let short = a.snapshot.get(..8).unwrap_or(&a.snapshot);
-            println!("  affects snapshot {short} ({}, host {}):", a.time, a.host);
+            crate::out!("  affects snapshot {short} ({}, host {}):", a.time, a.host)?;
             for p in a.paths.iter().take(SHOWN_PATHS) {
-                println!("    {p}");
+                crate::out!("    {p}")?;
             }
             let more = a.paths.len().saturating_sub(SHOWN_PATHS) as u64 + a.paths_omitted;
             if more > 0 {
-                println!("    … and {more} more paths (--json lists them)");
+                crate::out!("    … and {more} more paths (--json lists them)")?;
             }
         }
     }
@@ -94,6 +90,7 @@ fn print_report(ctx: &Ctx, r: &Report) {
             if notices > 0 { format!(" ({notices} notices)") } else { String::new() }
         ));
     } else {
-        println!("{errors} errors found ({notices} notices)");
+        crate::out!("{errors} errors found ({notices} notices)")?;
     }
+    Ok(())
 }

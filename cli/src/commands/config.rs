@@ -25,17 +25,17 @@ pub fn run(ctx: &Ctx, a: ConfigArgs) -> Result<u8> {
             "min_retention": c.min_retention,
         }))?;
     } else {
-        println!("repository      {}", c.id.to_hex());
-        println!("format version  {}", c.version);
-        println!(
+        crate::out!("repository      {}", c.id.to_hex())?;
+        crate::out!("format version  {}", c.version)?;
+        crate::out!(
             "chunks          {} / {} / {} (min / avg / max)",
             human_bytes(c.chunker.min_size as u64),
             human_bytes(c.chunker.avg_size as u64),
             human_bytes(c.chunker.max_size as u64)
-        );
-        println!("pack size       {}", human_bytes(c.pack_size));
-        println!("compression     zstd level {}", c.compression_level);
-        println!("min retention   {}", c.min_retention.as_deref().unwrap_or("none"));
+        )?;
+        crate::out!("pack size       {}", human_bytes(c.pack_size))?;
+        crate::out!("compression     zstd level {}", c.compression_level)?;
+        crate::out!("min retention   {}", c.min_retention.as_deref().unwrap_or("none"))?;
     }
     Ok(0)
 }

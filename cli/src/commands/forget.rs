@@ -57,7 +57,7 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<u8> {
         .collect();
     let stored_at = |id: &SnapshotId| stored.get(&id.to_hex()).copied();
     for e in &bad {
-        eprintln!("warning: skipping a snapshot: {e}");
+        crate::say!("warning: skipping a snapshot: {e}");
     }
     let mut removed = 0usize;
     if !a.snapshots.is_empty() {
@@ -83,10 +83,10 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<u8> {
         }
         for (id, t) in &ids {
             if a.dry_run {
-                println!("would remove snapshot {} of {}", id.short(), local_time(t));
+                crate::out!("would remove snapshot {} of {}", id.short(), local_time(t))?;
             } else {
                 repo.backend().remove(FileType::Snapshot, &id.to_hex())?;
-                println!("removed snapshot {} of {}", id.short(), local_time(t));
+                crate::out!("removed snapshot {} of {}", id.short(), local_time(t))?;
                 removed += 1;
             }
         }
@@ -134,14 +134,14 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<u8> {
                 if let Some(t) = &g.tags {
                     what.push(format!("tags [{}]", t.join(", ")));
                 }
-                println!("snapshots of {}:", if what.is_empty() { "all".into() } else { what.join(", ") });
-                println!("keep {} snapshots:", g.keep.len());
+                crate::out!("snapshots of {}:", if what.is_empty() { "all".into() } else { what.join(", ") })?;
+                crate::out!("keep {} snapshots:", g.keep.len())?;
                 for k in &g.keep {
-                    println!("  {}  {}  {}", k.id.short(), local_time(&k.time), k.reasons.join(", "));
+                    crate::out!("  {}  {}  {}", k.id.short(), local_time(&k.time), k.reasons.join(", "))?;
                 }
-                println!("{} {} snapshots:", if a.dry_run { "would remove" } else { "remove" }, g.remove.len());
+                crate::out!("{} {} snapshots:", if a.dry_run { "would remove" } else { "remove" }, g.remove.len())?;
                 for (id, t) in &g.remove {
-                    println!("  {}  {}", id.short(), local_time(t));
+                    crate::out!("  {}  {}", id.short(), local_time(t))?;
                 }
             }
             if !a.dry_run {
@@ -157,7 +157,7 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<u8> {
             .filter(|k| k.reasons.iter().any(|r| r.starts_with("retention lock")))
             .count();
         if locked > 0 {
-            eprintln!(
+            crate::say!(
                 "note: {locked} snapshots the policy would remove are kept by the repository's retention lock ({})",
                 repo.config().min_retention.as_deref().unwrap_or("")
             );

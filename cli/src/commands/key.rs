@@ -42,14 +42,14 @@ pub fn run(ctx: &Ctx, k: KeyCommand) -> Result<u8> {
                     .collect();
                 print_json(&v)?;
             } else {
-                println!("  {:<8}  {:<12}  {:<14}  created", "id", "user", "host");
+                crate::out!("  {:<8}  {:<12}  {:<14}  created", "id", "user", "host")?;
                 for (id, kf) in &keys {
                     let mark = if *id == repo.current_key() { "*" } else { " " };
                     match kf {
                         Ok(kf) => {
-                            println!("{mark} {:<8}  {:<12}  {:<14}  {}", id.short(), kf.user, kf.host, kf.created)
+                            crate::out!("{mark} {:<8}  {:<12}  {:<14}  {}", id.short(), kf.user, kf.host, kf.created)?
                         }
-                        Err(e) => println!("{mark} {:<8}  damaged: {e}", id.short()),
+                        Err(e) => crate::out!("{mark} {:<8}  damaged: {e}", id.short())?,
                     }
                 }
             }

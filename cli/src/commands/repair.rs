@@ -29,10 +29,10 @@ fn index(ctx: &Ctx) -> Result<u8> {
         print_json(&r)?;
     } else {
         for (pack, why) in &r.unreadable {
-            eprintln!("warning: {pack}: header unreadable, not indexed from it: {why}");
+            crate::say!("warning: {pack}: header unreadable, not indexed from it: {why}");
         }
         if r.carried_over > 0 {
-            eprintln!(
+            crate::say!(
                 "warning: kept the old index entries of {} packs whose header is unreadable (`vault check --read-data` tells which blobs survive)",
                 r.carried_over
             );
@@ -53,33 +53,34 @@ fn snapshots_cmd(ctx: &Ctx, forget: bool, dry_run: bool, specs: &[String]) -> Re
     }
     let results =
         repair::repair_snapshots(&repo, &ids, forget, dry_run, &crate::util::hostname(), &crate::util::username())?;
+    let unrepairable = results.iter().filter(|r| r.unrepairable.is_some()).count();
     if ctx.global.json {
-        print_json(&results)?;
-        return Ok(if results.iter().any(|r| r.unrepairable.is_some()) { 1 } else { 0 });
+        crate::unless_broken_pipe(print_json(&results))?;
+        return Ok(if unrepairable > 0 { 1 } else { 0 });
     }
     if results.is_empty() {
         ctx.info("no snapshot references lost data");
         return Ok(0);
     }
-    let mut unrepairable = 0;
-    for r in &results {
-        println!("snapshot {}:", r.snapshot.short());
-        for (path, why) in &r.dropped {
-            println!("  dropped {path}: {why}");
-        }
-        match (&r.new, &r.unrepairable) {
-            (_, Some(why)) => {
-                unrepairable += 1;
-                println!("  not repaired: {why}");
+    let print = || -> Result<()> {
+        for r in &results {
+            crate::out!("snapshot {}:", r.snapshot.short())?;
+            for (path, why) in &r.dropped {
+                crate::out!("  dropped {path}: {why}")?;
             }
-            (Some(new), None) => println!(
-                "  saved as snapshot {}{}",
-                new.short(),
-                if r.forgotten { "; the damaged snapshot was removed" } else { "" }
-            ),
-            (None, None) => println!("  would be replaced (dry run: nothing written)"),
+            match (&r.new, &r.unrepairable) {
+                (_, Some(why)) => crate::out!("  not repaired: {why}")?,
+                (Some(new), None) => crate::out!(
+                    "  saved as snapshot {}{}",
+                    new.short(),
+                    if r.forgotten { "; the damaged snapshot was removed" } else { "" }
+                )?,
+                (None, None) => crate::out!("  would be replaced (dry run: nothing written)")?,
+            }
         }
-    }
+        Ok(())
+    };
+    crate::unless_broken_pipe(print())?;
     if unrepairable > 0 {
         bail!("{unrepairable} snapshots could not be repaired (see above)");
     }

@@ -50,10 +50,10 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
     drop(display);
     let secs = started.elapsed().as_secs_f64();
     for (path, why) in &stats.errors {
-        eprintln!("error: {path}: {why}");
+        crate::say!("error: {path}: {why}");
     }
     if ctx.global.json {
-        print_json(&serde_json::json!({
+        crate::unless_broken_pipe(print_json(&serde_json::json!({
             "message_type": "summary",
             "snapshot_id": id.to_hex(),
             "files": stats.files,
@@ -63,7 +63,7 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
             "verified": stats.verified,
             "errors": stats.errors.len(),
             "duration_secs": secs,
-        }))?;
+        })))?;
     } else {
         ctx.info(format!(
             "restored {} files, {} directories, {} other entries, {} in {:.2}s{}",
@@ -76,7 +76,7 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
         ));
     }
     if !stats.errors.is_empty() {
-        eprintln!("error: {} paths could not be restored (see above)", stats.errors.len());
+        crate::say!("error: {} paths could not be restored (see above)", stats.errors.len());
         return Err(Exit(1).into());
     }
     Ok(0)

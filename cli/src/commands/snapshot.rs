@@ -141,16 +141,16 @@ pub fn run(ctx: &Ctx, a: SnapshotArgs) -> Result<u8> {
         archiver::run_snapshot(&repo, source, &opts, &progress, || Ok(()))?
     };
     drop(display);
-    report(ctx, &result)?;
+    crate::unless_broken_pipe(report(ctx, &result))?;
     Ok(if result.errors.is_empty() { 0 } else { 3 })
 }
 
 fn report(ctx: &Ctx, r: &SnapshotResult) -> Result<()> {
     for w in &r.warnings {
-        eprintln!("warning: {w}");
+        crate::say!("warning: {w}");
     }
     for e in &r.errors {
-        eprintln!("error: {}: {}", e.path.display(), e.message);
+        crate::say!("error: {}: {}", e.path.display(), e.message);
     }
     let s = r.snapshot.summary.clone().unwrap_or_default();
     if ctx.global.json {
@@ -173,24 +173,28 @@ fn report(ctx: &Ctx, r: &SnapshotResult) -> Result<()> {
         }));
     }
     if !ctx.global.quiet {
-        println!(
+        crate::out!(
             "files: {} new, {} changed, {} unmodified; {} directories, {} other",
-            s.files_new, s.files_changed, s.files_unmodified, s.dirs, s.others
-        );
-        println!(
+            s.files_new,
+            s.files_changed,
+            s.files_unmodified,
+            s.dirs,
+            s.others
+        )?;
+        crate::out!(
             "read {} of {}, added {} ({} before compression) in {} new blobs",
             human_bytes(s.bytes_read),
             human_bytes(s.bytes_total),
             human_bytes(s.bytes_added),
             human_bytes(s.bytes_added_raw),
             s.blobs_added
-        );
+        )?;
         let rate = s.bytes_read as f64 / s.duration_secs.max(0.001);
-        println!("took {:.2}s ({}/s read)", s.duration_secs, human_bytes(rate as u64));
+        crate::out!("took {:.2}s ({}/s read)", s.duration_secs, human_bytes(rate as u64))?;
         if !r.errors.is_empty() {
-            println!("{} entries could not be read; the snapshot holds everything else", r.errors.len());
+            crate::out!("{} entries could not be read; the snapshot holds everything else", r.errors.len())?;
         }
-        println!("snapshot {} saved", r.id.short());
+        crate::out!("snapshot {} saved", r.id.short())?;
     }
     Ok(())
 }

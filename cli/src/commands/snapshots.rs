@@ -13,7 +13,7 @@ use crate::util::{human_bytes, local_time};
 pub fn filtered(repo: &Repository, f: &SnapshotFilter) -> Result<Vec<(SnapshotId, Snapshot)>> {
     let (all, bad) = repo.snapshots()?;
     for e in bad {
-        eprintln!("warning: skipping a snapshot: {e}");
+        crate::say!("warning: skipping a snapshot: {e}");
     }
     Ok(all
         .into_iter()
@@ -44,10 +44,10 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<u8> {
         print_json(&list.iter().map(|(id, s)| snapshot_json(id, s)).collect::<Vec<_>>())?;
         return Ok(0);
     }
-    println!("{:<8}  {:<19}  {:<14}  {:<16}  {:>10}  paths", "id", "time", "host", "tags", "size");
+    crate::out!("{:<8}  {:<19}  {:<14}  {:<16}  {:>10}  paths", "id", "time", "host", "tags", "size")?;
     for (id, s) in &list {
         let size = s.summary.as_ref().map_or(String::new(), |x| human_bytes(x.bytes_total));
-        println!(
+        crate::out!(
             "{:<8}  {:<19}  {:<14}  {:<16}  {:>10}  {}",
             id.short(),
             local_time(&s.time),
@@ -55,7 +55,7 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<u8> {
             s.tags.join(","),
             size,
             s.paths.join(" ")
-        );
+        )?;
     }
     ctx.info(format!("{} snapshots", list.len()));
     Ok(0)

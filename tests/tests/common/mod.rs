@@ -238,6 +238,26 @@ impl Cmd {
     pub fn run(self) -> Out {
         self.spawn().wait()
     }
+
+    /// Runs the command with stdout (`closed_stdout`) or stderr a pipe whose
+    /// reader is gone before the command writes (as `vault snapshots | head
+    /// -0`); returns the exit status and what it wrote to the other stream.
+    #[allow(dead_code)]
+    pub fn run_closed(mut self, closed_stdout: bool) -> (std::process::ExitStatus, String) {
+        self.cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = self.cmd.spawn().unwrap_or_else(|e| panic!("cannot start `{}`: {e}", self.desc));
+        let (so, se) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
+        let mut other: Box<dyn Read> = if closed_stdout {
+            drop(so);
+            Box::new(se)
+        } else {
+            drop(se);
+            Box::new(so)
+        };
+        let mut text = String::new();
+        let _ = other.read_to_string(&mut text);
+        (child.wait().expect("the command ends"), text)
+    }
 }
 
 /// A started command.
