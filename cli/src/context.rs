@@ -163,8 +163,7 @@ pub fn read_password_file(f: &std::path::Path) -> Result<Vec<u8>> {
 pub fn print_json(v: &impl serde::Serialize) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    // As an io::Error, so that a closed stdout is recognised as one.
-    serde_json::to_writer(&mut out, v).map_err(std::io::Error::from)?;
-    writeln!(out)?;
-    Ok(())
+    // As an io::Error, so that a closed stdout is recognised (see `out!`).
+    let written = serde_json::to_writer(&mut out, v).map_err(std::io::Error::from).and_then(|()| writeln!(out));
+    Ok(crate::ignore_broken_pipe(written)?)
 }

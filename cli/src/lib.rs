@@ -14,16 +14,25 @@ macro_rules! say {
 }
 pub(crate) use say;
 
-/// `println!` that returns the error instead of panicking, for `?`: with
-/// stdout closed early (`vault snapshots | head -1`) the command stops and
-/// `main` counts the broken pipe as success.
+/// `println!` that returns an error for `?` instead of panicking, except
+/// for a closed stdout (`vault forget ... | head -1`): that is no error, so
+/// the command still does all its work and keeps its own exit status (1 for
+/// a check that found damage, 3 for an incomplete snapshot).
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        writeln!(std::io::stdout(), $($arg)*)
+        $crate::ignore_broken_pipe(writeln!(std::io::stdout(), $($arg)*))
     }};
 }
 pub(crate) use out;
+
+/// `r`, with a broken pipe taken for success (see [`out!`]).
+pub(crate) fn ignore_broken_pipe(r: std::io::Result<()>) -> std::io::Result<()> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r,
+    }
+}
 
 mod args;
 mod commands;
@@ -66,17 +75,6 @@ pub fn main() -> ExitCode {
             }
             ExitCode::from(exit_code(&e))
         }
-    }
-}
-
-/// `r`, except that output lost to a closed stdout is no error: for the
-/// commands whose exit status says more than success (3 for an incomplete
-/// snapshot, 1 for a check that found damage), which must stand even when
-/// the reader of their report went away.
-pub(crate) fn unless_broken_pipe(r: anyhow::Result<()>) -> anyhow::Result<()> {
-    match r {
-        Err(e) if is_broken_pipe(&e) => Ok(()),
-        r => r,
     }
 }
 

@@ -134,10 +134,11 @@ fn init_rejects_bad_options_and_creates_nothing() {
     v.cmd().arg("snapshots").run().ok();
 }
 
-/// Scripts cut output short (`vault snapshots | head -1`). A closed stdout
-/// ends the command quietly with its own status, never a panic (101); a
-/// check that found damage still exits 1, and a restore that failed files
-/// still exits 1 when its stderr is closed.
+/// Scripts cut output short (`vault snapshots | head -1`). With stdout
+/// closed a command still does all its work and exits with its own status,
+/// never a panic (101): a check that found damage exits 1, a forget removes
+/// what it lists; a restore that failed files exits 1 when its stderr is
+/// closed.
 #[test]
 fn closed_stdout_or_stderr_keeps_the_exit_status() {
     let v = Vault::init();
@@ -161,4 +162,8 @@ fn closed_stdout_or_stderr_keeps_the_exit_status() {
     let target = v.path("target");
     let (status, out) = v.cmd().args(["restore", "latest", "--target"]).arg(&target).run_closed(false);
     assert_eq!(status.code(), Some(1), "the restore failed a.bin: {out}");
+    // A command that prints as it works still does all of it.
+    let (status, err) = v.cmd().args(["forget", "--keep-last", "1"]).run_closed(true);
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert_eq!(v.snapshot_ids().len(), 1, "forget removed what it listed: {err}");
 }

@@ -23,7 +23,11 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<u8> {
             return Err(Exit(2).into());
         }
     };
-    crate::unless_broken_pipe(if ctx.global.json { print_json(&report) } else { print_report(ctx, &report) })?;
+    if ctx.global.json {
+        print_json(&report)?;
+    } else {
+        print_report(ctx, &report)?;
+    }
     Ok(if report.errors() > 0 { 1 } else { 0 })
 }
 

@@ -55,32 +55,28 @@ fn snapshots_cmd(ctx: &Ctx, forget: bool, dry_run: bool, specs: &[String]) -> Re
         repair::repair_snapshots(&repo, &ids, forget, dry_run, &crate::util::hostname(), &crate::util::username())?;
     let unrepairable = results.iter().filter(|r| r.unrepairable.is_some()).count();
     if ctx.global.json {
-        crate::unless_broken_pipe(print_json(&results))?;
+        print_json(&results)?;
         return Ok(if unrepairable > 0 { 1 } else { 0 });
     }
     if results.is_empty() {
         ctx.info("no snapshot references lost data");
         return Ok(0);
     }
-    let print = || -> Result<()> {
-        for r in &results {
-            crate::out!("snapshot {}:", r.snapshot.short())?;
-            for (path, why) in &r.dropped {
-                crate::out!("  dropped {path}: {why}")?;
-            }
-            match (&r.new, &r.unrepairable) {
-                (_, Some(why)) => crate::out!("  not repaired: {why}")?,
-                (Some(new), None) => crate::out!(
-                    "  saved as snapshot {}{}",
-                    new.short(),
-                    if r.forgotten { "; the damaged snapshot was removed" } else { "" }
-                )?,
-                (None, None) => crate::out!("  would be replaced (dry run: nothing written)")?,
-            }
+    for r in &results {
+        crate::out!("snapshot {}:", r.snapshot.short())?;
+        for (path, why) in &r.dropped {
+            crate::out!("  dropped {path}: {why}")?;
         }
-        Ok(())
-    };
-    crate::unless_broken_pipe(print())?;
+        match (&r.new, &r.unrepairable) {
+            (_, Some(why)) => crate::out!("  not repaired: {why}")?,
+            (Some(new), None) => crate::out!(
+                "  saved as snapshot {}{}",
+                new.short(),
+                if r.forgotten { "; the damaged snapshot was removed" } else { "" }
+            )?,
+            (None, None) => crate::out!("  would be replaced (dry run: nothing written)")?,
+        }
+    }
     if unrepairable > 0 {
         bail!("{unrepairable} snapshots could not be repaired (see above)");
     }

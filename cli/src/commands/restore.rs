@@ -53,7 +53,7 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
         crate::say!("error: {path}: {why}");
     }
     if ctx.global.json {
-        crate::unless_broken_pipe(print_json(&serde_json::json!({
+        print_json(&serde_json::json!({
             "message_type": "summary",
             "snapshot_id": id.to_hex(),
             "files": stats.files,
@@ -63,7 +63,7 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
             "verified": stats.verified,
             "errors": stats.errors.len(),
             "duration_secs": secs,
-        })))?;
+        }))?;
     } else {
         ctx.info(format!(
             "restored {} files, {} directories, {} other entries, {} in {:.2}s{}",

@@ -141,7 +141,7 @@ pub fn run(ctx: &Ctx, a: SnapshotArgs) -> Result<u8> {
         archiver::run_snapshot(&repo, source, &opts, &progress, || Ok(()))?
     };
     drop(display);
-    crate::unless_broken_pipe(report(ctx, &result))?;
+    report(ctx, &result)?;
     Ok(if result.errors.is_empty() { 0 } else { 3 })
 }
 
