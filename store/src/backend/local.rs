@@ -130,6 +130,24 @@ impl LocalBackend {
         }
     }
 
+    /// Opens an object for reading: its path, handle and size.
+    fn open_sized(&self, t: FileType, name: &str) -> BResult<(PathBuf, File, u64)> {
+        let p = self.path(t, name);
+        let f = File::open(&p).map_err(|e| self.err("reading", &p, &e))?;
+        let size = f.metadata().map_err(|e| self.err("reading", &p, &e))?.len();
+        Ok((p, f, size))
+    }
+
+    /// [`Self::open_sized`] for a whole-object read: refused when the object
+    /// is larger than its type can be ([`FileType::max_len`]).
+    fn open_whole(&self, t: FileType, name: &str) -> BResult<(PathBuf, File, u64)> {
+        let (p, f, size) = self.open_sized(t, name)?;
+        if size > t.max_len() {
+            return Err(t.too_large(p.display().to_string(), size));
+        }
+        Ok((p, f, size))
+    }
+
     fn forget_open(&self, t: FileType, name: &str) {
         self.open_packs.lock().expect("no panics while locked").retain(|(ft, n, ..)| !(*ft == t && n == name));
     }
@@ -388,12 +406,7 @@ impl Backend for LocalBackend {
 
     fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
         use std::io::Read;
-        let p = self.path(t, name);
-        let f = File::open(&p).map_err(|e| self.err("reading", &p, &e))?;
-        let size = f.metadata().map_err(|e| self.err("reading", &p, &e))?.len();
-        if size > t.max_len() {
-            return Err(t.too_large(p.display().to_string(), size));
-        }
+        let (p, f, size) = self.open_whole(t, name)?;
         // Bounded as well while reading: the file may grow meanwhile.
         let mut out = Vec::with_capacity(size as usize);
         f.take(t.max_len() + 1).read_to_end(&mut out).map_err(|e| self.err("reading", &p, &e))?;
@@ -404,12 +417,7 @@ impl Backend for LocalBackend {
     }
 
     fn read_into(&self, t: FileType, name: &str, buf: &mut ReadBuf) -> BResult<()> {
-        let p = self.path(t, name);
-        let f = File::open(&p).map_err(|e| self.err("reading", &p, &e))?;
-        let size = f.metadata().map_err(|e| self.err("reading", &p, &e))?.len();
-        if size > t.max_len() {
-            return Err(t.too_large(p.display().to_string(), size));
-        }
+        let (p, f, size) = self.open_whole(t, name)?;
         // A whole data pack (a check reads each once) goes around the page
         // cache, through a handle of its own: keeping it would push out the
         // kept handles of tree packs. Refused or short, the buffered read
@@ -424,7 +432,8 @@ impl Backend for LocalBackend {
                 return Ok(());
             }
         }
-        let size = usize::try_from(size).map_err(|_| self.err("reading", &p, &io::Error::other("too large")))?;
+        // At most MAX_PACK_LEN (open_whole), which fits a usize.
+        let size = size as usize;
         f.read_exact_at(&mut buf.space(size)[..size], 0).map_err(|e| self.err("reading", &p, &e))?;
         buf.keep(0, size);
         Ok(())
@@ -450,24 +459,22 @@ impl Backend for LocalBackend {
                 Direct::Refused | Direct::Short => {}
             }
         }
-        if len <= SMALL_READ && matches!(t, FileType::Data | FileType::Tree) {
-            let (f, size) = self.open_pack(t, name, false)?;
-            if offset.checked_add(len).is_none_or(|end| end > size) {
-                return Err(past_end(&self.path(t, name), size));
-            }
-            f.read_exact_at(&mut buf.space(len as usize)[..len as usize], offset)
-                .map_err(|e| self.err("reading", &self.path(t, name), &e))?;
-            buf.keep(0, len as usize);
-            return Ok(());
-        }
-        let p = self.path(t, name);
-        let f = File::open(&p).map_err(|e| self.err("reading", &p, &e))?;
-        let size = f.metadata().map_err(|e| self.err("reading", &p, &e))?.len();
+        // Small pack reads through a kept handle, the rest through a fresh one.
+        let (kept, opened);
+        let (f, size): (&File, u64) = if len <= SMALL_READ && matches!(t, FileType::Data | FileType::Tree) {
+            let (h, size) = self.open_pack(t, name, false)?;
+            kept = h;
+            (&kept, size)
+        } else {
+            let (_, h, size) = self.open_sized(t, name)?;
+            opened = h;
+            (&opened, size)
+        };
         if offset.checked_add(len).is_none_or(|end| end > size) {
-            return Err(past_end(&p, size));
+            return Err(past_end(&self.path(t, name), size));
         }
         f.read_exact_at(&mut buf.space(len as usize)[..len as usize], offset)
-            .map_err(|e| self.err("reading", &p, &e))?;
+            .map_err(|e| self.err("reading", &self.path(t, name), &e))?;
         buf.keep(0, len as usize);
         Ok(())
     }
