@@ -845,7 +845,7 @@ fn read_packs(
         let results = chosen
             .par_iter()
             .map(|&(id, kind, size, rec)| {
-                let r = read_pack(repo, id, kind, size, rec)?;
+                let r = read_pack(repo, id, kind, rec)?;
                 progress.packs_done.fetch_add(1, Ordering::Relaxed);
                 progress.bytes_done.fetch_add(size, Ordering::Relaxed);
                 Ok((id, kind, size, r))
@@ -884,15 +884,10 @@ fn readers_pool(repo: &Repository, packs: usize) -> Option<rayon::ThreadPool> {
 
 /// Reads one pack whole and verifies everything in it. Errors only when
 /// the backend fails to read (the check can't go on); damage is reported.
-fn read_pack(repo: &Repository, id: PackId, kind: BlobKind, size: u64, rec: Option<PackRec>) -> Result<PackReading> {
-    let mut r = PackReading { findings: Vec::new(), bad_blobs: Vec::new(), unusable: false, blobs_verified: 0 };
+fn read_pack(repo: &Repository, id: PackId, kind: BlobKind, rec: Option<PackRec>) -> Result<PackReading> {
+    let r = PackReading { findings: Vec::new(), bad_blobs: Vec::new(), unusable: false, blobs_verified: 0 };
     let ft = pack_file_type(kind);
     let what = format!("pack {}", ft.path(&id.to_hex()));
-    if size > crate::format::pack::MAX_PACK_LEN {
-        r.findings.push((Problem::PackHeader, format!("{size} bytes: larger than any pack can be")));
-        r.unusable = true;
-        return Ok(r);
-    }
     // One buffer per thread from pack to pack: a fresh 16 MiB buffer is
     // 4096 page faults. It is taken out of its slot while in use.
     let mut bytes = PACK_BUF.take();
@@ -921,6 +916,12 @@ fn read_pack_bytes(
         Ok(b) => b,
         Err(e) if e.is_not_found() => {
             r.findings.push((Problem::MissingPack, format!("vanished while the check ran: {e}")));
+            r.unusable = true;
+            return Ok(r);
+        }
+        // Larger than any pack can be: the backend refused to read it whole.
+        Err(e) if e.kind == crate::error::BackendErrorKind::Oversized => {
+            r.findings.push((Problem::PackHeader, e.message));
             r.unusable = true;
             return Ok(r);
         }

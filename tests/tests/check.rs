@@ -265,6 +265,24 @@ fn extra_unreferenced_pack_is_a_notice_not_an_error() {
     assert!(errors(&r).is_empty(), "{r:#}");
 }
 
+/// A sparse file larger than any pack can be, named like a pack no index
+/// lists: read-data reports it from its size without reading it.
+#[test]
+fn oversized_file_named_like_a_pack_is_reported_without_being_read() {
+    let s = setup();
+    let name = "ab".repeat(32);
+    let path = s.v.repo.join("data/ab").join(&name);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::File::create(&path).unwrap().set_len(3 << 30).unwrap();
+    let r = check(&s.v, &["--read-data"], 1);
+    let f = with_problem(&r, "pack_header");
+    assert!(
+        f.iter().any(|f| f["object"].as_str().unwrap().contains(&name)
+            && f["message"].as_str().unwrap().contains("3221225472 bytes, more than any data pack can hold")),
+        "{r:#}"
+    );
+}
+
 #[test]
 fn pack_renamed_to_another_id_is_missing_and_its_content_mismatched() {
     let s = setup();
