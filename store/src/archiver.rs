@@ -615,11 +615,11 @@ impl Walker<'_, '_> {
     }
 
     fn archive_dir_entries(&mut self, dir: &Path, parent: Option<&Tree>, root_dev: u64) -> Result<Vec<Node>> {
-        let Listing { entries, errors, .. } = match self.prescan.as_mut().and_then(|p| p.take(dir)) {
-            Some(l) => l,
-            None => list_dir(dir, &self.excludes),
+        let (Listing { entries, errors, .. }, scanned) = match self.prescan.as_mut().and_then(|p| p.take(dir)) {
+            Some(l) => (l, true),
+            None => (list_dir(dir, &self.excludes), false),
         };
-        let listed = match entries {
+        let mut listed = match entries {
             Ok(l) => l,
             Err(e) => {
                 self.error(dir, format!("cannot list directory: {e}"));
@@ -629,7 +629,6 @@ impl Walker<'_, '_> {
         for e in errors {
             self.error(dir, format!("error while listing directory: {e}"));
         }
-        let mut listed = listed;
         let mut nodes = Vec::with_capacity(listed.len());
         for (name, lstat) in &mut listed {
             let path = dir.join(&*name);
@@ -639,7 +638,9 @@ impl Walker<'_, '_> {
                 nodes.push(n);
             }
         }
-        if let Some(p) = &self.prescan {
+        // Only the scan's own listings go back to be freed where they were
+        // allocated; the walker's own are freed here.
+        if scanned && let Some(p) = &self.prescan {
             p.give_back(listed);
         }
         Ok(nodes)

@@ -128,9 +128,6 @@ struct Restorer<'a, 's> {
     scope: &'s std::thread::Scope<'s, 'a>,
     /// The batch being restored.
     pending: Option<std::thread::ScopedJoinHandle<'s, BatchOutcome>>,
-    repo: &'a Repository,
-    opts: &'a RestoreOptions,
-    progress: &'a RestoreProgress,
     include: GlobSet,
     exclude: GlobSet,
     depth: usize,
@@ -258,7 +255,7 @@ impl Restorer<'_, '_> {
             );
             return;
         }
-        let tree = match self.repo.load_tree(&sub) {
+        let tree = match self.ctx.repo.load_tree(&sub) {
             Ok(t) => t,
             Err(e) => return self.error(snap_path, format!("cannot read directory listing: {e}")),
         };
@@ -288,7 +285,7 @@ impl Restorer<'_, '_> {
         let batch = Batch { files: std::mem::take(&mut self.batch), others: std::mem::take(&mut self.others) };
         self.batch_chunks = 0;
         // Totals the caller set up front are final; otherwise they grow per batch.
-        let progress = self.progress;
+        let progress = self.ctx.progress;
         if !progress.totals_final.load(Ordering::Relaxed) {
             let bytes = batch.files.iter().fold(0u64, |a, f| a.saturating_add(f.node.size));
             progress.total_bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -299,30 +296,28 @@ impl Restorer<'_, '_> {
             return;
         }
         let ctx = self.ctx;
+        let slot = Arc::new(Mutex::new(Some(batch)));
         // On a worker of the global pool (a library caller's par_iter, say),
         // waiting in a join would not let that worker run the batch's jobs:
-        // restore the batch here, as before batches got their own thread.
-        if ctx.pool.is_none() && rayon::current_thread_index().is_some() {
-            let out = restore_batch(ctx, batch);
-            self.take_outcome(out);
-            return;
-        }
-        let slot = Arc::new(Mutex::new(Some(batch)));
-        let theirs = slot.clone();
-        let spawned =
-            std::thread::Builder::new().name("vault-restore-batch".into()).spawn_scoped(self.scope, move || {
-                let batch = theirs.lock().expect("no panics while locked").take();
-                batch.map(|b| restore_batch(ctx, b)).unwrap_or_default()
-            });
-        match spawned {
-            Ok(h) => self.pending = Some(h),
-            // No thread to be had: restore the batch here, only slower.
-            Err(_) => {
-                if let Some(b) = slot.lock().expect("no panics while locked").take() {
-                    let out = restore_batch(ctx, b);
-                    self.take_outcome(out);
-                }
+        // the batch is restored here then, as when no thread can be had.
+        if ctx.pool.is_some() || rayon::current_thread_index().is_none() {
+            let theirs = slot.clone();
+            let spawned =
+                std::thread::Builder::new().name("vault-restore-batch".into()).spawn_scoped(self.scope, move || {
+                    let batch = theirs.lock().expect("no panics while locked").take();
+                    batch.map(|b| restore_batch(ctx, b)).unwrap_or_default()
+                });
+            if let Ok(h) = spawned {
+                self.pending = Some(h);
+                return;
             }
+        }
+        // The thread never started (its closure was dropped): the batch is
+        // still in the slot.
+        let batch = slot.lock().expect("no panics while locked").take();
+        if let Some(b) = batch {
+            let out = restore_batch(ctx, b);
+            self.take_outcome(out);
         }
     }
 
@@ -544,10 +539,10 @@ impl Restorer<'_, '_> {
             // through it.
             let res = match OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW).open(path)
             {
-                Ok(d) => apply_metadata(MetaTarget::File(&d), node, self.opts.owner),
+                Ok(d) => apply_metadata(MetaTarget::File(&d), node, self.ctx.opts.owner),
                 // An existing directory we may not read: by path, as before.
                 Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                    apply_metadata(MetaTarget::Path(path), node, self.opts.owner)
+                    apply_metadata(MetaTarget::Path(path), node, self.ctx.opts.owner)
                 }
                 Err(e) => Err(format!("cannot open the directory to set its metadata: {e}")),
             };
@@ -555,7 +550,7 @@ impl Restorer<'_, '_> {
                 self.error(path, e);
             }
         }
-        self.progress.totals_final.store(true, Ordering::Relaxed);
+        self.ctx.progress.totals_final.store(true, Ordering::Relaxed);
         let mut stats = self.stats;
         stats.bytes = self.ctx.written.load(Ordering::Relaxed);
         stats.errors.sort();
@@ -627,9 +622,6 @@ pub fn restore(
             ctx: &ctx,
             scope,
             pending: None,
-            repo,
-            opts,
-            progress,
             include,
             exclude,
             depth: 0,
