@@ -16,8 +16,10 @@
 //!
 //! Damage found at the blob level is then traced back to the snapshots and
 //! paths that use it, by walking only the trees that contain damage.
-//! Memory: one record per pack and one flag per distinct tree; blob lookups
-//! go to the RocksDB index, packs are read one per thread.
+//! Memory: one record of ~90 bytes per pack (the index's and the listing's
+//! findings merged; listings are not held), eight bytes per pack chosen for
+//! reading, results only for packs with damage, and one flag per distinct
+//! tree; blob lookups go to the RocksDB index, packs are read one per thread.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -224,18 +226,60 @@ pub struct CheckProgress {
     pub bytes_total: AtomicU64,
 }
 
-/// What the index says of a pack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the index says of a pack, and what the listing found of it: one
+/// per pack the index names, kept in a `Vec` sorted by id. 88 bytes, where
+/// a `HashMap` of the full record and a map of the listing took ~300.
+#[derive(Debug, Clone, Copy)]
 struct PackRec {
-    kind: BlobKind,
-    salt: [u8; 32],
+    id: PackId,
     size: u64,
+    /// Digest of the index's entries for the pack ([`entries_digest`]).
+    digest: [u8; 16],
+    /// The first half of the key salt the index records (the pack's own
+    /// salt, in its authenticated trailer, is compared with it).
+    salt: [u8; 16],
     blobs: u32,
-    /// Digest of the index's entries for the pack, in offset order.
-    digest: [u8; 32],
+    /// The segment, of those listed, that names the pack (for messages).
+    segment: u32,
+    kind: BlobKind,
+    seen: Seen,
 }
 
-fn entries_digest(entries: &[BlobEntry]) -> [u8; 32] {
+impl PackRec {
+    /// Whether two segments describe the pack alike.
+    fn agrees(&self, o: &PackRec) -> bool {
+        (self.kind, self.size, self.blobs, self.digest, self.salt) == (o.kind, o.size, o.blobs, o.digest, o.salt)
+    }
+}
+
+/// What the listing of the pack directories found of an indexed pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// Not listed.
+    Not,
+    /// Listed only in the directory of the other kind.
+    OtherKind,
+    /// Listed where its kind belongs, with the indexed size.
+    Present,
+    /// Listed where its kind belongs, with another size.
+    WrongSize,
+}
+
+/// A pack `--read-data` reads: the index of its record in the indexed
+/// packs, or in the packs no index names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chosen {
+    Indexed(u32),
+    Unindexed(u32),
+}
+
+/// A pack present that no index names.
+type Unindexed = (PackId, BlobKind, u64);
+
+/// Digest of a pack's entries in offset order, as the index and as the
+/// header list them (16 bytes of BLAKE3: the entries on both sides are
+/// authenticated, so this only needs to tell honest differences apart).
+fn entries_digest(entries: &[BlobEntry]) -> [u8; 16] {
     let mut sorted: Vec<&BlobEntry> = entries.iter().collect();
     sorted.sort_by_key(|e| e.offset);
     let mut h = blake3::Hasher::new();
@@ -246,16 +290,23 @@ fn entries_digest(entries: &[BlobEntry]) -> [u8; 32] {
         h.update(&e.raw_len.to_le_bytes());
         h.update(&[matches!(e.compression, Compression::Zstd) as u8]);
     }
-    *h.finalize().as_bytes()
+    h.finalize().as_bytes()[..16].try_into().expect("16 bytes")
 }
 
 /// What reading one pack found.
+#[derive(Default)]
 struct PackReading {
     findings: Vec<(Problem, String)>,
     bad_blobs: Vec<(BlobId, String)>,
     /// The pack's blobs can't be located (header unreadable).
     unusable: bool,
     blobs_verified: u64,
+}
+
+impl PackReading {
+    fn clean(&self) -> bool {
+        self.findings.is_empty() && self.bad_blobs.is_empty() && !self.unusable
+    }
 }
 
 struct Checker<'r> {
@@ -298,8 +349,9 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions, progress: &CheckProgres
     if stale {
         repo.rebuild_index()?;
     }
+    let mut packs = packs;
     let mut c = Checker::new(repo, findings, stats);
-    let unindexed = c.check_packs(&packs)?;
+    let unindexed = c.check_packs(&mut packs)?;
     match &opts.read_data {
         None => c.walk_trees(&snapshots)?,
         Some(subset) => {
@@ -310,10 +362,12 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions, progress: &CheckProgres
             // they find damage, the walk is made again with it.
             let chosen = c.choose_packs(&packs, &unindexed, subset);
             let reader = c.repo;
-            let (reads, walked) = rayon::join(|| read_packs(reader, &chosen, progress), || c.walk_trees(&snapshots));
+            let (reads, walked) =
+                rayon::join(|| read_packs(reader, &packs, &unindexed, &chosen, progress), || c.walk_trees(&snapshots));
             walked?;
+            drop(chosen);
             let (bad_packs, bad_blobs) = (c.bad_packs.len(), c.bad_blobs.len());
-            c.merge_reads(reads?)?;
+            c.merge_reads(&packs, &unindexed, reads?)?;
             if c.bad_packs.len() != bad_packs || c.bad_blobs.len() != bad_blobs {
                 let (trees, refs) = (c.stats.trees, c.stats.data_refs);
                 c.dirty.clear();
@@ -370,8 +424,9 @@ impl<'r> Checker<'r> {
     }
 
     /// Reads every index segment; returns what the index says of each pack
-    /// and the ids of the segments that are damaged.
-    fn check_index(&mut self) -> Result<(HashMap<PackId, PackRec>, Vec<IndexId>)> {
+    /// (sorted by id, one record each) and the ids of the segments that are
+    /// damaged.
+    fn check_index(&mut self) -> Result<(Vec<PackRec>, Vec<IndexId>)> {
         let backend = self.repo.backend();
         let keys = self.repo.keys();
         let listed = backend.list(FileType::Index)?;
@@ -389,12 +444,13 @@ impl<'r> Checker<'r> {
                 }
             }
         }
-        let mut packs: HashMap<PackId, PackRec> = HashMap::new();
+        drop(listed);
+        let mut packs: Vec<PackRec> = Vec::new();
         let mut damaged = Vec::new();
         let batch = rayon::current_num_threads().max(1) * 2;
-        for chunk in ids.chunks(batch) {
+        for (n, chunk) in ids.chunks(batch).enumerate() {
             let loaded: Vec<_> = chunk.par_iter().map(|id| (*id, load_segment(backend, keys, id))).collect();
-            for (id, res) in loaded {
+            for (i, (id, res)) in loaded.into_iter().enumerate() {
                 self.stats.index_segments += 1;
                 let object = FileType::Index.path(&id.to_hex());
                 let seg = match res {
@@ -430,91 +486,117 @@ impl<'r> Checker<'r> {
                             ),
                         );
                     }
-                    let rec = PackRec {
-                        kind: p.kind,
-                        salt: p.salt,
+                    packs.push(PackRec {
+                        id: p.id,
                         size: p.size,
-                        blobs: p.blobs.len() as u32,
                         digest: entries_digest(&p.blobs),
-                    };
-                    match packs.get(&p.id) {
-                        None => {
-                            packs.insert(p.id, rec);
-                        }
-                        Some(old) if *old == rec => {}
-                        Some(old) => {
-                            let msg = format!(
-                                "index segments disagree about this pack: {} bytes with {} blobs here, {} bytes with {} blobs in another segment",
-                                rec.size, rec.blobs, old.size, old.blobs
-                            );
-                            self.error(Problem::IndexConflict, format!("{object} / {}", pack_path(p.kind, &p.id)), msg);
-                        }
-                    }
+                        salt: p.salt[..16].try_into().expect("16 bytes"),
+                        blobs: p.blobs.len() as u32,
+                        segment: (n * batch + i) as u32,
+                        kind: p.kind,
+                        seen: Seen::Not,
+                    });
                 }
             }
         }
+        // A pack named by several segments (a repair, a concurrent run) is
+        // kept once, from the first segment; a differing description is
+        // damage.
+        packs.sort_unstable_by_key(|r| (r.id, r.segment));
+        let mut conflicts = Vec::new();
+        packs.dedup_by(|later, first| {
+            let same = later.id == first.id;
+            if same && !later.agrees(first) {
+                conflicts.push((*first, *later));
+            }
+            same
+        });
+        for (old, rec) in conflicts {
+            let object = FileType::Index.path(&ids[rec.segment as usize].to_hex());
+            let msg = format!(
+                "index segments disagree about this pack: {} bytes with {} blobs here, {} bytes with {} blobs in {}",
+                rec.size,
+                rec.blobs,
+                old.size,
+                old.blobs,
+                FileType::Index.path(&ids[old.segment as usize].to_hex()),
+            );
+            self.error(Problem::IndexConflict, format!("{object} / {}", pack_path(rec.kind, &rec.id)), msg);
+        }
+        packs.shrink_to_fit();
         self.stats.packs = packs.len() as u64;
         Ok((packs, damaged))
     }
 
-    /// Compares the index with the packs present; returns packs present
-    /// that no index names.
-    fn check_packs(&mut self, packs: &HashMap<PackId, PackRec>) -> Result<Vec<(PackId, BlobKind, u64)>> {
+    /// Compares the index with the packs present (the listings are taken in
+    /// as they come, never held); returns packs present that no index names.
+    fn check_packs(&mut self, packs: &mut [PackRec]) -> Result<Vec<Unindexed>> {
         let backend = self.repo.backend();
-        let mut present: HashMap<(PackId, BlobKind), u64> = HashMap::new();
+        let mut unindexed = Vec::new();
+        let mut wrong_size: Vec<(usize, u64)> = Vec::new();
         for kind in [BlobKind::Data, BlobKind::Tree] {
             let ft = pack_file_type(kind);
-            for (name, size) in backend.list(ft)? {
-                match PackId::from_hex(&name) {
-                    Ok(id) => {
-                        present.insert((id, kind), size);
+            let mut stray = Vec::new();
+            backend.list_each(ft, &mut |name, size| {
+                let Ok(id) = PackId::from_hex(name) else {
+                    // Its fan-out directory isn't known from its name.
+                    stray.push(format!("{}/*/{name}", ft.dir()));
+                    return;
+                };
+                let Ok(i) = packs.binary_search_by_key(&id, |r| r.id) else {
+                    unindexed.push((id, kind, size));
+                    return;
+                };
+                let r = &mut packs[i];
+                if r.kind != kind {
+                    if r.seen == Seen::Not {
+                        r.seen = Seen::OtherKind;
                     }
-                    Err(_) => {
-                        self.push(
-                            Severity::Notice,
-                            Problem::StrayFile,
-                            ft.path(&name),
-                            "not a pack name; ignored".into(),
-                        );
-                    }
+                } else if size == r.size {
+                    r.seen = Seen::Present;
+                } else {
+                    r.seen = Seen::WrongSize;
+                    wrong_size.push((i, size));
                 }
+            })?;
+            stray.sort();
+            for object in stray {
+                self.push(Severity::Notice, Problem::StrayFile, object, "not a pack name; ignored".into());
             }
         }
-        let mut ids: Vec<_> = packs.iter().collect();
-        ids.sort_by_key(|(id, _)| **id);
-        for (id, rec) in ids {
-            let object = pack_path(rec.kind, id);
-            match present.get(&(*id, rec.kind)) {
-                None => {
+        wrong_size.sort_unstable();
+        for (i, rec) in packs.iter().enumerate() {
+            let object = pack_path(rec.kind, &rec.id);
+            let (problem, msg) = match rec.seen {
+                Seen::Present => continue,
+                Seen::OtherKind => {
                     let other = match rec.kind {
                         BlobKind::Data => BlobKind::Tree,
                         BlobKind::Tree => BlobKind::Data,
                     };
-                    let msg = if present.contains_key(&(*id, other)) {
-                        format!(
-                            "missing: the index lists it as a {:?} pack, but it is stored as {}",
-                            rec.kind,
-                            pack_path(other, id)
-                        )
-                    } else {
-                        format!("missing: the index lists it with {} blobs ({} bytes)", rec.blobs, rec.size)
-                    };
-                    let f = self.error(Problem::MissingPack, object, msg);
-                    self.bad_packs.insert(*id, f);
+                    let msg = format!(
+                        "missing: the index lists it as a {:?} pack, but it is stored as {}",
+                        rec.kind,
+                        pack_path(other, &rec.id)
+                    );
+                    (Problem::MissingPack, msg)
                 }
-                Some(&size) if size != rec.size => {
-                    let msg = format!("size {size} bytes, the index says {} (truncated or replaced)", rec.size);
-                    let f = self.error(Problem::PackSize, object, msg);
-                    self.bad_packs.insert(*id, f);
+                Seen::Not => (
+                    Problem::MissingPack,
+                    format!("missing: the index lists it with {} blobs ({} bytes)", rec.blobs, rec.size),
+                ),
+                Seen::WrongSize => {
+                    let at = wrong_size.partition_point(|w| w.0 < i);
+                    let size = wrong_size[at].1;
+                    (
+                        Problem::PackSize,
+                        format!("size {size} bytes, the index says {} (truncated or replaced)", rec.size),
+                    )
                 }
-                Some(_) => {}
-            }
+            };
+            let f = self.error(problem, object, msg);
+            self.bad_packs.insert(rec.id, f);
         }
-        let mut unindexed: Vec<_> = present
-            .into_iter()
-            .filter(|((id, _), _)| !packs.contains_key(id))
-            .map(|((id, kind), size)| (id, kind, size))
-            .collect();
         unindexed.sort();
         for (id, kind, size) in &unindexed {
             self.push(
@@ -563,29 +645,28 @@ impl<'r> Checker<'r> {
 
     /// The packs `--read-data` reads: of the indexed packs that are present
     /// with the right size and the packs no index names (their id is
-    /// checked; their blobs are nobody's), the chosen subset.
-    fn choose_packs(
-        &self,
-        packs: &HashMap<PackId, PackRec>,
-        unindexed: &[(PackId, BlobKind, u64)],
-        subset: &DataSubset,
-    ) -> Vec<(PackId, BlobKind, u64, Option<PackRec>)> {
-        let mut candidates: Vec<(PackId, BlobKind, u64, Option<PackRec>)> = packs
+    /// checked; their blobs are nobody's), the chosen subset, in id order
+    /// unless the subset is random.
+    fn choose_packs(&self, packs: &[PackRec], unindexed: &[Unindexed], subset: &DataSubset) -> Vec<Chosen> {
+        let mut candidates: Vec<Chosen> = packs
             .iter()
-            .filter(|(id, _)| !self.bad_packs.contains_key(id))
-            .map(|(id, r)| (*id, r.kind, r.size, Some(*r)))
+            .enumerate()
+            .filter(|(_, r)| r.seen == Seen::Present)
+            .map(|(i, _)| Chosen::Indexed(i as u32))
             .collect();
-        candidates.extend(unindexed.iter().map(|&(id, kind, size)| (id, kind, size, None)));
-        candidates.sort_by_key(|c| c.0);
-        select(candidates, subset)
+        candidates.extend((0..unindexed.len()).map(|i| Chosen::Unindexed(i as u32)));
+        let at = |c: &Chosen| pack_at(packs, unindexed, *c);
+        candidates.sort_unstable_by_key(|c| at(c).0);
+        select(candidates, subset, |c| at(c).0, |c| at(c).2)
     }
 
     /// Records what the reads of [`read_packs`] found.
-    fn merge_reads(&mut self, results: Vec<(PackId, BlobKind, u64, PackReading)>) -> Result<()> {
-        for (id, kind, size, r) in results {
-            self.stats.packs_read += 1;
-            self.stats.bytes_read += size;
-            self.stats.blobs_verified += r.blobs_verified;
+    fn merge_reads(&mut self, packs: &[PackRec], unindexed: &[Unindexed], reads: Reads) -> Result<()> {
+        self.stats.packs_read += reads.packs;
+        self.stats.bytes_read += reads.bytes;
+        self.stats.blobs_verified += reads.blobs;
+        for (c, r) in reads.damaged {
+            let (id, kind, _) = pack_at(packs, unindexed, c);
             let object = pack_path(kind, &id);
             let mut first = None;
             for (problem, msg) in r.findings {
@@ -794,24 +875,41 @@ impl<'r> Checker<'r> {
     }
 }
 
-/// Picks the packs a subset names. Random choices use a fresh seed.
-fn select(
-    mut candidates: Vec<(PackId, BlobKind, u64, Option<PackRec>)>,
+/// A chosen pack's id, kind and size.
+fn pack_at(packs: &[PackRec], unindexed: &[Unindexed], c: Chosen) -> (PackId, BlobKind, u64) {
+    match c {
+        Chosen::Indexed(i) => {
+            let r = &packs[i as usize];
+            (r.id, r.kind, r.size)
+        }
+        Chosen::Unindexed(i) => unindexed[i as usize],
+    }
+}
+
+/// Picks the candidates a subset names, given each one's pack id and
+/// size. Random choices use a fresh seed.
+fn select<T>(
+    mut candidates: Vec<T>,
     subset: &DataSubset,
-) -> Vec<(PackId, BlobKind, u64, Option<PackRec>)> {
-    let shuffle = |c: &mut Vec<(PackId, BlobKind, u64, Option<PackRec>)>| {
+    id: impl Fn(&T) -> PackId,
+    size: impl Fn(&T) -> u64,
+) -> Vec<T> {
+    let shuffle = |c: &mut Vec<T>| {
         let seed: [u8; 32] = crate::crypto::random_bytes();
-        c.sort_by_cached_key(|x| *blake3::keyed_hash(&seed, x.0.as_bytes()).as_bytes());
+        c.sort_by_cached_key(|x| {
+            let h = blake3::keyed_hash(&seed, id(x).as_bytes());
+            u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
+        });
     };
     match subset {
         DataSubset::All => candidates,
-        DataSubset::Slice { n, of } => candidates
-            .into_iter()
-            .filter(|c| {
-                let v = u64::from_le_bytes(c.0.as_bytes()[..8].try_into().expect("8 bytes"));
+        DataSubset::Slice { n, of } => {
+            candidates.retain(|c| {
+                let v = u64::from_le_bytes(id(c).as_bytes()[..8].try_into().expect("8 bytes"));
                 v % (*of as u64) == (*n as u64 - 1)
-            })
-            .collect(),
+            });
+            candidates
+        }
         DataSubset::Percent(p) => {
             let want = ((candidates.len() as f64) * p / 100.0).ceil() as usize;
             shuffle(&mut candidates);
@@ -821,44 +919,68 @@ fn select(
         DataSubset::Bytes(b) => {
             shuffle(&mut candidates);
             let mut total = 0u64;
-            let mut out = Vec::new();
-            for c in candidates {
-                if total >= *b {
-                    break;
-                }
-                total += c.2;
-                out.push(c);
-            }
-            out
+            let want = candidates
+                .iter()
+                .take_while(|c| {
+                    let more = total < *b;
+                    total += size(c);
+                    more
+                })
+                .count();
+            candidates.truncate(want);
+            candidates
         }
     }
+}
+
+/// What the reads of the chosen packs found: totals, and the findings of
+/// the packs with damage only (a clean pack leaves nothing behind).
+struct Reads {
+    packs: u64,
+    bytes: u64,
+    blobs: u64,
+    damaged: Vec<(Chosen, PackReading)>,
 }
 
 /// Reads and verifies the chosen packs, in parallel.
 fn read_packs(
     repo: &Repository,
-    chosen: &[(PackId, BlobKind, u64, Option<PackRec>)],
+    packs: &[PackRec],
+    unindexed: &[Unindexed],
+    chosen: &[Chosen],
     progress: &CheckProgress,
-) -> Result<Vec<(PackId, BlobKind, u64, PackReading)>> {
-    progress.bytes_total.store(chosen.iter().map(|c| c.2).sum(), Ordering::Relaxed);
+) -> Result<Reads> {
+    let total = chosen.iter().map(|c| pack_at(packs, unindexed, *c).2).sum();
+    progress.bytes_total.store(total, Ordering::Relaxed);
+    let blobs = AtomicU64::new(0);
     let read_all = || -> Result<Vec<_>> {
-        let results = chosen
+        let damaged = chosen
             .par_iter()
-            .map(|&(id, kind, size, rec)| {
-                let r = read_pack(repo, id, kind, rec)?;
+            .filter_map(|&c| {
+                let (id, kind, size) = pack_at(packs, unindexed, c);
+                let rec = match c {
+                    Chosen::Indexed(i) => Some(packs[i as usize]),
+                    Chosen::Unindexed(_) => None,
+                };
+                let r = match read_pack(repo, id, kind, rec) {
+                    Ok(r) => r,
+                    Err(e) => return Some(Err(e)),
+                };
                 progress.packs_done.fetch_add(1, Ordering::Relaxed);
                 progress.bytes_done.fetch_add(size, Ordering::Relaxed);
-                Ok((id, kind, size, r))
+                blobs.fetch_add(r.blobs_verified, Ordering::Relaxed);
+                (!r.clean()).then_some(Ok((c, r)))
             })
             .collect();
         // The pool's threads kept their pack buffers from pack to pack.
         rayon::broadcast(|_| drop(PACK_BUF.take()));
-        results
+        damaged
     };
-    match readers_pool(repo, chosen.len()) {
+    let damaged = match readers_pool(repo, chosen.len()) {
         Some(pool) => pool.install(read_all),
         None => read_all(),
-    }
+    }?;
+    Ok(Reads { packs: chosen.len() as u64, bytes: total, blobs: blobs.into_inner(), damaged })
 }
 
 /// Pack bytes that `check --read-data`'s readers hold at once, at most.
@@ -885,7 +1007,7 @@ fn readers_pool(repo: &Repository, packs: usize) -> Option<rayon::ThreadPool> {
 /// Reads one pack whole and verifies everything in it. Errors only when
 /// the backend fails to read (the check can't go on); damage is reported.
 fn read_pack(repo: &Repository, id: PackId, kind: BlobKind, rec: Option<PackRec>) -> Result<PackReading> {
-    let r = PackReading { findings: Vec::new(), bad_blobs: Vec::new(), unusable: false, blobs_verified: 0 };
+    let r = PackReading::default();
     let ft = pack_file_type(kind);
     let what = format!("pack {}", ft.path(&id.to_hex()));
     // One buffer per thread from pack to pack: a fresh 16 MiB buffer is
@@ -954,7 +1076,7 @@ fn read_pack_bytes(
     let trailer_salt: [u8; 32] =
         bytes[bytes.len() - TRAILER_LEN..bytes.len() - TRAILER_LEN + 32].try_into().expect("32 bytes");
     if let Some(rec) = rec
-        && rec.salt != trailer_salt
+        && rec.salt[..] != trailer_salt[..16]
     {
         r.findings.push((
             Problem::IndexMismatch,
@@ -1003,6 +1125,13 @@ fn read_pack_bytes(
 mod tests {
     use super::*;
 
+    /// docs/design.md gives the memory a check takes per pack from this.
+    #[test]
+    fn a_pack_record_is_88_bytes() {
+        assert_eq!(std::mem::size_of::<PackRec>(), 88);
+        assert_eq!(std::mem::size_of::<Chosen>(), 8);
+    }
+
     #[test]
     fn subsets_parse() {
         assert_eq!("10%".parse::<DataSubset>(), Ok(DataSubset::Percent(10.0)));
@@ -1014,8 +1143,12 @@ mod tests {
         }
     }
 
-    fn cands(n: u8) -> Vec<(PackId, BlobKind, u64, Option<PackRec>)> {
-        (0..n).map(|i| (PackId(*blake3::hash(&[i]).as_bytes()), BlobKind::Data, 100, None)).collect()
+    fn cands(n: u8) -> Vec<(PackId, u64)> {
+        (0..n).map(|i| (PackId(*blake3::hash(&[i]).as_bytes()), 100)).collect()
+    }
+
+    fn pick(all: &[(PackId, u64)], subset: &DataSubset) -> Vec<(PackId, u64)> {
+        select(all.to_vec(), subset, |c| c.0, |c| c.1)
     }
 
     #[test]
@@ -1023,9 +1156,9 @@ mod tests {
         let all = cands(100);
         let mut seen = Vec::new();
         for n in 1..=7 {
-            let part = select(all.clone(), &DataSubset::Slice { n, of: 7 });
+            let part = pick(&all, &DataSubset::Slice { n, of: 7 });
             // Deterministic.
-            assert_eq!(part, select(all.clone(), &DataSubset::Slice { n, of: 7 }));
+            assert_eq!(part, pick(&all, &DataSubset::Slice { n, of: 7 }));
             seen.extend(part.into_iter().map(|c| c.0));
         }
         seen.sort();
@@ -1037,10 +1170,17 @@ mod tests {
     #[test]
     fn percent_and_bytes_choose_enough() {
         let all = cands(50);
-        assert_eq!(select(all.clone(), &DataSubset::Percent(10.0)).len(), 5);
-        assert_eq!(select(all.clone(), &DataSubset::Percent(100.0)).len(), 50);
-        assert_eq!(select(all.clone(), &DataSubset::Percent(0.1)).len(), 1);
-        assert_eq!(select(all.clone(), &DataSubset::Bytes(250)).len(), 3);
-        assert_eq!(select(all, &DataSubset::Bytes(1 << 40)).len(), 50);
+        assert_eq!(pick(&all, &DataSubset::Percent(10.0)).len(), 5);
+        assert_eq!(pick(&all, &DataSubset::Percent(100.0)).len(), 50);
+        assert_eq!(pick(&all, &DataSubset::Percent(0.1)).len(), 1);
+        assert_eq!(pick(&all, &DataSubset::Bytes(250)).len(), 3);
+        assert_eq!(pick(&all, &DataSubset::Bytes(200)).len(), 2);
+        assert_eq!(pick(&all, &DataSubset::Bytes(1)).len(), 1);
+        assert_eq!(pick(&all, &DataSubset::Bytes(1 << 40)).len(), 50);
+        // A random choice has no repeats.
+        let mut p = pick(&all, &DataSubset::Percent(60.0));
+        p.sort();
+        p.dedup();
+        assert_eq!(p.len(), 30);
     }
 }

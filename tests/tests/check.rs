@@ -183,8 +183,42 @@ fn truncated_pack_is_found_by_the_structure_check() {
     let r = check(&s.v, &[], 1);
     let f = with_problem(&r, "pack_size");
     assert!(f[0]["object"].as_str().unwrap().contains(&rel(&s.v, pack)), "{r:#}");
-    assert!(f[0]["message"].as_str().unwrap().contains(&len.to_string()), "{r:#}");
+    let msg = f[0]["message"].as_str().unwrap();
+    assert!(msg.contains(&format!("size {} bytes, the index says {len}", len / 2)), "{r:#}");
     blames_victim_only(&s, &r);
+}
+
+/// A data pack moved into the tree directory, and a stray file among the
+/// packs: the pack is missing where its kind belongs (and the message says
+/// where it is), not an unindexed tree pack; the stray file is a notice.
+#[test]
+fn pack_in_the_other_kinds_directory_is_missing_and_named_where_it_is() {
+    let s = setup();
+    let pack = &s.new_data[0];
+    let name = rel(&s.v, pack);
+    let moved = s.v.repo.join(name.replacen("data/", "tree/", 1));
+    fs::create_dir_all(moved.parent().unwrap()).unwrap();
+    fs::rename(pack, &moved).unwrap();
+    let stray = s.v.repo.join("data/ab/notes.txt");
+    fs::create_dir_all(stray.parent().unwrap()).unwrap();
+    fs::write(&stray, b"not a pack").unwrap();
+    let r = check(&s.v, &[], 1);
+    let f = with_problem(&r, "missing_pack");
+    assert_eq!(f.len(), 1, "{r:#}");
+    assert_eq!(f[0]["object"], name.as_str(), "{r:#}");
+    let want = format!("stored as {}", rel(&s.v, &moved));
+    assert!(f[0]["message"].as_str().unwrap().contains(&want), "{r:#}");
+    assert!(!findings(&r).iter().any(|f| f["problem"] == "unindexed_pack"), "{r:#}");
+    let notice: Vec<_> = findings(&r).iter().filter(|f| f["problem"] == "stray_file").collect();
+    assert_eq!(notice.len(), 1, "{r:#}");
+    assert_eq!(notice[0]["object"], "data/*/notes.txt");
+    assert_eq!(notice[0]["severity"], "notice");
+    blames_victim_only(&s, &r);
+    // Read-data reads the packs that are where they belong, not this one
+    // (the stray file is among the data files, the moved pack a tree file).
+    let r = check(&s.v, &["--read-data"], 1);
+    let total = s.v.repo_files("data").len() - 1 + s.v.repo_files("tree").len() - 1;
+    assert_eq!(r["stats"]["packs_read"], total as u64, "{r:#}");
 }
 
 #[test]
@@ -437,4 +471,44 @@ fn repair_snapshots_stores_trees_anew_when_the_index_names_a_lost_copy() {
     v.restore("latest", &target, &[]).ok();
     assert_eq!(fs::read(restored(&target, &y.join("b.txt"))).unwrap(), b"y");
     assert!(restored(&target, &y.join("empty")).is_dir());
+}
+
+/// Segments written by hand through the library: one that describes a pack
+/// otherwise than the segment its run wrote is a conflict naming both; one
+/// that records another key salt than the pack's trailer is found by
+/// read-data, which says the index can't decrypt it.
+#[test]
+fn index_segments_that_disagree_with_each_other_or_with_the_pack_are_named() {
+    use vault_store::index::{load_segment, save_segment};
+    let s = setup();
+    let repo = s.v.open_repository();
+    let name = s.new_index[0].file_name().unwrap().to_str().unwrap().to_string();
+    let seg = load_segment(repo.backend(), repo.keys(), &vault_store::IndexId::from_hex(&name).unwrap()).unwrap();
+    let pack = seg.packs.iter().find(|p| p.kind == vault_store::format::BlobKind::Data).expect("a data pack");
+    let pack_name = format!("data/{}/{}", &pack.id.to_hex()[..2], pack.id.to_hex());
+
+    let mut other = vault_store::format::index::IndexSegment { packs: vec![pack.clone()] };
+    other.packs[0].blobs[0].id = vault_store::BlobId([7; 32]);
+    let conflicting = save_segment(repo.backend(), repo.keys(), &other).unwrap().to_hex();
+    let r = check(&s.v, &[], 1);
+    let f = with_problem(&r, "index_conflict");
+    assert_eq!(f.len(), 1, "{r:#}");
+    let said = format!("{} {}", f[0]["object"], f[0]["message"]);
+    assert!(said.contains(&name) && said.contains(&conflicting) && said.contains(&pack_name), "{r:#}");
+
+    // Only a segment with the wrong salt left for the pack.
+    fs::remove_file(&s.new_index[0]).unwrap();
+    fs::remove_file(s.v.repo_files("index").into_iter().find(|p| p.ends_with(&conflicting)).unwrap()).unwrap();
+    let mut salted = seg.clone();
+    for p in &mut salted.packs {
+        if p.id == pack.id {
+            p.salt[0] ^= 1;
+        }
+    }
+    save_segment(repo.backend(), repo.keys(), &salted).unwrap();
+    let r = check(&s.v, &["--read-data"], 1);
+    let f = with_problem(&r, "index_mismatch");
+    assert_eq!(f[0]["object"], pack_name.as_str(), "{r:#}");
+    assert!(f[0]["message"].as_str().unwrap().contains("key salt"), "{r:#}");
+    blames_victim_only(&s, &r);
 }

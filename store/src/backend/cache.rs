@@ -162,6 +162,17 @@ impl Backend for CachedBackend {
         }
         Ok(listed)
     }
+    /// A listing of a cached type is held whole, to drop the local copies
+    /// of objects that are gone (those types are the small ones).
+    fn list_each(&self, t: FileType, f: &mut dyn FnMut(&str, u64)) -> BResult<()> {
+        if cached(t) {
+            for (name, size) in self.list(t)? {
+                f(&name, size);
+            }
+            return Ok(());
+        }
+        self.inner.list_each(t, f)
+    }
     fn size(&self, t: FileType, name: &str) -> BResult<u64> {
         self.inner.size(t, name)
     }

@@ -47,6 +47,9 @@ impl Backend for KillAfterWrites {
     fn list_times(&self, t: FileType) -> BResult<Vec<(String, u64, SystemTime)>> {
         self.inner.list_times(t)
     }
+    fn list_each(&self, t: FileType, f: &mut dyn FnMut(&str, u64)) -> BResult<()> {
+        self.inner.list_each(t, f)
+    }
     fn size(&self, t: FileType, name: &str) -> BResult<u64> {
         self.inner.size(t, name)
     }

@@ -159,6 +159,54 @@ impl LocalBackend {
     fn err(&self, op: &'static str, path: &Path, e: &io::Error) -> BackendError {
         BackendError::from_io(op, path.display().to_string(), e)
     }
+
+    /// Calls `f` with every object of a type and its metadata, one
+    /// fan-out directory at a time (nothing is collected here).
+    fn walk(&self, t: FileType, f: &mut dyn FnMut(&str, &fs::Metadata)) -> BResult<()> {
+        let dir = self.root.join(t.dir());
+        if t == FileType::Config {
+            return match fs::metadata(self.root.join("config")) {
+                Ok(m) => {
+                    f("config", &m);
+                    Ok(())
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(self.err("listing", &dir, &e)),
+            };
+        }
+        let mut dirs = vec![dir.clone()];
+        while let Some(d) = dirs.pop() {
+            let rd = match fs::read_dir(&d) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && d != dir => continue,
+                // Repositories made before `marks/` existed don't have it.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && t == FileType::Marks => continue,
+                Err(e) => return Err(self.err("listing", &d, &e)),
+            };
+            for entry in rd {
+                let entry = entry.map_err(|e| self.err("listing", &d, &e))?;
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with(".tmp-") {
+                    continue;
+                }
+                let ft = entry.file_type().map_err(|e| self.err("listing", &entry.path(), &e))?;
+                if ft.is_dir() {
+                    if t.fanned_out() && d == dir {
+                        dirs.push(entry.path());
+                    }
+                    continue;
+                }
+                let m = match entry.metadata() {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(self.err("listing", &entry.path(), &e)),
+                };
+                f(&name, &m);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Writes `data` to a new `.tmp-*` file in `dir` and syncs it; returns its
@@ -355,48 +403,15 @@ impl Backend for LocalBackend {
     }
 
     fn list_times(&self, t: FileType) -> BResult<Vec<(String, u64, SystemTime)>> {
-        let dir = self.root.join(t.dir());
-        let mut out = Vec::new();
-        let mut dirs = vec![dir.clone()];
         let mtime = |m: &fs::Metadata| m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        if t == FileType::Config {
-            return match fs::metadata(self.root.join("config")) {
-                Ok(m) => Ok(vec![("config".into(), m.len(), mtime(&m))]),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(vec![]),
-                Err(e) => Err(self.err("listing", &dir, &e)),
-            };
-        }
-        while let Some(d) = dirs.pop() {
-            let rd = match fs::read_dir(&d) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == io::ErrorKind::NotFound && d != dir => continue,
-                // Repositories made before `marks/` existed don't have it.
-                Err(e) if e.kind() == io::ErrorKind::NotFound && t == FileType::Marks => continue,
-                Err(e) => return Err(self.err("listing", &d, &e)),
-            };
-            for entry in rd {
-                let entry = entry.map_err(|e| self.err("listing", &d, &e))?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with(".tmp-") {
-                    continue;
-                }
-                let ft = entry.file_type().map_err(|e| self.err("listing", &entry.path(), &e))?;
-                if ft.is_dir() {
-                    if t.fanned_out() && d == dir {
-                        dirs.push(entry.path());
-                    }
-                    continue;
-                }
-                let m = match entry.metadata() {
-                    Ok(m) => m,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(self.err("listing", &entry.path(), &e)),
-                };
-                out.push((name, m.len(), mtime(&m)));
-            }
-        }
+        let mut out = Vec::new();
+        self.walk(t, &mut |name, m| out.push((name.to_string(), m.len(), mtime(m))))?;
         out.sort();
         Ok(out)
+    }
+
+    fn list_each(&self, t: FileType, f: &mut dyn FnMut(&str, u64)) -> BResult<()> {
+        self.walk(t, &mut |name, m| f(name, m.len()))
     }
 
     fn size(&self, t: FileType, name: &str) -> BResult<u64> {

@@ -210,6 +210,17 @@ pub trait Backend: Send + Sync {
     /// collection measures its grace period with them, not the client clock.
     fn list_times(&self, t: FileType) -> BResult<Vec<(String, u64, std::time::SystemTime)>>;
 
+    /// Calls `f` with the name and size of every object of a type, in no
+    /// set order, without holding the whole listing: a repository of a
+    /// million packs lists them in a few MiB where [`Backend::list`] takes
+    /// ~130 bytes a name.
+    fn list_each(&self, t: FileType, f: &mut dyn FnMut(&str, u64)) -> BResult<()> {
+        for (name, size) in self.list(t)? {
+            f(&name, size);
+        }
+        Ok(())
+    }
+
     /// Size of one object.
     fn size(&self, t: FileType, name: &str) -> BResult<u64>;
 

@@ -305,16 +305,26 @@ impl S3Backend {
     }
 
     fn list_objects(&self, t: FileType) -> BResult<Vec<(String, u64, SystemTime)>> {
+        let mut out = Vec::new();
+        self.list_pages(t, &mut |name, size, time| out.push((name.to_string(), size, time)))?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// Calls `f` with every object of a type as the listing's pages arrive.
+    fn list_pages(&self, t: FileType, f: &mut dyn FnMut(&str, u64, SystemTime)) -> BResult<()> {
         if t == FileType::Config {
             let key = self.key("config");
             return match self.block_on(self.store.head(&key)) {
-                Ok(m) => Ok(vec![("config".into(), m.size, m.last_modified.into())]),
-                Err(object_store::Error::NotFound { .. }) => Ok(vec![]),
+                Ok(m) => {
+                    f("config", m.size, m.last_modified.into());
+                    Ok(())
+                }
+                Err(object_store::Error::NotFound { .. }) => Ok(()),
                 Err(e) => Err(self.err("listing", &key, e)),
             };
         }
         let dir = self.key(t.dir());
-        let mut out = Vec::new();
         self.block_on(async {
             let mut stream = self.store.list(Some(&dir));
             while let Some(item) = stream.next().await {
@@ -324,13 +334,11 @@ impl S3Backend {
                     continue;
                 };
                 if let Some(name) = t.name_in_dir(rel) {
-                    out.push((name.to_string(), meta.size, meta.last_modified.into()));
+                    f(name, meta.size, meta.last_modified.into());
                 }
             }
             Ok::<_, BackendError>(())
-        })?;
-        out.sort();
-        Ok(out)
+        })
     }
 }
 
@@ -440,6 +448,10 @@ impl Backend for S3Backend {
 
     fn list_times(&self, t: FileType) -> BResult<Vec<(String, u64, SystemTime)>> {
         self.list_objects(t)
+    }
+
+    fn list_each(&self, t: FileType, f: &mut dyn FnMut(&str, u64)) -> BResult<()> {
+        self.list_pages(t, &mut |name, size, _| f(name, size))
     }
 
     fn size(&self, t: FileType, name: &str) -> BResult<u64> {
