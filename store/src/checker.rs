@@ -331,7 +331,7 @@ fn pack_path(kind: BlobKind, id: &PackId) -> String {
 /// repository can't be listed); damage is reported in the [`Report`].
 pub fn check(repo: &mut Repository, opts: &CheckOptions, progress: &CheckProgress) -> Result<Report> {
     let started = Instant::now();
-    let (packs, damaged, findings, stats, snapshots) = {
+    let (mut packs, damaged, findings, stats, snapshots) = {
         let mut c = Checker::new(repo, Vec::new(), CheckStats::default());
         c.check_keys()?;
         // Snapshots before the index: a snapshot run writes its segments
@@ -349,7 +349,6 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions, progress: &CheckProgres
     if stale {
         repo.rebuild_index()?;
     }
-    let mut packs = packs;
     let mut c = Checker::new(repo, findings, stats);
     let unindexed = c.check_packs(&mut packs)?;
     match &opts.read_data {

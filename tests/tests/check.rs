@@ -485,7 +485,7 @@ fn index_segments_that_disagree_with_each_other_or_with_the_pack_are_named() {
     let name = s.new_index[0].file_name().unwrap().to_str().unwrap().to_string();
     let seg = load_segment(repo.backend(), repo.keys(), &vault_store::IndexId::from_hex(&name).unwrap()).unwrap();
     let pack = seg.packs.iter().find(|p| p.kind == vault_store::format::BlobKind::Data).expect("a data pack");
-    let pack_name = format!("data/{}/{}", &pack.id.to_hex()[..2], pack.id.to_hex());
+    let pack_name = vault_store::backend::FileType::Data.path(&pack.id.to_hex());
 
     let mut other = vault_store::format::index::IndexSegment { packs: vec![pack.clone()] };
     other.packs[0].blobs[0].id = vault_store::BlobId([7; 32]);

@@ -211,9 +211,10 @@ pub trait Backend: Send + Sync {
     fn list_times(&self, t: FileType) -> BResult<Vec<(String, u64, std::time::SystemTime)>>;
 
     /// Calls `f` with the name and size of every object of a type, in no
-    /// set order, without holding the whole listing: a repository of a
-    /// million packs lists them in a few MiB where [`Backend::list`] takes
-    /// ~130 bytes a name.
+    /// set order. Backends that can hand the listing over as it comes (one
+    /// directory, one page at a time) do, so a caller that keeps less than
+    /// [`Backend::list`]'s ~130 bytes a name holds less memory; the default
+    /// lists whole.
     fn list_each(&self, t: FileType, f: &mut dyn FnMut(&str, u64)) -> BResult<()> {
         for (name, size) in self.list(t)? {
             f(&name, size);
