@@ -16,6 +16,13 @@
 //! data; a directory restored later at a symlink's path replaces the symlink
 //! and files are opened with `O_NOFOLLOW`, so no write passes through a
 //! restored symlink.
+//!
+//! Entries already in the target are replaced (a directory there is used
+//! as it is), except one that changed since the restore began: a tree's
+//! names are unique, so that is an entry the restore made itself under a
+//! name the target file system takes for another (case-insensitive or
+//! normalizing file systems), or one another process is writing. It is
+//! kept and the path reported, never silently overwritten.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -26,6 +33,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use globset::GlobSet;
 use rayon::prelude::*;
@@ -178,7 +186,7 @@ impl Restorer<'_, '_> {
             if under_failed(&self.failed_dirs, path) {
                 return false;
             }
-            match make_dir(path) {
+            match make_dir(path, self.ctx.began) {
                 Ok(()) => {
                     let (path, node) = &mut self.open_dirs[self.made];
                     let node = node.take().expect("directories not made keep their node");
@@ -345,6 +353,9 @@ struct BatchCtx<'a> {
     pool: Option<&'a rayon::ThreadPool>,
     written: &'a AtomicU64,
     reads: ReadPolicy,
+    /// When the restore began (less `CLOCK_SLACK`): an entry in the way
+    /// that changed since then is never replaced (`refuse_if_new`).
+    began: SystemTime,
 }
 
 /// The files a batch restores, and its symlinks and special files.
@@ -398,7 +409,7 @@ fn restore_batch(ctx: &BatchCtx<'_>, batch: Batch) -> BatchOutcome {
             .map(|f| {
                 // The file is made even when its content can't be found,
                 // so the tree's shape is complete; it is reported.
-                let file = create_file(&f.path, f.node.size).map_err(|e| format!("cannot create file: {e}"));
+                let file = create_file(&f.path, f.node.size, ctx.began).map_err(|e| format!("cannot create file: {e}"));
                 Ok((known.locate(&f.node)?, file?))
             })
             .collect()
@@ -483,7 +494,7 @@ fn restore_batch(ctx: &BatchCtx<'_>, batch: Batch) -> BatchOutcome {
     // symlink's path replaces it (`make_dir`) and a symlink never
     // replaces a directory, so no write passes through one.
     for (path, node) in others {
-        match make_special(&path, &node, opts.owner) {
+        match make_special(&path, &node, opts.owner, ctx.began) {
             Ok(true) => {
                 outcome.others += 1;
                 if let Err(e) = apply_metadata(MetaTarget::Path(&path), &node, opts.owner) {
@@ -525,6 +536,12 @@ impl Restorer<'_, '_> {
             if self.failed_links.contains(&src) {
                 let msg = format!("hard link to {} not created: that file failed", src.display());
                 self.error(&path, msg);
+                continue;
+            }
+            if let Ok(meta) = fs::symlink_metadata(&path)
+                && let Err(e) = refuse_if_new(&meta, self.ctx.began)
+            {
+                self.error(&path, format!("cannot create hard link to {}: {e}", src.display()));
                 continue;
             }
             let _ = fs::remove_file(&path);
@@ -579,6 +596,7 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &RestoreProgress,
 ) -> Result<RestoreStats> {
+    let began = SystemTime::now() - CLOCK_SLACK;
     fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
     let probe = target.join(format!(".vault-restore-probe-{}", std::process::id()));
     OpenOptions::new()
@@ -615,6 +633,7 @@ pub fn restore(
             },
             keep_buffers,
         },
+        began,
     };
     let (include, exclude) = (glob_set(&opts.include)?, glob_set(&opts.exclude)?);
     let stats = std::thread::scope(|scope| {
@@ -651,19 +670,50 @@ pub fn restore(
     Ok(stats)
 }
 
-/// Creates a directory. Whatever else sits at its path (a file, or a
-/// symlink that could lead writes elsewhere) is replaced, as restic does.
-fn make_dir(path: &Path) -> io::Result<()> {
+/// Creates a directory. A directory already there is used as it is;
+/// whatever else sits at its path (a file, or a symlink that could lead
+/// writes elsewhere) is replaced, as restic does, unless this restore made
+/// it (`refuse_if_new`).
+fn make_dir(path: &Path, began: SystemTime) -> io::Result<()> {
     match fs::create_dir(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            if fs::symlink_metadata(path)?.is_dir() {
+            let meta = fs::symlink_metadata(path)?;
+            if meta.is_dir() {
                 return Ok(());
             }
+            refuse_if_new(&meta, began)?;
             fs::remove_file(path)?;
             fs::create_dir(path)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// File systems stamp changes with a coarse clock, a few milliseconds
+/// behind the one `SystemTime::now` reads: an entry changed this long
+/// before a restore began still counts as changed during it.
+const CLOCK_SLACK: Duration = Duration::from_millis(20);
+
+/// Why an entry in the way is kept (see `refuse_if_new`).
+const CHANGED_DURING_RESTORE: &str = "an entry changed during this restore is in the way, so it is kept: \
+    the target file system may take two names of the snapshot for one (case-insensitive?), \
+    or another process is writing there";
+
+/// Refuses to replace an entry (not a directory) that changed since the
+/// restore began. A tree's names are unique, so the restore never creates
+/// one path twice: such an entry is one it made itself under a name the
+/// target file system takes for this one (`X` and `x` where case is
+/// folded, as on macOS or ext4 with casefold), or one another process is
+/// writing. Replacing it would lose what is there without a word.
+fn refuse_if_new(meta: &fs::Metadata, began: SystemTime) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let changed = u64::try_from(meta.ctime()).ok().and_then(|s| {
+        SystemTime::UNIX_EPOCH.checked_add(Duration::new(s, meta.ctime_nsec().clamp(0, 999_999_999) as u32))
+    });
+    match changed {
+        Some(t) if t >= began => Err(io::Error::new(io::ErrorKind::AlreadyExists, CHANGED_DURING_RESTORE)),
+        _ => Ok(()),
     }
 }
 
@@ -678,14 +728,17 @@ fn under_failed(failed: &[PathBuf], path: &Path) -> bool {
 /// Creates (or replaces) a regular file at `path`, `size` bytes long (a
 /// hole until written), and returns it open for writing. A fresh target
 /// takes one `open`; an existing entry that isn't a directory is removed
-/// first, so a symlink, fifo or device there is never written through.
-fn create_file(path: &Path, size: u64) -> io::Result<fs::File> {
+/// first, so a symlink, fifo or device there is never written through,
+/// unless this restore made it (`refuse_if_new`).
+fn create_file(path: &Path, size: u64, began: SystemTime) -> io::Result<fs::File> {
     let open = || OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).open(path);
     let f = match open() {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            if fs::symlink_metadata(path)?.is_dir() {
+            let meta = fs::symlink_metadata(path)?;
+            if meta.is_dir() {
                 return Err(io::Error::new(io::ErrorKind::IsADirectory, "a directory is in the way"));
             }
+            refuse_if_new(&meta, began)?;
             fs::remove_file(path)?;
             open()?
         }
@@ -939,12 +992,13 @@ fn verify_file(repo: &Repository, path: &Path, node: &Node) -> std::result::Resu
 
 /// Creates a symlink, fifo or device. `Ok(false)` when skipped (sockets;
 /// devices when not root).
-fn make_special(path: &Path, node: &Node, owner: bool) -> std::result::Result<bool, String> {
+fn make_special(path: &Path, node: &Node, owner: bool, began: SystemTime) -> std::result::Result<bool, String> {
     use nix::sys::stat::{Mode, SFlag, mknod};
     if let Ok(m) = fs::symlink_metadata(path) {
         if m.is_dir() {
             return Err("a directory is in the way".into());
         }
+        refuse_if_new(&m, began).map_err(|e| e.to_string())?;
         fs::remove_file(path).map_err(|e| format!("cannot replace existing file: {e}"))?;
     }
     let mode = Mode::from_bits_truncate(node.mode & 0o7777);
@@ -1052,4 +1106,56 @@ pub fn dump(repo: &Repository, node: &Node, out: &mut dyn io::Write) -> Result<u
         }
         Ok(total)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A restore that began an hour from now: everything there now is older.
+    fn began_later() -> SystemTime {
+        SystemTime::now() + Duration::from_secs(3600)
+    }
+
+    #[test]
+    fn a_file_older_than_the_restore_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, other) = (dir.path().join("f"), dir.path().join("d"));
+        fs::write(&file, b"from before").unwrap();
+        fs::write(&other, b"from before").unwrap();
+        let f = create_file(&file, 5, began_later()).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 5);
+        assert_eq!(fs::read(&file).unwrap(), [0; 5]);
+        make_dir(&other, began_later()).unwrap();
+        assert!(fs::symlink_metadata(&other).unwrap().is_dir());
+    }
+
+    #[test]
+    fn a_file_made_during_the_restore_is_never_replaced() {
+        // As on a case-insensitive target: the restore made `X`, and the
+        // file system finds it again when the restore asks for `x`.
+        let dir = tempfile::tempdir().unwrap();
+        let began = SystemTime::now() - CLOCK_SLACK;
+        let x = dir.path().join("x");
+        fs::write(&x, b"restored first").unwrap();
+        let e = create_file(&x, 5, began).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert!(e.to_string().contains("case-insensitive"), "{e}");
+        let e = make_dir(&x, began).unwrap_err();
+        assert!(e.to_string().contains("case-insensitive"), "{e}");
+        assert_eq!(fs::read(&x).unwrap(), b"restored first", "the first file is kept whole");
+    }
+
+    #[test]
+    fn a_directory_in_the_way_is_used_whenever_it_was_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let began = SystemTime::now() - CLOCK_SLACK;
+        let d = dir.path().join("d");
+        fs::create_dir(&d).unwrap();
+        fs::write(d.join("inside"), b"kept").unwrap();
+        make_dir(&d, began).unwrap();
+        assert_eq!(fs::read(d.join("inside")).unwrap(), b"kept");
+        let e = create_file(&d, 1, began_later()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::IsADirectory);
+    }
 }
