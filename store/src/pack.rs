@@ -250,33 +250,16 @@ fn seal_pack(
 /// with a zstd context kept per thread. Output that would not fit is an
 /// error, so a hostile blob can't make it allocate more than the entry says.
 fn decompress_blob(data: &[u8], raw_len: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
-    thread_local! {
-        static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-            const { std::cell::RefCell::new(None) };
-    }
-    out.clear();
     // The frame says how large it decompresses (our writers always record
     // it): check before allocating, so a hostile length can't reserve memory.
     match zstd::zstd_safe::get_frame_content_size(data) {
-        Ok(Some(n)) if n == raw_len as u64 => {}
-        Ok(Some(n)) => {
-            return Err(std::io::Error::other(format!("frame holds {n} bytes, the entry says {raw_len}")));
-        }
+        Ok(Some(n)) if n == raw_len as u64 => crate::format::envelope::decompress_into(data, raw_len, out),
+        Ok(Some(n)) => Err(std::io::Error::other(format!("frame holds {n} bytes, the entry says {raw_len}"))),
         _ => {
             *out = crate::format::envelope::decompress_bounded(data, raw_len)?;
-            return Ok(());
+            Ok(())
         }
     }
-    DCTX.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let d = match slot.as_mut() {
-            Some(d) => d,
-            None => slot.insert(zstd::bulk::Decompressor::new()?),
-        };
-        out.reserve(raw_len);
-        d.decompress_to_buffer(data, out)?;
-        Ok(())
-    })
 }
 
 /// Authenticates, decrypts and decompresses one sealed blob. `what` names the

@@ -79,9 +79,24 @@ pub fn open(keys: &Keys, aad: &str, sealed: &[u8], what: &str) -> Result<Vec<u8>
     }
 }
 
-/// Decompresses a zstd frame, refusing output larger than `limit`.
+/// Decompresses a zstd frame, refusing output larger than `limit`. A
+/// frame that records its size (ours always do) is decompressed in one
+/// shot with a context kept per thread; listing thousands of snapshots or
+/// index segments would otherwise set up a fresh stream for each.
 pub fn decompress_bounded(data: &[u8], limit: usize) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
+    /// Larger frames are streamed, so a header can't make us reserve more.
+    const ONE_SHOT: u64 = 16 << 20;
+    if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(data) {
+        if n > limit as u64 {
+            return Err(std::io::Error::other(format!("decompresses to more than {limit} bytes")));
+        }
+        let mut out = Vec::new();
+        if n <= ONE_SHOT && decompress_into(data, n as usize, &mut out).is_ok() && out.len() as u64 == n {
+            return Ok(out);
+        }
+        // Not what the header says (or several frames): the stream decides.
+    }
     let mut out = Vec::new();
     let dec = zstd::stream::read::Decoder::new(data)?;
     dec.take(limit as u64 + 1).read_to_end(&mut out)?;
@@ -89,6 +104,31 @@ pub fn decompress_bounded(data: &[u8], limit: usize) -> std::io::Result<Vec<u8>>
         return Err(std::io::Error::other(format!("decompresses to more than {limit} bytes")));
     }
     Ok(out)
+}
+
+/// Decompresses `data` in one shot into `out` (cleared first; its capacity
+/// is reused, nothing is zero-filled), reserving room for `len` bytes:
+/// output that would not fit the buffer is an error, and output longer
+/// than `len` is refused. The zstd context is kept per thread.
+pub(crate) fn decompress_into(data: &[u8], len: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+    thread_local! {
+        static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    out.clear();
+    DCTX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let d = match slot.as_mut() {
+            Some(d) => d,
+            None => slot.insert(zstd::bulk::Decompressor::new()?),
+        };
+        out.reserve(len);
+        d.decompress_to_buffer(data, out)?;
+        if out.len() > len {
+            return Err(std::io::Error::other(format!("decompresses to {} bytes, more than {len}", out.len())));
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]
