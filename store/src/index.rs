@@ -35,6 +35,12 @@ const CF_SEGMENTS: &str = "segments";
 /// entry ever leaves it, so a snapshot listed here still has all its blobs
 /// in the index.
 const CF_COMPLETE: &str = "complete-snapshots";
+/// Snapshot objects as they were opened: id -> plaintext. A snapshot's
+/// name is the keyed hash of its plaintext, so an entry proves itself on
+/// every read (`Repository::snapshots` hashes it again), and the objects
+/// never change, so nothing but their removal from the repository makes
+/// an entry stale. Kept when the index part is cleared.
+const CF_SNAPSHOTS: &str = "snapshots";
 /// Bump when the cache layout changes: an old cache is then rebuilt.
 const CACHE_LAYOUT: &str = "layout-1";
 /// Stands in the cache directory while [`IndexCache::clear`] runs.
@@ -157,7 +163,8 @@ fn cf_options() -> Options {
 }
 
 fn open_db(path: &Path) -> std::result::Result<DB, rocksdb::Error> {
-    let cfs = [CF_BLOBS, CF_PACKS, CF_SEGMENTS, CF_COMPLETE].map(|n| ColumnFamilyDescriptor::new(n, cf_options()));
+    let cfs = [CF_BLOBS, CF_PACKS, CF_SEGMENTS, CF_COMPLETE, CF_SNAPSHOTS]
+        .map(|n| ColumnFamilyDescriptor::new(n, cf_options()));
     DB::open_cf_descriptors(&db_options(), path, cfs)
 }
 
@@ -340,6 +347,55 @@ impl IndexCache {
     /// without looking each chunk up.
     pub fn is_complete(&self, id: &SnapshotId) -> Result<bool> {
         Ok(self.db.get_pinned_cf(self.cf(CF_COMPLETE), id.as_bytes()).map_err(|e| self.db_err(e))?.is_some())
+    }
+
+    /// The cached plaintexts of `ids` (sorted), in order; `None` where the
+    /// cache has none. The caller checks each against its id.
+    pub fn snapshot_plaintexts(&self, ids: &[SnapshotId]) -> Result<Vec<Option<Vec<u8>>>> {
+        let keys = ids.iter().map(|i| i.as_bytes().as_slice());
+        self.db
+            .batched_multi_get_cf(self.cf(CF_SNAPSHOTS), keys, true)
+            .into_iter()
+            .map(|r| r.map(|v| v.map(|v| v.to_vec())).map_err(|e| self.db_err(e)))
+            .collect()
+    }
+
+    /// About how many snapshot copies the cache holds (RocksDB's estimate).
+    pub fn snapshot_copies(&self) -> Result<u64> {
+        let n = self
+            .db
+            .property_int_value_cf(self.cf(CF_SNAPSHOTS), "rocksdb.estimate-num-keys")
+            .map_err(|e| self.db_err(e))?;
+        Ok(n.unwrap_or(0))
+    }
+
+    /// Stores copies of snapshots (id and plaintext, each authenticated by
+    /// the caller) and, with `drop_unlisted`, drops the copies of snapshots
+    /// that are not in `listed` (sorted: the repository's listing), in one
+    /// write.
+    pub fn update_snapshots(
+        &self,
+        listed: &[SnapshotId],
+        new: &[(SnapshotId, Vec<u8>)],
+        drop_unlisted: bool,
+    ) -> Result<()> {
+        let cf = self.cf(CF_SNAPSHOTS);
+        let mut batch = WriteBatch::default();
+        if drop_unlisted {
+            for item in self.db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+                let (k, _) = item.map_err(|e| self.db_err(e))?;
+                if listed.binary_search_by(|id| id.as_bytes().as_slice().cmp(&k)).is_err() {
+                    batch.delete_cf(cf, k);
+                }
+            }
+        }
+        for (id, plain) in new {
+            batch.put_cf(cf, id.as_bytes(), plain);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.db.write(batch).map_err(|e| self.db_err(e))
     }
 
     /// Forgets everything and ingests the repository's segments afresh.

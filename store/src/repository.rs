@@ -80,7 +80,14 @@ pub struct Repository {
     /// loads thousands of trees from a handful of packs, and a pack's size,
     /// kind and salt never change (its name is its hash).
     tree_packs: Mutex<HashMap<PackId, PackInfo>>,
+    /// Whether [`Repository::snapshots`] may use the cache's copies of
+    /// snapshots (not for `check` and `repair`, which must see the
+    /// repository's own objects).
+    snapshot_copies: bool,
 }
+
+/// Snapshots read at a time by [`Repository::snapshots`].
+const SNAPSHOT_RUN: usize = 1024;
 
 /// Tree packs remembered in [`Repository::tree_packs`], at most.
 const TREE_PACKS_REMEMBERED: usize = 4096;
@@ -152,7 +159,15 @@ impl Repository {
         };
         let wait = if opts.skip_index { Duration::ZERO } else { opts.cache_wait };
         let index = IndexCache::open(opts.cache_dir.as_deref(), &config.id.to_hex(), wait)?;
-        let mut repo = Repository { backend, keys, config, key_id, index, tree_packs: Mutex::default() };
+        let mut repo = Repository {
+            backend,
+            keys,
+            config,
+            key_id,
+            index,
+            tree_packs: Mutex::default(),
+            snapshot_copies: !opts.no_object_cache,
+        };
         if !opts.skip_index {
             repo.index.sync(&*repo.backend, &repo.keys)?;
         }
@@ -335,39 +350,111 @@ impl Repository {
         let id = SnapshotId(self.keys.meta_id(&plain));
         let sealed = envelope::seal(&self.keys, snapshot::AAD, &plain);
         self.backend.write_new(FileType::Snapshot, &id.to_hex(), &sealed)?;
+        // The next listing finds it in the cache instead of reading it back.
+        if self.snapshot_copies
+            && let Err(e) = self.index.update_snapshots(&[], &[(id, plain)], false)
+        {
+            tracing::warn!("could not cache snapshot {id}: {e}");
+        }
         Ok(id)
     }
 
     /// Loads one snapshot. A local copy that fails to authenticate is
     /// dropped and the snapshot read again from the repository.
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        Snapshot::decode(&self.load_snapshot_plain(id)?, &format!("snapshot {id}"))
+    }
+
+    /// A snapshot's plaintext, authenticated against its id.
+    fn load_snapshot_plain(&self, id: &SnapshotId) -> Result<Vec<u8>> {
         let what = format!("snapshot {id}");
         crate::backend::read_checked(&*self.backend, FileType::Snapshot, &id.to_hex(), |sealed| {
-            let plain = envelope::open_named(&self.keys, snapshot::AAD, &sealed, &id.0, &what)?;
-            Snapshot::decode(&plain, &what)
+            envelope::open_named(&self.keys, snapshot::AAD, &sealed, &id.0, &what)
         })
     }
 
     /// All snapshots, oldest first. Damaged ones are returned as errors
     /// beside the good ones so that one bad object doesn't hide the rest.
+    ///
+    /// The listing always comes from the repository; what each listed
+    /// snapshot holds comes from the index cache when it has a copy (not
+    /// when opened with `no_object_cache`, as `check` and `repair` are), since
+    /// decrypting every snapshot object on every run (a backup every few
+    /// minutes, kept for years) would cost time and reads in proportion
+    /// to the repository's history. A copy is the plaintext, whose keyed
+    /// hash must be the snapshot's name: it is checked on every use, so the
+    /// copy is as trustworthy as the object, and one that fails is read
+    /// again from the repository.
     pub fn snapshots(&self) -> Result<(SnapshotList, Vec<Error>)> {
         use rayon::prelude::*;
         let names = self.backend.list(FileType::Snapshot)?;
-        let results: Vec<Result<(SnapshotId, Snapshot)>> = names
-            .par_iter()
-            .map(|(n, _)| {
-                let id = SnapshotId::from_hex(n)
-                    .map_err(|_| Error::corrupt(format!("snapshots/{n}"), "file name is not a snapshot id"))?;
-                Ok((id, self.load_snapshot(&id)?))
-            })
-            .collect();
-        let mut good = Vec::new();
         let mut bad = Vec::new();
-        for r in results {
-            match r {
-                Ok(s) => good.push(s),
-                Err(e) => bad.push(e),
+        let mut ids = Vec::with_capacity(names.len());
+        for (n, _) in &names {
+            match SnapshotId::from_hex(n) {
+                Ok(id) => ids.push(id),
+                Err(_) => bad.push(Error::corrupt(format!("snapshots/{n}"), "file name is not a snapshot id")),
             }
+        }
+        drop(names);
+        ids.sort_unstable();
+        ids.dedup();
+        let remember = |listed: &[SnapshotId], new: &[(SnapshotId, Vec<u8>)], drop_unlisted: bool| {
+            if let Err(e) = self.index.update_snapshots(listed, new, drop_unlisted) {
+                tracing::warn!("could not update the cached snapshots: {e}");
+            }
+        };
+        let mut good = Vec::with_capacity(ids.len());
+        let mut from_copies = 0u64;
+        // A run of snapshots at a time, so that only the decoded snapshots
+        // are held for all of them, not their plaintexts as well.
+        for run in ids.chunks(SNAPSHOT_RUN) {
+            let copies = match self.snapshot_copies {
+                true => self.index.snapshot_plaintexts(run).unwrap_or_else(|e| {
+                    tracing::warn!("not using the cached snapshots: {e}");
+                    vec![None; run.len()]
+                }),
+                false => vec![None; run.len()],
+            };
+            let loaded: Vec<_> = run
+                .par_iter()
+                .zip(copies.into_par_iter())
+                .map(|(id, copy)| {
+                    let what = format!("snapshot {id}");
+                    if let Some(plain) = copy
+                        && self.keys.meta_id(&plain) == id.0
+                        && let Ok(s) = Snapshot::decode(&plain, &what)
+                    {
+                        return (Ok((*id, s)), None);
+                    }
+                    match self.load_snapshot_plain(id).and_then(|p| Ok((Snapshot::decode(&p, &what)?, p))) {
+                        Ok((s, plain)) => (Ok((*id, s)), Some(plain)),
+                        Err(e) => (Err(e), None),
+                    }
+                })
+                .collect();
+            let mut new = Vec::new();
+            for (r, plain) in loaded {
+                match (r, plain) {
+                    (Ok(s), None) => {
+                        from_copies += 1;
+                        good.push(s);
+                    }
+                    (Ok(s), Some(p)) => {
+                        new.push((s.0, p));
+                        good.push(s);
+                    }
+                    (Err(e), _) => bad.push(e),
+                }
+            }
+            if self.snapshot_copies && !new.is_empty() {
+                remember(&[], &new, false);
+            }
+        }
+        // Copies of snapshots that are gone (forgotten, repaired) are
+        // dropped once the cache holds more copies than were used.
+        if self.snapshot_copies && self.index.snapshot_copies().is_ok_and(|n| n > from_copies) {
+            remember(&ids, &[], true);
         }
         good.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok((good, bad))
@@ -578,4 +665,111 @@ pub struct SaverTotals {
     pub packs: Vec<crate::id::PackId>,
     /// Bytes written.
     pub bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+    use crate::format::snapshot::SNAPSHOT_VERSION;
+
+    const PASSWORD: &[u8] = b"correct horse";
+
+    fn new_repo() -> Arc<dyn Backend> {
+        let be: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let opts =
+            InitOptions { kdf: KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 }, ..InitOptions::default() };
+        Repository::init(be.clone(), PASSWORD, &opts).unwrap();
+        be
+    }
+
+    fn open(be: &Arc<dyn Backend>, cache: &std::path::Path, no_object_cache: bool) -> Repository {
+        let opts = OpenOptions {
+            cache_dir: Some(cache.to_path_buf()),
+            cache_wait: Duration::from_secs(5),
+            skip_index: false,
+            no_object_cache,
+        };
+        Repository::open(be.clone(), PASSWORD, &opts).unwrap()
+    }
+
+    fn snapshot(n: u8) -> Snapshot {
+        Snapshot {
+            version: SNAPSHOT_VERSION,
+            time: jiff::Timestamp::from_second(1_700_000_000 + i64::from(n)).unwrap(),
+            host: format!("host-{n}"),
+            user: "ops".into(),
+            paths: vec![format!("/srv/db{n}")],
+            tags: vec![],
+            tree: BlobId([n; 32]),
+            parent: None,
+            excludes: vec![],
+            program_version: "test".into(),
+            summary: None,
+            original: None,
+        }
+    }
+
+    fn hosts(repo: &Repository) -> Vec<String> {
+        let (good, bad) = repo.snapshots().unwrap();
+        assert!(bad.is_empty(), "{bad:?}");
+        good.into_iter().map(|(_, s)| s.host).collect()
+    }
+
+    #[test]
+    fn snapshots_come_from_the_copies_and_damage_shows_without_them() {
+        let be = new_repo();
+        let cache = tempfile::tempdir().unwrap();
+        let ids: Vec<SnapshotId> = {
+            let repo = open(&be, cache.path(), false);
+            (1..=3).map(|n| repo.save_snapshot(&snapshot(n)).unwrap()).collect()
+        };
+        // The object of the first one is damaged in the repository.
+        let mut sealed = be.read(FileType::Snapshot, &ids[0].to_hex()).unwrap();
+        let last = sealed.len() - 1;
+        sealed[last] ^= 0x40;
+        be.replace(FileType::Snapshot, &ids[0].to_hex(), &sealed).unwrap();
+
+        let repo = open(&be, cache.path(), false);
+        assert_eq!(hosts(&repo), ["host-1", "host-2", "host-3"], "the copy stands in for the damaged object");
+        drop(repo);
+        // `check` and `repair` open without the copies and see the damage.
+        let repo = open(&be, cache.path(), true);
+        let (good, bad) = repo.snapshots().unwrap();
+        assert_eq!(good.len(), 2);
+        assert_eq!(bad.len(), 1);
+        assert!(bad[0].to_string().contains(&ids[0].to_hex()), "{}", bad[0]);
+    }
+
+    #[test]
+    fn a_copy_that_is_not_the_snapshot_is_ignored_and_replaced() {
+        let be = new_repo();
+        let cache = tempfile::tempdir().unwrap();
+        let repo = open(&be, cache.path(), false);
+        let (one, two) = (repo.save_snapshot(&snapshot(1)).unwrap(), repo.save_snapshot(&snapshot(2)).unwrap());
+        // The cache says snapshot one holds what snapshot two holds.
+        let two_plain = repo.index().snapshot_plaintexts(&[two]).unwrap().remove(0).unwrap();
+        repo.index().update_snapshots(&[], &[(one, two_plain)], false).unwrap();
+        let (good, _) = repo.snapshots().unwrap();
+        let first = good.iter().find(|(id, _)| *id == one).unwrap();
+        assert_eq!(first.1.host, "host-1", "read from the repository, not the forged copy");
+        assert_eq!(first.1.tree, BlobId([1; 32]));
+        let healed = repo.index().snapshot_plaintexts(&[one]).unwrap().remove(0).unwrap();
+        assert_eq!(repo.keys().meta_id(&healed), one.0, "the copy is the snapshot again");
+    }
+
+    #[test]
+    fn copies_follow_the_repository_listing() {
+        let be = new_repo();
+        let (mine, theirs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let repo = open(&be, mine.path(), false);
+        let gone = repo.save_snapshot(&snapshot(1)).unwrap();
+        repo.save_snapshot(&snapshot(2)).unwrap();
+        assert_eq!(hosts(&repo), ["host-1", "host-2"]);
+        // Another machine adds one, and one is forgotten.
+        open(&be, theirs.path(), false).save_snapshot(&snapshot(3)).unwrap();
+        be.remove(FileType::Snapshot, &gone.to_hex()).unwrap();
+        assert_eq!(hosts(&repo), ["host-2", "host-3"]);
+        assert_eq!(repo.index().snapshot_plaintexts(&[gone]).unwrap(), [None], "the forgotten one's copy is dropped");
+    }
 }
