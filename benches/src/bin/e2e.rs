@@ -15,29 +15,12 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use nix::sys::resource::{UsageWho, getrusage};
 
-struct Measured {
-    secs: f64,
-    cpu: f64,
-    rss_mib: f64,
-}
-
-fn measure_child(args: &[String]) -> Result<()> {
-    // e2e measure OUT CMD ARGS...
-    let out = &args[0];
-    let status = Command::new(&args[1]).args(&args[2..]).status().with_context(|| format!("running {}", args[1]))?;
-    let u = getrusage(UsageWho::RUSAGE_CHILDREN)?;
-    let cpu = u.user_time().tv_sec() as f64
-        + u.user_time().tv_usec() as f64 / 1e6
-        + u.system_time().tv_sec() as f64
-        + u.system_time().tv_usec() as f64 / 1e6;
-    fs::write(out, format!("{} {} {}", u.max_rss(), cpu, status.code().unwrap_or(-1)))?;
-    std::process::exit(if status.success() { 0 } else { 1 });
-}
+#[path = "../measure.rs"]
+mod measure;
+use measure::{Measured, measure_child, run_measured};
 
 struct Bench {
     vault: PathBuf,
@@ -82,31 +65,19 @@ impl Bench {
 
     fn run(&mut self, name: &str, bytes: u64, args: &[&str], stdin: Option<&Path>, stdout_null: bool) -> Result<()> {
         let stats = self.repo.with_extension("stats");
-        let me = std::env::current_exe()?;
-        let mut cmd = Command::new(me);
-        cmd.arg("measure").arg(&stats).arg(&self.vault).args(args);
-        self.env(&mut cmd);
-        if let Some(f) = stdin {
-            cmd.stdin(fs::File::open(f)?);
-        }
-        if stdout_null {
-            cmd.stdout(Stdio::null());
-        }
-        // Flush earlier steps' dirty pages first, so a step doesn't pay for
-        // the write-back of the one before (the repository fsyncs its packs).
-        nix::unistd::sync();
-        let t = Instant::now();
-        let st = cmd.status()?;
-        let secs = t.elapsed().as_secs_f64();
-        if !st.success() {
-            bail!("step {name:?} failed: vault {}", args.join(" "));
-        }
-        let s = fs::read_to_string(&stats)?;
-        let mut it = s.split_whitespace();
-        let rss_kb: f64 = it.next().unwrap_or("0").parse()?;
-        let cpu: f64 = it.next().unwrap_or("0").parse()?;
-        eprintln!("{name}: {secs:.2}s");
-        self.rows.push((name.to_string(), bytes, Measured { secs, cpu, rss_mib: rss_kb / 1024.0 }));
+        let m = run_measured(&stats, &self.vault, args, |cmd| {
+            self.env(cmd);
+            if let Some(f) = stdin {
+                cmd.stdin(fs::File::open(f)?);
+            }
+            if stdout_null {
+                cmd.stdout(Stdio::null());
+            }
+            Ok(())
+        })
+        .with_context(|| format!("step {name:?}"))?;
+        eprintln!("{name}: {:.2}s", m.secs);
+        self.rows.push((name.to_string(), bytes, m));
         Ok(())
     }
 }
