@@ -60,6 +60,35 @@ fn restore_replaces_whatever_sits_at_a_file_path() {
     }
 }
 
+/// Restoring again into a target that holds an earlier restore (a re-run
+/// after a failure, say) replaces everything, hard links included.
+/// Replacing one link of a file changes the inode behind the other (its
+/// link count, hence its change time), which must not make the restore
+/// take the other link for an entry it made itself and keep it.
+#[test]
+fn restore_twice_into_one_target_replaces_hard_linked_files() {
+    use std::os::unix::fs::MetadataExt;
+    let v = Vault::init();
+    let src = v.src("src");
+    write(&src.join("a/one"), b"first version\n");
+    fs::create_dir_all(src.join("b")).unwrap();
+    fs::hard_link(src.join("a/one"), src.join("b/two")).unwrap();
+    v.snapshot(&[&src], &[]);
+    let target = v.path("target");
+    let spec = format!("latest:{}", src.display());
+    v.restore(&spec, &target, &[]).ok();
+    assert_eq!(fs::read(target.join("b/two")).unwrap(), b"first version\n");
+
+    fs::write(src.join("a/one"), b"second version\n").unwrap();
+    v.snapshot(&[&src], &[]);
+    v.restore(&spec, &target, &[]).ok();
+    for name in ["a/one", "b/two"] {
+        assert_eq!(fs::read(target.join(name)).unwrap(), b"second version\n", "{name}");
+    }
+    let (one, two) = (fs::metadata(target.join("a/one")).unwrap(), fs::metadata(target.join("b/two")).unwrap());
+    assert_eq!((one.ino(), one.nlink()), (two.ino(), 2), "still one file with two links");
+}
+
 /// A restore holds each batch's files open: under a low open-file limit
 /// the batches shrink and every file is still restored with its metadata.
 #[test]
