@@ -57,12 +57,20 @@ impl CachedBackend {
         self.verified.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A cached copy, read once and checked the first time this process
-    /// uses it. `None` when there is no usable copy (a damaged one is
-    /// removed).
-    fn read_copy(&self, path: &Path) -> Option<Vec<u8>> {
-        let mut all = fs::read(path).ok()?;
-        if all.len() < HASH_LEN as usize {
+    /// A cached copy of a `t`, read once and checked the first time this
+    /// process uses it. `None` when there is no usable copy (a damaged one
+    /// is removed). A copy larger than any `t` can be is damage too, and
+    /// is never read into memory: local damage must not cost what the
+    /// backends' own size limits spare a reader of the repository.
+    fn read_copy(&self, t: FileType, path: &Path) -> Option<Vec<u8>> {
+        use std::io::Read;
+        let limit = HASH_LEN + t.max_len();
+        let f = fs::File::open(path).ok()?;
+        let mut all = Vec::new();
+        let fits = f.metadata().is_ok_and(|m| m.len() <= limit)
+            && f.take(limit + 1).read_to_end(&mut all).is_ok()
+            && all.len() as u64 <= limit;
+        if !fits || all.len() < HASH_LEN as usize {
             let _ = fs::remove_file(path);
             return None;
         }
@@ -96,13 +104,13 @@ impl CachedBackend {
     /// The whole object, from the cache or else fetched and cached.
     fn fetch(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
         let path = self.file(t, name);
-        if let Some(buf) = self.read_copy(&path) {
+        if let Some(buf) = self.read_copy(t, &path) {
             return Ok(buf);
         }
         let lock = self.inflight.lock().unwrap_or_else(|p| p.into_inner()).entry(path.clone()).or_default().clone();
         let _one_download = lock.lock().unwrap_or_else(|p| p.into_inner());
         // Another thread may have fetched it while this one waited.
-        let res = match self.read_copy(&path) {
+        let res = match self.read_copy(t, &path) {
             Some(buf) => Ok(buf),
             None => self.inner.read(t, name).inspect(|data| {
                 let intact = !t.fanned_out() || hex::encode(blake3::hash(data).as_bytes()) == name;
@@ -283,6 +291,23 @@ mod tests {
         assert!(c.evict(FileType::Snapshot, &name));
         assert!(!c.file(FileType::Snapshot, &name).exists());
         assert!(!c.evict(FileType::Snapshot, &name));
+    }
+
+    #[test]
+    fn a_copy_larger_than_its_type_allows_is_dropped_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = Arc::new(MemoryBackend::new());
+        let name = "ab".repeat(32);
+        mem.write_new(FileType::Snapshot, &name, b"snap").unwrap();
+        let c = CachedBackend::new(mem.clone(), dir.path());
+        assert_eq!(c.read(FileType::Snapshot, &name).unwrap(), b"snap");
+        // The local copy grows (sparse) far past what any snapshot can be:
+        // reading it whole would take more memory than the machine has.
+        let path = c.file(FileType::Snapshot, &name);
+        fs::File::options().write(true).open(&path).unwrap().set_len(32 << 30).unwrap();
+        let c2 = CachedBackend::new(mem.clone(), dir.path());
+        assert_eq!(c2.read(FileType::Snapshot, &name).unwrap(), b"snap", "read again from the repository");
+        assert_eq!(fs::metadata(&path).unwrap().len(), HASH_LEN + 4, "the copy is replaced by a good one");
     }
 
     #[test]
