@@ -35,11 +35,11 @@ const CF_SEGMENTS: &str = "segments";
 /// entry ever leaves it, so a snapshot listed here still has all its blobs
 /// in the index.
 const CF_COMPLETE: &str = "complete-snapshots";
-/// Snapshot objects as they were opened: id -> plaintext. A snapshot's
-/// name is the keyed hash of its plaintext, so an entry proves itself on
-/// every read (`Repository::snapshots` hashes it again), and the objects
-/// never change, so nothing but their removal from the repository makes
-/// an entry stale. Kept when the index part is cleared.
+/// Copies of snapshot objects: id -> plaintext sealed under the metadata
+/// key (`Repository::seal_copy`). A snapshot's name is the keyed hash of
+/// its plaintext, so a copy proves itself on every read, and the objects
+/// never change, so nothing but their removal from the repository makes a
+/// copy stale. Kept when the index part is cleared.
 const CF_SNAPSHOTS: &str = "snapshots";
 /// Bump when the cache layout changes: an old cache is then rebuilt.
 const CACHE_LAYOUT: &str = "layout-1";
@@ -163,8 +163,19 @@ fn cf_options() -> Options {
 }
 
 fn open_db(path: &Path) -> std::result::Result<DB, rocksdb::Error> {
-    let cfs = [CF_BLOBS, CF_PACKS, CF_SEGMENTS, CF_COMPLETE, CF_SNAPSHOTS]
-        .map(|n| ColumnFamilyDescriptor::new(n, cf_options()));
+    let mut names: Vec<String> =
+        [CF_BLOBS, CF_PACKS, CF_SEGMENTS, CF_COMPLETE, CF_SNAPSHOTS].map(String::from).to_vec();
+    // Families a newer vault added are opened as they are (RocksDB refuses
+    // to open a database without all of them), so running an older vault
+    // beside a newer one doesn't count as damage and rebuild the cache.
+    if let Ok(existing) = DB::list_cf(&Options::default(), path) {
+        for n in existing {
+            if n != rocksdb::DEFAULT_COLUMN_FAMILY_NAME && !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
+    let cfs = names.into_iter().map(|n| ColumnFamilyDescriptor::new(n, cf_options()));
     DB::open_cf_descriptors(&db_options(), path, cfs)
 }
 
@@ -349,9 +360,9 @@ impl IndexCache {
         Ok(self.db.get_pinned_cf(self.cf(CF_COMPLETE), id.as_bytes()).map_err(|e| self.db_err(e))?.is_some())
     }
 
-    /// The cached plaintexts of `ids` (sorted), in order; `None` where the
+    /// The copies of snapshots `ids` (sorted), in order; `None` where the
     /// cache has none. The caller checks each against its id.
-    pub fn snapshot_plaintexts(&self, ids: &[SnapshotId]) -> Result<Vec<Option<Vec<u8>>>> {
+    pub fn snapshot_copies(&self, ids: &[SnapshotId]) -> Result<Vec<Option<Vec<u8>>>> {
         let keys = ids.iter().map(|i| i.as_bytes().as_slice());
         self.db
             .batched_multi_get_cf(self.cf(CF_SNAPSHOTS), keys, true)
@@ -361,7 +372,7 @@ impl IndexCache {
     }
 
     /// About how many snapshot copies the cache holds (RocksDB's estimate).
-    pub fn snapshot_copies(&self) -> Result<u64> {
+    pub fn snapshot_copy_count(&self) -> Result<u64> {
         let n = self
             .db
             .property_int_value_cf(self.cf(CF_SNAPSHOTS), "rocksdb.estimate-num-keys")
@@ -369,8 +380,8 @@ impl IndexCache {
         Ok(n.unwrap_or(0))
     }
 
-    /// Stores copies of snapshots (id and plaintext, each authenticated by
-    /// the caller) and, with `drop_unlisted`, drops the copies of snapshots
+    /// Stores copies of snapshots (id and sealed copy) and, with
+    /// `drop_unlisted`, drops the copies of snapshots
     /// that are not in `listed` (sorted: the repository's listing), in one
     /// write.
     pub fn update_snapshots(
@@ -601,6 +612,18 @@ mod tests {
         c.clear().unwrap();
         assert!(!c.is_complete(&snap).unwrap());
         assert!(!dir.path().join("repo/index").join(CLEARING).exists());
+    }
+
+    #[test]
+    fn a_family_added_by_a_newer_vault_is_no_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = SnapshotId([3; 32]);
+        let mut cache = open(dir.path());
+        cache.set_complete(&snap).unwrap();
+        cache.db.create_cf("added-later", &cf_options()).unwrap();
+        drop(cache);
+        let c = open(dir.path());
+        assert!(c.is_complete(&snap).unwrap(), "opened as it was, not rebuilt");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::backend::{Backend, FileType};
-use crate::crypto::{KdfParams, KeyFile, Keys};
+use crate::crypto::{KdfParams, KeyFile, Keys, NONCE_LEN, TAG_LEN};
 use crate::error::{BackendErrorKind, Error, Result};
 use crate::format::config::{ChunkerParams, Config, GC_PROTOCOL};
 use crate::format::snapshot::{self, Snapshot};
@@ -89,6 +89,18 @@ pub struct Repository {
 /// Snapshots read at a time by [`Repository::snapshots`].
 const SNAPSHOT_RUN: usize = 1024;
 
+/// Copies of snapshots larger than this are not kept in (nor taken from)
+/// the index cache: snapshots are a few KiB, and a damaged cache must not
+/// make each run hash large values.
+const MAX_SNAPSHOT_COPY: usize = 16 << 20;
+
+/// Additional data of a snapshot's copy in the index cache.
+fn copy_aad(id: &SnapshotId) -> Vec<u8> {
+    let mut aad = b"vault snapshot copy ".to_vec();
+    aad.extend_from_slice(id.as_bytes());
+    aad
+}
+
 /// Tree packs remembered in [`Repository::tree_packs`], at most.
 const TREE_PACKS_REMEMBERED: usize = 4096;
 
@@ -159,15 +171,11 @@ impl Repository {
         };
         let wait = if opts.skip_index { Duration::ZERO } else { opts.cache_wait };
         let index = IndexCache::open(opts.cache_dir.as_deref(), &config.id.to_hex(), wait)?;
-        let mut repo = Repository {
-            backend,
-            keys,
-            config,
-            key_id,
-            index,
-            tree_packs: Mutex::default(),
-            snapshot_copies: !opts.no_object_cache,
-        };
+        // A temporary cache is gone when the process ends: snapshot copies
+        // written there would only cost time.
+        let snapshot_copies = !opts.no_object_cache && matches!(index.mode(), CacheMode::Shared(_));
+        let mut repo =
+            Repository { backend, keys, config, key_id, index, tree_packs: Mutex::default(), snapshot_copies };
         if !opts.skip_index {
             repo.index.sync(&*repo.backend, &repo.keys)?;
         }
@@ -352,7 +360,7 @@ impl Repository {
         self.backend.write_new(FileType::Snapshot, &id.to_hex(), &sealed)?;
         // The next listing finds it in the cache instead of reading it back.
         if self.snapshot_copies
-            && let Err(e) = self.index.update_snapshots(&[], &[(id, plain)], false)
+            && let Err(e) = self.index.update_snapshots(&[], &[(id, self.seal_copy(&id, plain))], false)
         {
             tracing::warn!("could not cache snapshot {id}: {e}");
         }
@@ -371,6 +379,32 @@ impl Repository {
         crate::backend::read_checked(&*self.backend, FileType::Snapshot, &id.to_hex(), |sealed| {
             envelope::open_named(&self.keys, snapshot::AAD, &sealed, &id.0, &what)
         })
+    }
+
+    /// A snapshot's plaintext sealed for the index cache: the cache
+    /// directory is local and may be readable by others, and snapshots name
+    /// hosts, users and paths. `[nonce][AES-256-GCM under the metadata key,
+    /// with the id bound as additional data]`.
+    fn seal_copy(&self, id: &SnapshotId, mut plain: Vec<u8>) -> Vec<u8> {
+        let nonce = crate::crypto::random_bytes::<NONCE_LEN>();
+        self.keys.meta_cipher().seal(&nonce, &copy_aad(id), &mut plain);
+        let mut out = Vec::with_capacity(NONCE_LEN + plain.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&plain);
+        out
+    }
+
+    /// The plaintext of a copy from the index cache, if it is this
+    /// snapshot's: it must authenticate, and its keyed hash must be the
+    /// snapshot's id, exactly as for the object in the repository.
+    fn open_copy(&self, id: &SnapshotId, sealed: Vec<u8>) -> Option<Vec<u8>> {
+        if sealed.len() < NONCE_LEN + TAG_LEN || sealed.len() > MAX_SNAPSHOT_COPY {
+            return None;
+        }
+        let nonce: [u8; NONCE_LEN] = sealed[..NONCE_LEN].try_into().expect("length checked");
+        let mut plain = sealed[NONCE_LEN..].to_vec();
+        let ok = self.keys.meta_cipher().open(&nonce, &copy_aad(id), &mut plain) && self.keys.meta_id(&plain) == id.0;
+        ok.then_some(plain)
     }
 
     /// All snapshots, oldest first. Damaged ones are returned as errors
@@ -405,12 +439,12 @@ impl Repository {
             }
         };
         let mut good = Vec::with_capacity(ids.len());
-        let mut from_copies = 0u64;
+        let (mut from_copies, mut stored) = (0u64, 0u64);
         // A run of snapshots at a time, so that only the decoded snapshots
         // are held for all of them, not their plaintexts as well.
         for run in ids.chunks(SNAPSHOT_RUN) {
             let copies = match self.snapshot_copies {
-                true => self.index.snapshot_plaintexts(run).unwrap_or_else(|e| {
+                true => self.index.snapshot_copies(run).unwrap_or_else(|e| {
                     tracing::warn!("not using the cached snapshots: {e}");
                     vec![None; run.len()]
                 }),
@@ -421,8 +455,7 @@ impl Repository {
                 .zip(copies.into_par_iter())
                 .map(|(id, copy)| {
                     let what = format!("snapshot {id}");
-                    if let Some(plain) = copy
-                        && self.keys.meta_id(&plain) == id.0
+                    if let Some(plain) = copy.and_then(|c| self.open_copy(id, c))
                         && let Ok(s) = Snapshot::decode(&plain, &what)
                     {
                         return (Ok((*id, s)), None);
@@ -441,19 +474,25 @@ impl Repository {
                         good.push(s);
                     }
                     (Ok(s), Some(p)) => {
-                        new.push((s.0, p));
+                        if p.len() + NONCE_LEN + TAG_LEN <= MAX_SNAPSHOT_COPY {
+                            new.push((s.0, self.seal_copy(&s.0, p)));
+                        }
                         good.push(s);
                     }
                     (Err(e), _) => bad.push(e),
                 }
             }
             if self.snapshot_copies && !new.is_empty() {
+                stored += new.len() as u64;
                 remember(&[], &new, false);
             }
         }
         // Copies of snapshots that are gone (forgotten, repaired) are
-        // dropped once the cache holds more copies than were used.
-        if self.snapshot_copies && self.index.snapshot_copies().is_ok_and(|n| n > from_copies) {
+        // dropped once the cache seems to hold more copies than the listing
+        // has snapshots. RocksDB's count is an estimate: one that comes out
+        // low leaves such copies a while longer (they are never used: the
+        // listing decides), one that comes out high costs a scan.
+        if self.snapshot_copies && self.index.snapshot_copy_count().is_ok_and(|n| n > from_copies + stored) {
             remember(&ids, &[], true);
         }
         good.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
@@ -747,15 +786,20 @@ mod tests {
         let cache = tempfile::tempdir().unwrap();
         let repo = open(&be, cache.path(), false);
         let (one, two) = (repo.save_snapshot(&snapshot(1)).unwrap(), repo.save_snapshot(&snapshot(2)).unwrap());
-        // The cache says snapshot one holds what snapshot two holds.
-        let two_plain = repo.index().snapshot_plaintexts(&[two]).unwrap().remove(0).unwrap();
-        repo.index().update_snapshots(&[], &[(one, two_plain)], false).unwrap();
-        let (good, _) = repo.snapshots().unwrap();
-        let first = good.iter().find(|(id, _)| *id == one).unwrap();
-        assert_eq!(first.1.host, "host-1", "read from the repository, not the forged copy");
-        assert_eq!(first.1.tree, BlobId([1; 32]));
-        let healed = repo.index().snapshot_plaintexts(&[one]).unwrap().remove(0).unwrap();
-        assert_eq!(repo.keys().meta_id(&healed), one.0, "the copy is the snapshot again");
+        // The cache says snapshot one holds what snapshot two holds: two's
+        // copy, or two's plaintext sealed as one's copy.
+        let two_copy = repo.index().snapshot_copies(&[two]).unwrap().remove(0).unwrap();
+        let two_plain = repo.open_copy(&two, two_copy.clone()).unwrap();
+        for forged in [two_copy, repo.seal_copy(&one, two_plain)] {
+            repo.index().update_snapshots(&[], &[(one, forged)], false).unwrap();
+            let (good, _) = repo.snapshots().unwrap();
+            let first = good.iter().find(|(id, _)| *id == one).unwrap();
+            assert_eq!(first.1.host, "host-1", "read from the repository, not the forged copy");
+            assert_eq!(first.1.tree, BlobId([1; 32]));
+        }
+        let healed = repo.index().snapshot_copies(&[one]).unwrap().remove(0).unwrap();
+        assert!(repo.open_copy(&one, healed.clone()).is_some(), "the copy is the snapshot again");
+        assert!(!healed.windows(6).any(|w| w == b"host-1"), "copies are sealed");
     }
 
     #[test]
@@ -770,6 +814,6 @@ mod tests {
         open(&be, theirs.path(), false).save_snapshot(&snapshot(3)).unwrap();
         be.remove(FileType::Snapshot, &gone.to_hex()).unwrap();
         assert_eq!(hosts(&repo), ["host-2", "host-3"]);
-        assert_eq!(repo.index().snapshot_plaintexts(&[gone]).unwrap(), [None], "the forgotten one's copy is dropped");
+        assert_eq!(repo.index().snapshot_copies(&[gone]).unwrap(), [None], "the forgotten one's copy is dropped");
     }
 }
