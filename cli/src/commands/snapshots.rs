@@ -6,7 +6,7 @@ use vault_store::format::snapshot::Snapshot;
 use vault_store::{Repository, SnapshotId};
 
 use crate::args::{SnapshotFilter, SnapshotsArgs};
-use crate::context::{Ctx, print_json};
+use crate::context::{Ctx, print_json_seq};
 use crate::util::{human_bytes, local_time};
 
 /// Snapshots matching a filter, oldest first; damaged ones are reported.
@@ -41,7 +41,7 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<u8> {
     let repo = ctx.open_without_index()?;
     let list = filtered(&repo, &a.filter)?;
     if ctx.global.json {
-        print_json(&list.iter().map(|(id, s)| snapshot_json(id, s)).collect::<Vec<_>>())?;
+        print_json_seq(list.iter().map(|(id, s)| snapshot_json(id, s)))?;
         return Ok(0);
     }
     crate::out!("{:<8}  {:<19}  {:<14}  {:<16}  {:>10}  paths", "id", "time", "host", "tags", "size")?;
