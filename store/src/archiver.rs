@@ -756,14 +756,13 @@ fn find_parent(repo: &Repository, opts: &SnapshotOptions, paths: &[String]) -> R
         ParentChoice::None => Ok(None),
         ParentChoice::Id(id) => Ok(Some((*id, repo.load_snapshot(id)?))),
         ParentChoice::Auto => {
-            let (all, _) = repo.snapshots()?;
             let mut want = paths.to_vec();
             want.sort();
-            Ok(all.into_iter().rev().find(|(_, s)| {
+            repo.newest_snapshot(|s| {
                 let mut p = s.paths.clone();
                 p.sort();
                 s.host == opts.host && p == want
-            }))
+            })
         }
     }
 }

@@ -409,6 +409,32 @@ impl Repository {
 
     /// All snapshots, oldest first. Damaged ones are returned as errors
     /// beside the good ones so that one bad object doesn't hide the rest.
+    /// (Holds every decoded snapshot: a caller looking for one uses
+    /// [`Self::each_snapshot`].)
+    pub fn snapshots(&self) -> Result<(SnapshotList, Vec<Error>)> {
+        let mut good = Vec::new();
+        let bad = self.each_snapshot(|id, s| good.push((id, s)))?;
+        good.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok((good, bad))
+    }
+
+    /// The newest snapshot (by time, then id) that `want` accepts, holding
+    /// no other: a snapshot run looking for its parent, or `latest`, in a
+    /// repository of years of snapshots.
+    pub fn newest_snapshot(&self, want: impl Fn(&Snapshot) -> bool) -> Result<Option<(SnapshotId, Snapshot)>> {
+        let mut best: Option<(SnapshotId, Snapshot)> = None;
+        self.each_snapshot(|id, s| {
+            let newer = best.as_ref().is_none_or(|(bid, b)| (s.time, id) > (b.time, *bid));
+            if newer && want(&s) {
+                best = Some((id, s));
+            }
+        })?;
+        Ok(best)
+    }
+
+    /// Calls `f` with every snapshot the repository lists, in no
+    /// particular order, a run at a time; returns the damaged ones as
+    /// errors.
     ///
     /// The listing always comes from the repository; what each listed
     /// snapshot holds comes from the index cache when it has a copy (not
@@ -419,7 +445,17 @@ impl Repository {
     /// hash must be the snapshot's name: it is checked on every use, so the
     /// copy is as trustworthy as the object, and one that fails is read
     /// again from the repository.
-    pub fn snapshots(&self) -> Result<(SnapshotList, Vec<Error>)> {
+    pub fn each_snapshot(&self, f: impl FnMut(SnapshotId, Snapshot)) -> Result<Vec<Error>> {
+        self.each_listed_snapshot(|_| true, f)
+    }
+
+    /// [`Self::each_snapshot`] of the listed snapshots whose id `pick`
+    /// accepts; the others are not read at all.
+    fn each_listed_snapshot(
+        &self,
+        pick: impl Fn(&SnapshotId) -> bool,
+        mut f: impl FnMut(SnapshotId, Snapshot),
+    ) -> Result<Vec<Error>> {
         use rayon::prelude::*;
         let names = self.backend.list(FileType::Snapshot)?;
         let mut bad = Vec::new();
@@ -431,6 +467,9 @@ impl Repository {
             }
         }
         drop(names);
+        let listed = ids.len();
+        ids.retain(|id| pick(id));
+        let everything = ids.len() == listed;
         ids.sort_unstable();
         ids.dedup();
         let remember = |listed: &[SnapshotId], new: &[(SnapshotId, Vec<u8>)], drop_unlisted: bool| {
@@ -438,10 +477,9 @@ impl Repository {
                 tracing::warn!("could not update the cached snapshots: {e}");
             }
         };
-        let mut good = Vec::with_capacity(ids.len());
         let (mut from_copies, mut stored) = (0u64, 0u64);
-        // A run of snapshots at a time, so that only the decoded snapshots
-        // are held for all of them, not their plaintexts as well.
+        // A run of snapshots at a time, so that no more than a run's
+        // plaintexts are held.
         for run in ids.chunks(SNAPSHOT_RUN) {
             let copies = match self.snapshot_copies {
                 true => self.index.snapshot_copies(run).unwrap_or_else(|e| {
@@ -469,15 +507,15 @@ impl Repository {
             let mut new = Vec::new();
             for (r, plain) in loaded {
                 match (r, plain) {
-                    (Ok(s), None) => {
+                    (Ok((id, s)), None) => {
                         from_copies += 1;
-                        good.push(s);
+                        f(id, s);
                     }
-                    (Ok(s), Some(p)) => {
+                    (Ok((id, s)), Some(p)) => {
                         if p.len() + NONCE_LEN + TAG_LEN <= MAX_SNAPSHOT_COPY {
-                            new.push((s.0, self.seal_copy(&s.0, p)));
+                            new.push((id, self.seal_copy(&id, p)));
                         }
-                        good.push(s);
+                        f(id, s);
                     }
                     (Err(e), _) => bad.push(e),
                 }
@@ -492,26 +530,31 @@ impl Repository {
         // has snapshots. RocksDB's count is an estimate: one that comes out
         // low leaves such copies a while longer (they are never used: the
         // listing decides), one that comes out high costs a scan.
-        if self.snapshot_copies && self.index.snapshot_copy_count().is_ok_and(|n| n > from_copies + stored) {
+        if self.snapshot_copies
+            && everything
+            && self.index.snapshot_copy_count().is_ok_and(|n| n > from_copies + stored)
+        {
             remember(&ids, &[], true);
         }
-        good.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-        Ok((good, bad))
+        Ok(bad)
     }
 
     /// Resolves `latest`, a full id or a unique prefix, among snapshots
     /// matching `host` and `tags` (for `latest`).
     pub fn find_snapshot(&self, spec: &str, host: Option<&str>, tags: &[String]) -> Result<(SnapshotId, Snapshot)> {
-        let (all, _) = self.snapshots()?;
         if spec == "latest" {
-            return all
-                .into_iter()
-                .rfind(|(_, s)| host.is_none_or(|h| s.host == h) && tags.iter().all(|t| s.tags.contains(t)))
+            return self
+                .newest_snapshot(|s| host.is_none_or(|h| s.host == h) && tags.iter().all(|t| s.tags.contains(t)))?
                 .ok_or_else(|| Error::SnapshotNotFound("no snapshot matches `latest` with the given filters".into()));
         }
+        // Only the snapshots the prefix names are read.
         let spec_l = spec.to_ascii_lowercase();
-        let mut matches: Vec<_> = all.into_iter().filter(|(id, _)| id.to_hex().starts_with(&spec_l)).collect();
+        let mut matches = Vec::new();
+        let bad = self.each_listed_snapshot(|id| id.to_hex().starts_with(&spec_l), |id, s| matches.push((id, s)))?;
+        // The one it names is damaged: say so rather than "no snapshot".
+        let damaged = bad.into_iter().find(|e| e.to_string().contains(&format!("snapshot {spec_l}")));
         match matches.len() {
+            0 if let Some(e) = damaged => Err(e),
             0 => Err(Error::SnapshotNotFound(format!("no snapshot with id {spec:?}"))),
             1 => Ok(matches.remove(0)),
             n => Err(Error::SnapshotNotFound(format!("snapshot id prefix {spec:?} is ambiguous: {n} snapshots match"))),
@@ -800,6 +843,30 @@ mod tests {
         let healed = repo.index().snapshot_copies(&[one]).unwrap().remove(0).unwrap();
         assert!(repo.open_copy(&one, healed.clone()).is_some(), "the copy is the snapshot again");
         assert!(!healed.windows(6).any(|w| w == b"host-1"), "copies are sealed");
+    }
+
+    #[test]
+    fn latest_and_prefixes_read_only_what_they_need() {
+        let be = new_repo();
+        let cache = tempfile::tempdir().unwrap();
+        let repo = open(&be, cache.path(), false);
+        let ids: Vec<SnapshotId> = [3, 1, 2].map(|n| repo.save_snapshot(&snapshot(n)).unwrap()).to_vec();
+        let (id, s) = repo.find_snapshot("latest", None, &[]).unwrap();
+        assert_eq!((id, s.host.as_str()), (ids[0], "host-3"), "the newest by time");
+        let (_, s) = repo.find_snapshot("latest", Some("host-1"), &[]).unwrap();
+        assert_eq!(s.tree, BlobId([1; 32]));
+        let newest_two = repo.newest_snapshot(|s| s.host != "host-3").unwrap().unwrap();
+        assert_eq!(newest_two.0, ids[2]);
+        let (id, _) = repo.find_snapshot(&ids[1].to_hex()[..10], None, &[]).unwrap();
+        assert_eq!(id, ids[1]);
+        // A damaged snapshot named by its prefix: the damage is the answer.
+        let name = ids[1].to_hex();
+        let mut sealed = be.read(FileType::Snapshot, &name).unwrap();
+        sealed[20] ^= 1;
+        be.replace(FileType::Snapshot, &name, &sealed).unwrap();
+        let fresh = tempfile::tempdir().unwrap();
+        let e = open(&be, fresh.path(), false).find_snapshot(&name[..10], None, &[]).unwrap_err();
+        assert!(e.to_string().contains(&name) && e.to_string().contains("authentication"), "{e}");
     }
 
     #[test]
