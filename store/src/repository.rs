@@ -360,6 +360,7 @@ impl Repository {
         self.backend.write_new(FileType::Snapshot, &id.to_hex(), &sealed)?;
         // The next listing finds it in the cache instead of reading it back.
         if self.snapshot_copies
+            && plain.len() + NONCE_LEN + TAG_LEN <= MAX_SNAPSHOT_COPY
             && let Err(e) = self.index.update_snapshots(&[], &[(id, self.seal_copy(&id, plain))], false)
         {
             tracing::warn!("could not cache snapshot {id}: {e}");
@@ -446,16 +447,17 @@ impl Repository {
     /// copy is as trustworthy as the object, and one that fails is read
     /// again from the repository.
     pub fn each_snapshot(&self, f: impl FnMut(SnapshotId, Snapshot)) -> Result<Vec<Error>> {
-        self.each_listed_snapshot(|_| true, f)
+        Ok(self.each_listed_snapshot(|_| true, f)?.into_iter().map(|(_, e)| e).collect())
     }
 
     /// [`Self::each_snapshot`] of the listed snapshots whose id `pick`
-    /// accepts; the others are not read at all.
+    /// accepts; the others are not read at all. Each error comes with the
+    /// snapshot it belongs to (none for a name that is no snapshot id).
     fn each_listed_snapshot(
         &self,
         pick: impl Fn(&SnapshotId) -> bool,
         mut f: impl FnMut(SnapshotId, Snapshot),
-    ) -> Result<Vec<Error>> {
+    ) -> Result<Vec<(Option<SnapshotId>, Error)>> {
         use rayon::prelude::*;
         let names = self.backend.list(FileType::Snapshot)?;
         let mut bad = Vec::new();
@@ -463,7 +465,7 @@ impl Repository {
         for (n, _) in &names {
             match SnapshotId::from_hex(n) {
                 Ok(id) => ids.push(id),
-                Err(_) => bad.push(Error::corrupt(format!("snapshots/{n}"), "file name is not a snapshot id")),
+                Err(_) => bad.push((None, Error::corrupt(format!("snapshots/{n}"), "file name is not a snapshot id"))),
             }
         }
         drop(names);
@@ -477,7 +479,9 @@ impl Repository {
                 tracing::warn!("could not update the cached snapshots: {e}");
             }
         };
-        let (mut from_copies, mut stored) = (0u64, 0u64);
+        // Listed snapshots the cache holds a copy of, good or not, once the
+        // run is done: the sweep below compares the cache's count with it.
+        let mut with_copy = 0u64;
         // A run of snapshots at a time, so that no more than a run's
         // plaintexts are held.
         for run in ids.chunks(SNAPSHOT_RUN) {
@@ -493,47 +497,44 @@ impl Repository {
                 .zip(copies.into_par_iter())
                 .map(|(id, copy)| {
                     let what = format!("snapshot {id}");
+                    let had_copy = copy.is_some();
                     if let Some(plain) = copy.and_then(|c| self.open_copy(id, c))
                         && let Ok(s) = Snapshot::decode(&plain, &what)
                     {
-                        return (Ok((*id, s)), None);
+                        return (*id, had_copy, Ok((s, None)));
                     }
-                    match self.load_snapshot_plain(id).and_then(|p| Ok((Snapshot::decode(&p, &what)?, p))) {
-                        Ok((s, plain)) => (Ok((*id, s)), Some(plain)),
-                        Err(e) => (Err(e), None),
-                    }
+                    let loaded = self.load_snapshot_plain(id).and_then(|p| Ok((Snapshot::decode(&p, &what)?, Some(p))));
+                    (*id, had_copy, loaded)
                 })
                 .collect();
             let mut new = Vec::new();
-            for (r, plain) in loaded {
-                match (r, plain) {
-                    (Ok((id, s)), None) => {
-                        from_copies += 1;
-                        f(id, s);
-                    }
-                    (Ok((id, s)), Some(p)) => {
-                        if p.len() + NONCE_LEN + TAG_LEN <= MAX_SNAPSHOT_COPY {
+            for (id, had_copy, r) in loaded {
+                let mut keeps_copy = had_copy;
+                match r {
+                    Ok((s, plain)) => {
+                        if let Some(p) = plain
+                            && p.len() + NONCE_LEN + TAG_LEN <= MAX_SNAPSHOT_COPY
+                        {
                             new.push((id, self.seal_copy(&id, p)));
+                            keeps_copy = true;
                         }
                         f(id, s);
                     }
-                    (Err(e), _) => bad.push(e),
+                    Err(e) => bad.push((Some(id), e)),
                 }
+                with_copy += u64::from(keeps_copy);
             }
             if self.snapshot_copies && !new.is_empty() {
-                stored += new.len() as u64;
                 remember(&[], &new, false);
             }
         }
         // Copies of snapshots that are gone (forgotten, repaired) are
-        // dropped once the cache seems to hold more copies than the listing
-        // has snapshots. RocksDB's count is an estimate: one that comes out
-        // low leaves such copies a while longer (they are never used: the
-        // listing decides), one that comes out high costs a scan.
-        if self.snapshot_copies
-            && everything
-            && self.index.snapshot_copy_count().is_ok_and(|n| n > from_copies + stored)
-        {
+        // dropped once the cache seems to hold more copies than there are
+        // listed snapshots with one. RocksDB's count is an estimate: one
+        // that comes out low leaves such copies a while longer (they are
+        // never used: the listing decides), one that comes out high costs
+        // a scan.
+        if self.snapshot_copies && everything && self.index.snapshot_copy_count().is_ok_and(|n| n > with_copy) {
             remember(&ids, &[], true);
         }
         Ok(bad)
@@ -552,7 +553,7 @@ impl Repository {
         let mut matches = Vec::new();
         let bad = self.each_listed_snapshot(|id| id.to_hex().starts_with(&spec_l), |id, s| matches.push((id, s)))?;
         // The one it names is damaged: say so rather than "no snapshot".
-        let damaged = bad.into_iter().find(|e| e.to_string().contains(&format!("snapshot {spec_l}")));
+        let damaged = bad.into_iter().find_map(|(id, e)| id.map(|_| e));
         match matches.len() {
             0 if let Some(e) = damaged => Err(e),
             0 => Err(Error::SnapshotNotFound(format!("no snapshot with id {spec:?}"))),
@@ -846,13 +847,22 @@ mod tests {
     }
 
     #[test]
-    fn latest_and_prefixes_read_only_what_they_need() {
+    fn latest_and_prefixes_find_their_snapshot_or_name_its_damage() {
         let be = new_repo();
         let cache = tempfile::tempdir().unwrap();
         let repo = open(&be, cache.path(), false);
         let ids: Vec<SnapshotId> = [3, 1, 2].map(|n| repo.save_snapshot(&snapshot(n)).unwrap()).to_vec();
         let (id, s) = repo.find_snapshot("latest", None, &[]).unwrap();
         assert_eq!((id, s.host.as_str()), (ids[0], "host-3"), "the newest by time");
+        // Two of the same time: the larger id, as the sorted list had it.
+        let twins: Vec<SnapshotId> =
+            ["a", "b"].map(|u| repo.save_snapshot(&Snapshot { user: u.into(), ..snapshot(9) }).unwrap()).to_vec();
+        let (id, _) = repo.find_snapshot("latest", None, &[]).unwrap();
+        assert_eq!(id, twins.iter().copied().max().unwrap());
+        assert_eq!(repo.snapshots().unwrap().0.last().unwrap().0, id);
+        for t in &twins {
+            be.remove(FileType::Snapshot, &t.to_hex()).unwrap();
+        }
         let (_, s) = repo.find_snapshot("latest", Some("host-1"), &[]).unwrap();
         assert_eq!(s.tree, BlobId([1; 32]));
         let newest_two = repo.newest_snapshot(|s| s.host != "host-3").unwrap().unwrap();
@@ -867,6 +877,10 @@ mod tests {
         let fresh = tempfile::tempdir().unwrap();
         let e = open(&be, fresh.path(), false).find_snapshot(&name[..10], None, &[]).unwrap_err();
         assert!(e.to_string().contains(&name) && e.to_string().contains("authentication"), "{e}");
+        // A stray file is no snapshot a prefix could name.
+        be.write_new(FileType::Snapshot, "notes", b"not a snapshot").unwrap();
+        let e = repo.find_snapshot("id", None, &[]).unwrap_err();
+        assert!(e.to_string().contains("no snapshot with id"), "{e}");
     }
 
     #[test]

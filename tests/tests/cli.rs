@@ -167,3 +167,18 @@ fn closed_stdout_or_stderr_keeps_the_exit_status() {
     assert_eq!(status.code(), Some(0), "{err}");
     assert_eq!(v.snapshot_ids().len(), 1, "forget removed what it listed: {err}");
 }
+
+/// The JSON listing is written an element at a time: an empty repository
+/// still gives an empty array, and a listing parses as one array.
+#[test]
+fn snapshots_json_is_one_array_empty_or_not() {
+    let v = Vault::init();
+    assert_eq!(v.cmd().args(["snapshots", "--json"]).run().ok().stdout_str(), "[]\n");
+    let src = v.path("src");
+    write(&src.join("f.txt"), b"f\n");
+    v.snapshot(&[&src], &[]);
+    v.snapshot(&[&src], &[]);
+    let out = v.cmd().args(["snapshots", "--json"]).run().ok();
+    assert_eq!(out.stdout_str().lines().count(), 1);
+    assert_eq!(out.json().as_array().map(Vec::len), Some(2));
+}
