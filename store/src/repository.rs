@@ -459,10 +459,10 @@ impl Repository {
         mut f: impl FnMut(SnapshotId, Snapshot),
     ) -> Result<Vec<(Option<SnapshotId>, Error)>> {
         use rayon::prelude::*;
-        let names = self.backend.list(FileType::Snapshot)?;
+        let names = self.backend.list_names(FileType::Snapshot)?;
         let mut bad = Vec::new();
         let mut ids = Vec::with_capacity(names.len());
-        for (n, _) in &names {
+        for n in &names {
             match SnapshotId::from_hex(n) {
                 Ok(id) => ids.push(id),
                 Err(_) => bad.push((None, Error::corrupt(format!("snapshots/{n}"), "file name is not a snapshot id"))),

@@ -59,7 +59,13 @@ fn suite(b: &dyn Backend) {
     b.write_new(FileType::Index, &i1, b"segment one").unwrap();
     let names: Vec<String> = b.list(FileType::Index).unwrap().into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, vec![i1.clone(), i2.clone()], "{loc}: sorted by name");
+    let mut bare = b.list_names(FileType::Index).unwrap();
+    bare.sort();
+    assert_eq!(bare, names, "{loc}: the names alone are the same names");
+    assert_eq!(b.list_names(FileType::Data).unwrap(), vec![p1.clone()], "{loc}: fanned-out names");
+    assert_eq!(b.list_names(FileType::Config).unwrap(), vec!["config".to_string()]);
     assert!(b.list(FileType::Snapshot).unwrap().is_empty());
+    assert!(b.list_names(FileType::Snapshot).unwrap().is_empty());
 
     // Modification times are the backend's and recent.
     for (name, size, mtime) in b.list_times(FileType::Index).unwrap() {

