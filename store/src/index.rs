@@ -380,31 +380,26 @@ impl IndexCache {
         Ok(n.unwrap_or(0))
     }
 
-    /// Stores copies of snapshots (id and sealed copy) and, with
-    /// `drop_unlisted`, drops the copies of snapshots
-    /// that are not in `listed` (sorted: the repository's listing), in one
-    /// write.
-    pub fn update_snapshots(
-        &self,
-        listed: &[SnapshotId],
-        new: &[(SnapshotId, Vec<u8>)],
-        drop_unlisted: bool,
-    ) -> Result<()> {
+    /// Stores copies of snapshots (id and sealed copy), in one write.
+    pub fn put_snapshot_copies(&self, copies: &[(SnapshotId, Vec<u8>)]) -> Result<()> {
         let cf = self.cf(CF_SNAPSHOTS);
         let mut batch = WriteBatch::default();
-        if drop_unlisted {
-            for item in self.db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
-                let (k, _) = item.map_err(|e| self.db_err(e))?;
-                if listed.binary_search_by(|id| id.as_bytes().as_slice().cmp(&k)).is_err() {
-                    batch.delete_cf(cf, k);
-                }
+        for (id, copy) in copies {
+            batch.put_cf(cf, id.as_bytes(), copy);
+        }
+        self.db.write(batch).map_err(|e| self.db_err(e))
+    }
+
+    /// Drops the copies of snapshots that are not in `listed` (sorted: the
+    /// repository's listing), in one write.
+    pub fn drop_snapshot_copies_except(&self, listed: &[SnapshotId]) -> Result<()> {
+        let cf = self.cf(CF_SNAPSHOTS);
+        let mut batch = WriteBatch::default();
+        for item in self.db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+            let (k, _) = item.map_err(|e| self.db_err(e))?;
+            if listed.binary_search_by(|id| id.as_bytes().as_slice().cmp(&k)).is_err() {
+                batch.delete_cf(cf, k);
             }
-        }
-        for (id, plain) in new {
-            batch.put_cf(cf, id.as_bytes(), plain);
-        }
-        if batch.is_empty() {
-            return Ok(());
         }
         self.db.write(batch).map_err(|e| self.db_err(e))
     }

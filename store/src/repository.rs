@@ -80,9 +80,9 @@ pub struct Repository {
     /// loads thousands of trees from a handful of packs, and a pack's size,
     /// kind and salt never change (its name is its hash).
     tree_packs: Mutex<HashMap<PackId, PackInfo>>,
-    /// Whether [`Repository::snapshots`] may use the cache's copies of
+    /// Whether [`Repository::each_snapshot`] may use the cache's copies of
     /// snapshots (not for `check` and `repair`, which must see the
-    /// repository's own objects).
+    /// repository's own objects, nor in a temporary cache).
     snapshot_copies: bool,
 }
 
@@ -360,10 +360,9 @@ impl Repository {
         self.backend.write_new(FileType::Snapshot, &id.to_hex(), &sealed)?;
         // The next listing finds it in the cache instead of reading it back.
         if self.snapshot_copies
-            && plain.len() + NONCE_LEN + TAG_LEN <= MAX_SNAPSHOT_COPY
-            && let Err(e) = self.index.update_snapshots(&[], &[(id, self.seal_copy(&id, plain))], false)
+            && let Some(copy) = self.seal_copy(&id, plain)
         {
-            tracing::warn!("could not cache snapshot {id}: {e}");
+            self.keep_copies(&[(id, copy)]);
         }
         Ok(id)
     }
@@ -385,14 +384,26 @@ impl Repository {
     /// A snapshot's plaintext sealed for the index cache: the cache
     /// directory is local and may be readable by others, and snapshots name
     /// hosts, users and paths. `[nonce][AES-256-GCM under the metadata key,
-    /// with the id bound as additional data]`.
-    fn seal_copy(&self, id: &SnapshotId, mut plain: Vec<u8>) -> Vec<u8> {
+    /// with the id bound as additional data]`. `None` for a copy larger than
+    /// [`open_copy`](Self::open_copy) takes, which is not worth keeping.
+    fn seal_copy(&self, id: &SnapshotId, mut plain: Vec<u8>) -> Option<Vec<u8>> {
+        if NONCE_LEN + plain.len() + TAG_LEN > MAX_SNAPSHOT_COPY {
+            return None;
+        }
         let nonce = crate::crypto::random_bytes::<NONCE_LEN>();
         self.keys.meta_cipher().seal(&nonce, &copy_aad(id), &mut plain);
         let mut out = Vec::with_capacity(NONCE_LEN + plain.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&plain);
-        out
+        Some(out)
+    }
+
+    /// Stores copies in the index cache; failing to is no error (the copies
+    /// only save reads), so it is only logged.
+    fn keep_copies(&self, copies: &[(SnapshotId, Vec<u8>)]) {
+        if let Err(e) = self.index.put_snapshot_copies(copies) {
+            tracing::warn!("could not keep copies of snapshots in the cache: {e}");
+        }
     }
 
     /// The plaintext of a copy from the index cache, if it is this
@@ -442,10 +453,10 @@ impl Repository {
     /// when opened with `no_object_cache`, as `check` and `repair` are), since
     /// decrypting every snapshot object on every run (a backup every few
     /// minutes, kept for years) would cost time and reads in proportion
-    /// to the repository's history. A copy is the plaintext, whose keyed
-    /// hash must be the snapshot's name: it is checked on every use, so the
-    /// copy is as trustworthy as the object, and one that fails is read
-    /// again from the repository.
+    /// to the repository's history. A copy must authenticate and its
+    /// plaintext's keyed hash must be the snapshot's name, on every use
+    /// ([`open_copy`](Self::open_copy)), so it is as trustworthy as the
+    /// object; one that fails is read again from the repository.
     pub fn each_snapshot(&self, f: impl FnMut(SnapshotId, Snapshot)) -> Result<Vec<Error>> {
         Ok(self.each_listed_snapshot(|_| true, f)?.into_iter().map(|(_, e)| e).collect())
     }
@@ -474,11 +485,6 @@ impl Repository {
         let everything = ids.len() == listed;
         ids.sort_unstable();
         ids.dedup();
-        let remember = |listed: &[SnapshotId], new: &[(SnapshotId, Vec<u8>)], drop_unlisted: bool| {
-            if let Err(e) = self.index.update_snapshots(listed, new, drop_unlisted) {
-                tracing::warn!("could not update the cached snapshots: {e}");
-            }
-        };
         // Listed snapshots the cache holds a copy of, good or not, once the
         // run is done: the sweep below compares the cache's count with it.
         let mut with_copy = 0u64;
@@ -512,10 +518,8 @@ impl Repository {
                 let mut keeps_copy = had_copy;
                 match r {
                     Ok((s, plain)) => {
-                        if let Some(p) = plain
-                            && p.len() + NONCE_LEN + TAG_LEN <= MAX_SNAPSHOT_COPY
-                        {
-                            new.push((id, self.seal_copy(&id, p)));
+                        if let Some(copy) = plain.and_then(|p| self.seal_copy(&id, p)) {
+                            new.push((id, copy));
                             keeps_copy = true;
                         }
                         f(id, s);
@@ -525,7 +529,7 @@ impl Repository {
                 with_copy += u64::from(keeps_copy);
             }
             if self.snapshot_copies && !new.is_empty() {
-                remember(&[], &new, false);
+                self.keep_copies(&new);
             }
         }
         // Copies of snapshots that are gone (forgotten, repaired) are
@@ -534,8 +538,12 @@ impl Repository {
         // that comes out low leaves such copies a while longer (they are
         // never used: the listing decides), one that comes out high costs
         // a scan.
-        if self.snapshot_copies && everything && self.index.snapshot_copy_count().is_ok_and(|n| n > with_copy) {
-            remember(&ids, &[], true);
+        if self.snapshot_copies
+            && everything
+            && self.index.snapshot_copy_count().is_ok_and(|n| n > with_copy)
+            && let Err(e) = self.index.drop_snapshot_copies_except(&ids)
+        {
+            tracing::warn!("could not drop the copies of forgotten snapshots: {e}");
         }
         Ok(bad)
     }
@@ -834,8 +842,8 @@ mod tests {
         // copy, or two's plaintext sealed as one's copy.
         let two_copy = repo.index().snapshot_copies(&[two]).unwrap().remove(0).unwrap();
         let two_plain = repo.open_copy(&two, two_copy.clone()).unwrap();
-        for forged in [two_copy, repo.seal_copy(&one, two_plain)] {
-            repo.index().update_snapshots(&[], &[(one, forged)], false).unwrap();
+        for forged in [two_copy, repo.seal_copy(&one, two_plain).unwrap()] {
+            repo.index().put_snapshot_copies(&[(one, forged)]).unwrap();
             let (good, _) = repo.snapshots().unwrap();
             let first = good.iter().find(|(id, _)| *id == one).unwrap();
             assert_eq!(first.1.host, "host-1", "read from the repository, not the forged copy");

@@ -538,13 +538,15 @@ impl Restorer<'_, '_> {
                 self.error(&path, msg);
                 continue;
             }
-            if let Ok(meta) = fs::symlink_metadata(&path)
-                && let Err(e) = refuse_if_new(&meta, self.ctx.began)
-            {
+            let cleared = match clear_the_way(&path, self.ctx.began) {
+                Ok(false) => Ok(()),
+                Ok(true) => Err(DIR_IN_THE_WAY.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = cleared {
                 self.error(&path, format!("cannot create hard link to {}: {e}", src.display()));
                 continue;
             }
-            let _ = fs::remove_file(&path);
             match fs::hard_link(&src, &path) {
                 Ok(()) => self.stats.files += 1,
                 Err(e) => self.error(&path, format!("cannot create hard link to {}: {e}", src.display())),
@@ -671,24 +673,41 @@ pub fn restore(
 }
 
 /// Creates a directory. A directory already there is used as it is;
-/// whatever else sits at its path (a file, or a symlink that could lead
-/// writes elsewhere) is replaced, as restic does, unless this restore made
-/// it (`refuse_if_new`).
+/// whatever else sits at its path is replaced (`clear_the_way`).
 fn make_dir(path: &Path, began: SystemTime) -> io::Result<()> {
     match fs::create_dir(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let meta = fs::symlink_metadata(path)?;
-            if meta.is_dir() {
+            if clear_the_way(path, began)? {
                 return Ok(());
             }
-            refuse_if_new(&meta, began)?;
-            fs::remove_file(path)?;
             fs::create_dir(path)
         }
         Err(e) => Err(e),
     }
 }
+
+/// Makes room at `path` for an entry the restore creates, as restic does:
+/// whatever sits there (a file, or a symlink, fifo or device that could
+/// lead writes elsewhere) is removed, unless this restore made it
+/// (`refuse_if_new`). A directory there is left alone: true says so, and
+/// the caller decides.
+fn clear_the_way(path: &Path, began: SystemTime) -> io::Result<bool> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if meta.is_dir() {
+        return Ok(true);
+    }
+    refuse_if_new(&meta, began)?;
+    fs::remove_file(path)?;
+    Ok(false)
+}
+
+/// Why a file, link or special file can't go where a directory is.
+const DIR_IN_THE_WAY: &str = "a directory is in the way";
 
 /// File systems stamp new entries with a coarse clock, a few milliseconds
 /// behind the one `SystemTime::now` reads: an entry made this long before a
@@ -728,18 +747,15 @@ fn under_failed(failed: &[PathBuf], path: &Path) -> bool {
 /// Creates (or replaces) a regular file at `path`, `size` bytes long (a
 /// hole until written), and returns it open for writing. A fresh target
 /// takes one `open`; an existing entry that isn't a directory is removed
-/// first, so a symlink, fifo or device there is never written through,
-/// unless this restore made it (`refuse_if_new`).
+/// first (`clear_the_way`), so a symlink, fifo or device there is never
+/// written through.
 fn create_file(path: &Path, size: u64, began: SystemTime) -> io::Result<fs::File> {
     let open = || OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).open(path);
     let f = match open() {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let meta = fs::symlink_metadata(path)?;
-            if meta.is_dir() {
-                return Err(io::Error::new(io::ErrorKind::IsADirectory, "a directory is in the way"));
+            if clear_the_way(path, began)? {
+                return Err(io::Error::new(io::ErrorKind::IsADirectory, DIR_IN_THE_WAY));
             }
-            refuse_if_new(&meta, began)?;
-            fs::remove_file(path)?;
             open()?
         }
         r => r?,
@@ -994,12 +1010,10 @@ fn verify_file(repo: &Repository, path: &Path, node: &Node) -> std::result::Resu
 /// devices when not root).
 fn make_special(path: &Path, node: &Node, owner: bool, began: SystemTime) -> std::result::Result<bool, String> {
     use nix::sys::stat::{Mode, SFlag, mknod};
-    if let Ok(m) = fs::symlink_metadata(path) {
-        if m.is_dir() {
-            return Err("a directory is in the way".into());
-        }
-        refuse_if_new(&m, began).map_err(|e| e.to_string())?;
-        fs::remove_file(path).map_err(|e| format!("cannot replace existing file: {e}"))?;
+    match clear_the_way(path, began) {
+        Ok(false) => {}
+        Ok(true) => return Err(DIR_IN_THE_WAY.into()),
+        Err(e) => return Err(format!("cannot replace existing file: {e}")),
     }
     let mode = Mode::from_bits_truncate(node.mode & 0o7777);
     match node.kind {
