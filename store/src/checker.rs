@@ -19,11 +19,12 @@
 //! Memory: one record of ~90 bytes per pack (the index's and the listing's
 //! findings merged; listings are not held), eight bytes per pack chosen for
 //! reading, results only for packs with damage, and one flag per distinct
-//! tree; blob lookups go to the RocksDB index, packs are read one per thread.
+//! tree; blob lookups go to the RocksDB index, and `--read-data` holds at
+//! most a few pack buffers (see `read_buffers`).
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -361,9 +362,12 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions, progress: &CheckProgres
             // they find damage, the walk is made again with it.
             let chosen = c.choose_packs(&packs, &unindexed, subset);
             let reader = c.repo;
-            let (reads, walked) =
-                rayon::join(|| read_packs(reader, &packs, &unindexed, &chosen, progress), || c.walk_trees(&snapshots));
-            walked?;
+            let (reads, walked) = std::thread::scope(|s| {
+                let walk = s.spawn(|| c.walk_trees(&snapshots));
+                let reads = read_packs(reader, &packs, &unindexed, &chosen, progress);
+                (reads, walk.join())
+            });
+            walked.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
             drop(chosen);
             let (bad_packs, bad_blobs) = (c.bad_packs.len(), c.bad_blobs.len());
             c.merge_reads(&packs, &unindexed, reads?)?;
@@ -941,7 +945,16 @@ struct Reads {
     damaged: Vec<(Chosen, PackReading)>,
 }
 
-/// Reads and verifies the chosen packs, in parallel.
+/// Reads and verifies the chosen packs, reading ahead of the verifying.
+///
+/// Fetcher threads read whole packs into a fixed set of buffers, as many
+/// at once as the backend has connections; verifier threads, one per
+/// core, take each pack as it arrives, verify its blobs in groups on the
+/// thread pool, and give the buffer back. The reads and the verifying
+/// overlap without waiting for each other: with readers that read and
+/// then verified in turn, packs that finished verifying together were
+/// read together, and the cores waited for the disk about a third of the
+/// time (benches/README.md, session 15).
 fn read_packs(
     repo: &Repository,
     packs: &[PackRec],
@@ -949,78 +962,192 @@ fn read_packs(
     chosen: &[Chosen],
     progress: &CheckProgress,
 ) -> Result<Reads> {
+    use crossbeam_channel::bounded;
     let total = chosen.iter().map(|c| pack_at(packs, unindexed, *c).2).sum();
     progress.bytes_total.store(total, Ordering::Relaxed);
+    let buffers = read_buffers(repo, chosen.len());
+    let fetchers = repo.backend().connections().clamp(1, buffers);
+    let verifiers = rayon::current_num_threads().clamp(1, buffers);
     let blobs = AtomicU64::new(0);
-    let read_all = || -> Result<Vec<_>> {
-        let damaged = chosen
-            .par_iter()
-            .filter_map(|&c| {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let (free_tx, free_rx) = bounded(buffers);
+    for _ in 0..buffers {
+        free_tx.send(ReadBuf::new()).expect("room for every buffer");
+    }
+    let (ready_tx, ready_rx) =
+        bounded::<(usize, std::result::Result<(), crate::error::BackendError>, ReadBuf)>(buffers);
+    // Each fetcher waits for a free buffer, then reads the next pack into it.
+    let fetch = |ready: crossbeam_channel::Sender<_>| {
+        while let Ok(mut buf) = free_rx.recv() {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&c) = chosen.get(i).filter(|_| !failed.load(Ordering::Relaxed)) else { break };
+            let (id, kind, _) = pack_at(packs, unindexed, c);
+            let read = repo.backend().read_into(pack_file_type(kind), &id.to_hex(), &mut buf);
+            if ready.send((i, read, buf)).is_err() {
+                break;
+            }
+        }
+    };
+    // Each verifier verifies the packs it takes and gives their buffers back.
+    let verify = || -> Result<Vec<(usize, PackReading)>> {
+        let mut damaged = Vec::new();
+        let mut error = None;
+        for (i, read, mut buf) in ready_rx.iter() {
+            if error.is_none() && !failed.load(Ordering::Relaxed) {
+                let c: Chosen = chosen[i];
                 let (id, kind, size) = pack_at(packs, unindexed, c);
                 let rec = match c {
                     Chosen::Indexed(i) => Some(packs[i as usize]),
                     Chosen::Unindexed(_) => None,
                 };
-                let r = match read_pack(repo, id, kind, rec) {
-                    Ok(r) => r,
-                    Err(e) => return Some(Err(e)),
-                };
-                progress.packs_done.fetch_add(1, Ordering::Relaxed);
-                progress.bytes_done.fetch_add(size, Ordering::Relaxed);
-                blobs.fetch_add(r.blobs_verified, Ordering::Relaxed);
-                (!r.clean()).then_some(Ok((c, r)))
+                let what = format!("pack {}", pack_path(kind, &id));
+                match read_pack_bytes(repo, id, kind, rec, &what, read.map(|()| &mut *buf), PackReading::default()) {
+                    Ok(r) => {
+                        progress.packs_done.fetch_add(1, Ordering::Relaxed);
+                        progress.bytes_done.fetch_add(size, Ordering::Relaxed);
+                        blobs.fetch_add(r.blobs_verified, Ordering::Relaxed);
+                        if !r.clean() {
+                            damaged.push((i, r));
+                        }
+                    }
+                    Err(e) => {
+                        failed.store(true, Ordering::Relaxed);
+                        error = Some(e);
+                    }
+                }
+            }
+            // Given back even after a failure: a fetcher may be waiting for it.
+            let _ = free_tx.send(buf);
+        }
+        error.map_or(Ok(damaged), Err)
+    };
+    fn started<T>(failed: &AtomicBool, r: std::io::Result<T>) -> Result<T> {
+        r.map_err(|e| {
+            failed.store(true, Ordering::Relaxed);
+            Error::Pipeline(format!("can't start a thread to read packs: {e}"))
+        })
+    }
+    let per_verifier: Vec<Result<_>> = std::thread::scope(|s| {
+        let mut fetching = Vec::new();
+        for n in 0..fetchers {
+            let ready = ready_tx.clone();
+            let t = std::thread::Builder::new().name(format!("vault-fetch-{n}")).spawn_scoped(s, move || fetch(ready));
+            fetching.push(started(&failed, t));
+        }
+        // The verifiers' iteration ends when every fetcher has stopped.
+        drop(ready_tx);
+        let verifying: Vec<_> = (0..verifiers)
+            .map(|n| {
+                started(&failed, std::thread::Builder::new().name(format!("vault-check-{n}")).spawn_scoped(s, verify))
             })
             .collect();
-        // The pool's threads kept their pack buffers from pack to pack.
-        rayon::broadcast(|_| drop(PACK_BUF.take()));
-        damaged
-    };
-    let damaged = match readers_pool(repo, chosen.len()) {
-        Some(pool) => pool.install(read_all),
-        None => read_all(),
-    }?;
+        let mut results: Vec<Result<_>> = Vec::new();
+        for t in verifying {
+            results.push(t.and_then(|t| t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))));
+        }
+        for t in fetching {
+            match t {
+                Ok(t) => t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        results
+    });
+    // The pool's threads kept their decompression buffers from group to group.
+    rayon::broadcast(|_| drop(SCRATCH.take()));
+    let mut damaged = Vec::new();
+    for r in per_verifier {
+        damaged.extend(r?);
+    }
+    damaged.sort_unstable_by_key(|(i, _)| *i);
+    let damaged = damaged.into_iter().map(|(i, r)| (chosen[i], r)).collect();
     Ok(Reads { packs: chosen.len() as u64, bytes: total, blobs: blobs.into_inner(), damaged })
 }
 
-/// Pack bytes that `check --read-data`'s readers hold at once, at most.
+/// Pack bytes that `check --read-data` holds at once, at most.
 const READ_BUDGET: u64 = 80 << 20;
 
-/// A pool of twice as many readers as cores, when READ_BUDGET holds a pack
-/// buffer for each: while one thread waits for its pack to come off the
-/// disk, the others verify. Packs written with `O_DIRECT` are not in the
-/// page cache, so a check reads them all from the disk: with 2 cores, a
-/// cold 1.8 GB check took 2.84–3.18 s with four readers against 3.25–3.56
-/// s with two, for 35 MiB more memory (benches/README.md, session 9).
-fn readers_pool(repo: &Repository, packs: usize) -> Option<rayon::ThreadPool> {
+/// How many pack buffers: twice as many as cores, when READ_BUDGET holds
+/// them, so that each core has a pack to verify while the next ones are
+/// read; never fewer than the cores.
+fn read_buffers(repo: &Repository, packs: usize) -> usize {
     let cores = rayon::current_num_threads();
     // A pack may pass pack_size by up to one chunk.
     let largest = repo.config().pack_size + u64::from(repo.config().chunker.max_size);
     let fit = (READ_BUDGET / largest.max(1)) as usize;
-    let readers = (2 * cores).min(fit).min(packs);
-    if readers <= cores {
-        return None;
-    }
-    rayon::ThreadPoolBuilder::new().num_threads(readers).thread_name(|i| format!("vault-check-{i}")).build().ok()
-}
-
-/// Reads one pack whole and verifies everything in it. Errors only when
-/// the backend fails to read (the check can't go on); damage is reported.
-fn read_pack(repo: &Repository, id: PackId, kind: BlobKind, rec: Option<PackRec>) -> Result<PackReading> {
-    let r = PackReading::default();
-    let ft = pack_file_type(kind);
-    let what = format!("pack {}", ft.path(&id.to_hex()));
-    // One buffer per thread from pack to pack: a fresh 16 MiB buffer is
-    // 4096 page faults. It is taken out of its slot while in use.
-    let mut bytes = PACK_BUF.take();
-    let read = repo.backend().read_into(ft, &id.to_hex(), &mut bytes);
-    let r = read_pack_bytes(repo, id, kind, rec, &what, read.map(|()| &mut *bytes), r);
-    PACK_BUF.set(bytes);
-    r
+    (2 * cores).min(fit).max(cores).min(packs).max(1)
 }
 
 thread_local! {
-    /// A checking thread's pack buffer (see `read_pack`).
-    static PACK_BUF: std::cell::Cell<ReadBuf> = const { std::cell::Cell::new(ReadBuf::new()) };
+    /// A pool thread's decompression buffer, from group to group (see
+    /// `verify_blobs`). It is taken out of its slot while in use.
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Stored bytes of a pack's blobs that one pool task verifies: small
+/// enough that a 16 MiB pack keeps both cores busy, large enough that the
+/// tasks cost nothing beside the work.
+const GROUP_BYTES: u64 = 1 << 20;
+
+/// One blob of a pack being verified: its entry, and its sealed bytes, or
+/// `None` when the header places it where no blob can be.
+type Part<'a> = (&'a BlobEntry, Option<&'a mut [u8]>);
+
+/// Decrypts, decompresses and re-hashes each blob of `parts` (in place, in
+/// its own part of the pack), in groups on the thread pool. Returns how
+/// many were verified and the bad ones, in the header's order.
+fn verify_blobs(
+    repo: &Repository,
+    cipher: &crate::crypto::Cipher,
+    kind: BlobKind,
+    what: &str,
+    mut parts: Vec<Part<'_>>,
+) -> (u64, Vec<(BlobId, String)>) {
+    let keys = repo.keys();
+    let verify = |group: &mut [Part<'_>]| {
+        let mut scratch = SCRATCH.take();
+        let mut verified = 0;
+        let mut bad = Vec::new();
+        for (e, sealed) in group {
+            let opened = match sealed.as_deref_mut() {
+                Some(sealed) => {
+                    open_blob_in_place(cipher, kind, e, sealed, what, &mut scratch).map(|p| keys.blob_id(p))
+                }
+                None => Err(Error::corrupt(
+                    what,
+                    format!("blob {} at offset {} is out of place in the header", e.id, e.offset),
+                )),
+            };
+            match opened {
+                Ok(h) if h == e.id => verified += 1,
+                Ok(h) => bad.push((e.id, format!("content hashes to {h}, expected {}", e.id))),
+                Err(err) => bad.push((e.id, err.to_string())),
+            }
+        }
+        SCRATCH.set(scratch);
+        (verified, bad)
+    };
+    let mut groups = Vec::new();
+    let mut rest = &mut parts[..];
+    while !rest.is_empty() {
+        let (mut n, mut bytes) = (0, 0);
+        while n < rest.len() && bytes < GROUP_BYTES {
+            bytes += u64::from(rest[n].0.stored_len);
+            n += 1;
+        }
+        let (group, tail) = std::mem::take(&mut rest).split_at_mut(n);
+        groups.push(group);
+        rest = tail;
+    }
+    let results: Vec<_> = groups.into_par_iter().map(verify).collect();
+    let mut verified = 0;
+    let mut bad = Vec::new();
+    for (v, b) in results {
+        verified += v;
+        bad.extend(b);
+    }
+    (verified, bad)
 }
 
 /// Verifies one pack read into `bytes` (or the error reading it).
@@ -1099,30 +1226,26 @@ fn read_pack_bytes(
     let cipher = keys.pack_cipher(&trailer_salt);
     // The header's blobs are contiguous from offset 0 (`parse_header` checks
     // it), so each is decrypted in place in its own part of the pack: no copy.
+    let mut parts = Vec::with_capacity(header.entries.len());
     let mut rest: &mut [u8] = bytes;
     let mut pos = 0u64;
-    let mut scratch = Vec::new();
     for e in &header.entries {
-        let opened = if e.offset as u64 == pos && e.end() <= pos + rest.len() as u64 {
+        let sealed = (e.offset as u64 == pos && e.end() <= pos + rest.len() as u64).then(|| {
             let (sealed, tail) = std::mem::take(&mut rest).split_at_mut(e.stored_len as usize);
             rest = tail;
             pos = e.end();
-            open_blob_in_place(&cipher, header.kind, e, sealed, what, &mut scratch).map(|plain| keys.blob_id(plain))
-        } else {
-            Err(Error::corrupt(what, format!("blob {} at offset {} is out of place in the header", e.id, e.offset)))
-        };
-        match opened {
-            Ok(h) if h == e.id => r.blobs_verified += 1,
-            Ok(h) => r.bad_blobs.push((e.id, format!("content hashes to {h}, expected {}", e.id))),
-            Err(err) => r.bad_blobs.push((e.id, err.to_string())),
-        }
+            sealed
+        });
+        parts.push((e, sealed));
     }
+    (r.blobs_verified, r.bad_blobs) = verify_blobs(repo, &cipher, header.kind, what, parts);
     Ok(r)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Backend as _;
 
     /// docs/design.md gives the memory a check takes per pack from this.
     #[test]
@@ -1181,5 +1304,137 @@ mod tests {
         p.sort();
         p.dedup();
         assert_eq!(p.len(), 30);
+    }
+
+    /// A repository in memory whose whole-pack reads of data packs fail
+    /// once `good` of them have been served.
+    struct FailingReads {
+        inner: crate::backend::memory::MemoryBackend,
+        good: AtomicU64,
+    }
+
+    impl crate::backend::Backend for FailingReads {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn create(&self) -> crate::backend::BResult<()> {
+            self.inner.create()
+        }
+        fn is_empty(&self) -> crate::backend::BResult<bool> {
+            self.inner.is_empty()
+        }
+        fn list(&self, t: FileType) -> crate::backend::BResult<Vec<(String, u64)>> {
+            self.inner.list(t)
+        }
+        fn list_times(&self, t: FileType) -> crate::backend::BResult<Vec<(String, u64, std::time::SystemTime)>> {
+            self.inner.list_times(t)
+        }
+        fn size(&self, t: FileType, name: &str) -> crate::backend::BResult<u64> {
+            self.inner.size(t, name)
+        }
+        fn read(&self, t: FileType, name: &str) -> crate::backend::BResult<Vec<u8>> {
+            self.inner.read(t, name)
+        }
+        fn read_into(&self, t: FileType, name: &str, buf: &mut ReadBuf) -> crate::backend::BResult<()> {
+            let left = self.good.load(Ordering::SeqCst);
+            if t == FileType::Data && (left == 0 || self.good.fetch_sub(1, Ordering::SeqCst) == 0) {
+                self.good.store(0, Ordering::SeqCst);
+                return Err(crate::error::BackendError {
+                    kind: crate::error::BackendErrorKind::Permanent,
+                    op: "reading",
+                    location: t.path(name),
+                    message: "input/output error (injected)".into(),
+                });
+            }
+            self.inner.read_into(t, name, buf)
+        }
+        fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> crate::backend::BResult<Vec<u8>> {
+            self.inner.read_range(t, name, offset, len)
+        }
+        fn write_new(&self, t: FileType, name: &str, data: &[u8]) -> crate::backend::BResult<()> {
+            self.inner.write_new(t, name, data)
+        }
+        fn replace(&self, t: FileType, name: &str, data: &[u8]) -> crate::backend::BResult<()> {
+            self.inner.replace(t, name, data)
+        }
+        fn remove(&self, t: FileType, name: &str) -> crate::backend::BResult<()> {
+            self.inner.remove(t, name)
+        }
+    }
+
+    /// A repository of `packs` data packs, each of `blobs` incompressible
+    /// blobs of `len` bytes, with the ids of the blobs in pack order.
+    fn repository(
+        packs: usize,
+        blobs: usize,
+        len: usize,
+    ) -> (std::sync::Arc<FailingReads>, Repository, tempfile::TempDir, Vec<BlobId>) {
+        use crate::repository::{InitOptions, OpenOptions, PackSaver};
+        let be = std::sync::Arc::new(FailingReads {
+            inner: crate::backend::memory::MemoryBackend::new(),
+            good: AtomicU64::new(u64::MAX),
+        });
+        let kdf = crate::crypto::KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
+        let init = InitOptions { kdf, compression_level: 0, ..InitOptions::default() };
+        Repository::init(be.clone(), b"pw", &init).unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let opts = OpenOptions {
+            cache_dir: Some(cache.path().to_path_buf()),
+            cache_wait: std::time::Duration::from_secs(5),
+            skip_index: false,
+            no_object_cache: true,
+        };
+        let repo = Repository::open(be.clone(), b"pw", &opts).unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..packs {
+            let mut saver = PackSaver::new(BlobKind::Data);
+            for _ in 0..blobs {
+                let data: Vec<u8> = crate::crypto::random_bytes::<32>().repeat(len / 32);
+                let id = saver.add(&repo, &data, false).unwrap();
+                ids.push(id);
+            }
+            saver.finish(&repo).unwrap();
+        }
+        (be, repo, cache, ids)
+    }
+
+    fn read_all(repo: &mut Repository) -> Result<Report> {
+        check(repo, &CheckOptions { read_data: Some(DataSubset::All) }, &CheckProgress::default())
+    }
+
+    #[test]
+    fn a_pack_that_cannot_be_read_stops_the_check_and_is_named() {
+        let (be, mut repo, _cache, ids) = repository(10, 1, 4096);
+        // The first pack, one in the middle, the last: the readers ahead
+        // and the verifiers stop, and the error names the pack.
+        for good in [0, 4, 9] {
+            be.good.store(good, Ordering::SeqCst);
+            let e = read_all(&mut repo).unwrap_err().to_string();
+            assert!(e.contains("injected") && e.contains("data/"), "{e}");
+        }
+        be.good.store(u64::MAX, Ordering::SeqCst);
+        let r = read_all(&mut repo).unwrap();
+        assert!(r.findings.is_empty(), "{:?}", r.findings);
+        assert_eq!((r.stats.packs_read, r.stats.blobs_verified), (10, ids.len() as u64));
+    }
+
+    #[test]
+    fn damaged_blobs_of_one_pack_are_each_named_in_the_header_order() {
+        // Eight blobs of 512 KiB: the pack is verified in four groups.
+        let (be, mut repo, _cache, ids) = repository(1, 8, 512 << 10);
+        let pack = repo.index().get(&ids[0]).unwrap().unwrap().pack;
+        let mut bytes = be.read(FileType::Data, &pack.to_hex()).unwrap();
+        for i in [6, 1] {
+            let e = repo.index().get(&ids[i]).unwrap().unwrap().entry;
+            bytes[e.offset as usize + 100] ^= 1;
+        }
+        be.replace(FileType::Data, &pack.to_hex(), &bytes).unwrap();
+        let r = read_all(&mut repo).unwrap();
+        let found: Vec<_> = r.findings.iter().map(|f| (f.problem, f.object.clone())).collect();
+        let object = format!("data/{}/{}", &pack.to_hex()[..2], pack.to_hex());
+        let blob = |i: usize| (Problem::BlobDamaged, format!("blob {} in {object}", ids[i]));
+        assert_eq!(found, [(Problem::PackChecksum, object.clone()), blob(1), blob(6)]);
+        assert!(r.findings[1].message.contains("failed authentication"), "{}", r.findings[1].message);
+        assert_eq!(r.stats.blobs_verified, 6);
     }
 }
