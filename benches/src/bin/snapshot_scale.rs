@@ -4,8 +4,9 @@
 //! by `vault`) and N more written through the library (copies of it from
 //! other hosts, a minute apart), then times `vault snapshots` (once with
 //! an empty cache directory, then again), an unchanged `vault snapshot` of
-//! the tree (which looks for its parent among all of them) and `vault ls
-//! latest`, each with its CPU time and peak RSS.
+//! the tree (which looks for its parent among all of them), `vault ls
+//! latest`, `vault forget --dry-run` with a seven-year policy and `vault
+//! prune --dry-run`, each with its CPU time and peak RSS.
 //!
 //! ```text
 //! cargo build --release -p vault-cli -p vault-benches
@@ -74,11 +75,16 @@ fn main() -> Result<()> {
 
     let stats = work.join("stats");
     let src_arg = src.to_string_lossy().into_owned();
-    let steps: [(&str, Vec<&str>); 4] = [
+    // A seven-year policy over snapshots a minute apart from 100 hosts.
+    let policy = ["--keep-daily", "7", "--keep-weekly", "5", "--keep-monthly", "12", "--keep-yearly", "7"];
+    let forget: Vec<&str> = ["forget", "--dry-run", "--json"].into_iter().chain(policy).collect();
+    let steps: [(&str, Vec<&str>); 6] = [
         ("snapshots (empty cache directory)", vec!["snapshots", "--json"]),
         ("snapshots", vec!["snapshots", "--json"]),
         ("snapshot, unchanged", vec!["snapshot", "-q", &src_arg]),
         ("ls latest", vec!["ls", "latest"]),
+        ("forget --dry-run, 7-year policy", forget),
+        ("prune --dry-run", vec!["prune", "--dry-run"]),
     ];
     println!("{} snapshots, {}", n + 1, vault.display());
     println!("| step | seconds | CPU s | peak RSS MiB |");
