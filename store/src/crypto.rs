@@ -126,6 +126,7 @@ pub struct Keys {
     meta: Secret<32>,
     meta_id: Secret<32>,
     gear: Secret<32>,
+    cache: Secret<32>,
     meta_cipher: Cipher,
 }
 
@@ -144,6 +145,7 @@ impl Keys {
             data: derive("vault 2026-11-25 pack encryption key"),
             meta_id: derive("vault 2026-11-25 metadata id key"),
             gear: derive("vault 2026-11-25 chunker gear key"),
+            cache: derive("vault 2026-12-05 local cache tag key"),
             meta_cipher: Cipher::new(&meta.0),
             meta,
             master: Secret(master),
@@ -173,6 +175,18 @@ impl Keys {
     /// The cipher for metadata objects (random nonces).
     pub fn meta_cipher(&self) -> &Cipher {
         &self.meta_cipher
+    }
+
+    /// A tag over `parts` (their lengths included) for what the local
+    /// cache keeps outside a seal; compare it as a `blake3::Hash`, in
+    /// constant time.
+    pub fn cache_tag(&self, parts: &[&[u8]]) -> blake3::Hash {
+        let mut h = blake3::Hasher::new_keyed(&self.cache.0);
+        for p in parts {
+            h.update(&(p.len() as u64).to_le_bytes());
+            h.update(p);
+        }
+        h.finalize()
     }
 
     /// The key the chunker's gear table is derived from.

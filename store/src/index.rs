@@ -35,8 +35,9 @@ const CF_SEGMENTS: &str = "segments";
 /// entry ever leaves it, so a snapshot listed here still has all its blobs
 /// in the index.
 const CF_COMPLETE: &str = "complete-snapshots";
-/// Copies of snapshot objects: id -> plaintext sealed under the metadata
-/// key (`Repository::seal_copy`). A snapshot's name is the keyed hash of
+/// Copies of snapshot objects: id -> the snapshot's time, a tag, and its
+/// plaintext sealed under the metadata key (`Repository::seal_copy`). A
+/// snapshot's name is the keyed hash of
 /// its plaintext, so a copy proves itself on every read, and the objects
 /// never change, so nothing but their removal from the repository makes a
 /// copy stale. Kept when the index part is cleared.
@@ -400,6 +401,13 @@ impl IndexCache {
             if listed.binary_search_by(|id| id.as_bytes().as_slice().cmp(&k)).is_err() {
                 batch.delete_cf(cf, k);
             }
+        }
+        if batch.is_empty() {
+            // The count was high because copies were replaced (their old
+            // versions still count until a compaction): compact now, or
+            // every run would scan the copies again for nothing.
+            self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+            return Ok(());
         }
         self.db.write(batch).map_err(|e| self.db_err(e))
     }

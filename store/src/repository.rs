@@ -94,10 +94,31 @@ const SNAPSHOT_RUN: usize = 1024;
 /// make each run hash large values.
 const MAX_SNAPSHOT_COPY: usize = 16 << 20;
 
+/// Bytes before a copy's seal: the snapshot's time and a tag over the id
+/// and the time (see [`Repository::seal_copy`]).
+const COPY_HEAD: usize = COPY_TIME + blake3::OUT_LEN;
+
+/// A time in a copy's head: seconds (i64le) ‖ nanoseconds (i32le).
+const COPY_TIME: usize = 12;
+
+fn time_bytes(t: jiff::Timestamp) -> [u8; COPY_TIME] {
+    let mut b = [0u8; COPY_TIME];
+    b[..8].copy_from_slice(&t.as_second().to_le_bytes());
+    b[8..].copy_from_slice(&t.subsec_nanosecond().to_le_bytes());
+    b
+}
+
+fn time_from_bytes(b: &[u8]) -> Option<jiff::Timestamp> {
+    let secs = i64::from_le_bytes(b.get(..8)?.try_into().ok()?);
+    let nanos = i32::from_le_bytes(b.get(8..COPY_TIME)?.try_into().ok()?);
+    jiff::Timestamp::new(secs, nanos).ok()
+}
+
 /// Additional data of a snapshot's copy in the index cache.
-fn copy_aad(id: &SnapshotId) -> Vec<u8> {
+fn copy_aad(id: &SnapshotId, time: &[u8]) -> Vec<u8> {
     let mut aad = b"vault snapshot copy ".to_vec();
     aad.extend_from_slice(id.as_bytes());
+    aad.extend_from_slice(time);
     aad
 }
 
@@ -360,7 +381,7 @@ impl Repository {
         self.backend.write_new(FileType::Snapshot, &id.to_hex(), &sealed)?;
         // The next listing finds it in the cache instead of reading it back.
         if self.snapshot_copies
-            && let Some(copy) = self.seal_copy(&id, plain)
+            && let Some(copy) = self.seal_copy(&id, snap.time, plain)
         {
             self.keep_copies(&[(id, copy)]);
         }
@@ -383,16 +404,22 @@ impl Repository {
 
     /// A snapshot's plaintext sealed for the index cache: the cache
     /// directory is local and may be readable by others, and snapshots name
-    /// hosts, users and paths. `[nonce][AES-256-GCM under the metadata key,
-    /// with the id bound as additional data]`. `None` for a copy larger than
+    /// hosts, users and paths. `[time][tag][nonce][AES-256-GCM under the
+    /// metadata key, with the id and the time bound as additional data]`,
+    /// where the tag, under the cache key, covers the id and the time: a
+    /// search for the newest snapshot orders the copies by time without
+    /// decrypting them. `None` for a copy larger than
     /// [`open_copy`](Self::open_copy) takes, which is not worth keeping.
-    fn seal_copy(&self, id: &SnapshotId, mut plain: Vec<u8>) -> Option<Vec<u8>> {
-        if NONCE_LEN + plain.len() + TAG_LEN > MAX_SNAPSHOT_COPY {
+    fn seal_copy(&self, id: &SnapshotId, time: jiff::Timestamp, mut plain: Vec<u8>) -> Option<Vec<u8>> {
+        if COPY_HEAD + NONCE_LEN + plain.len() + TAG_LEN > MAX_SNAPSHOT_COPY {
             return None;
         }
+        let time = time_bytes(time);
         let nonce = crate::crypto::random_bytes::<NONCE_LEN>();
-        self.keys.meta_cipher().seal(&nonce, &copy_aad(id), &mut plain);
-        let mut out = Vec::with_capacity(NONCE_LEN + plain.len());
+        self.keys.meta_cipher().seal(&nonce, &copy_aad(id, &time), &mut plain);
+        let mut out = Vec::with_capacity(COPY_HEAD + NONCE_LEN + plain.len());
+        out.extend_from_slice(&time);
+        out.extend_from_slice(self.keys.cache_tag(&[id.as_bytes(), &time]).as_bytes());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&plain);
         Some(out)
@@ -406,17 +433,52 @@ impl Repository {
         }
     }
 
-    /// The plaintext of a copy from the index cache, if it is this
-    /// snapshot's: it must authenticate, and its keyed hash must be the
-    /// snapshot's id, exactly as for the object in the repository.
-    fn open_copy(&self, id: &SnapshotId, sealed: Vec<u8>) -> Option<Vec<u8>> {
-        if sealed.len() < NONCE_LEN + TAG_LEN || sealed.len() > MAX_SNAPSHOT_COPY {
+    /// The time a copy in the index cache gives its snapshot, if its tag
+    /// holds: a hash, no decryption.
+    fn copy_time(&self, id: &SnapshotId, copy: &[u8]) -> Option<jiff::Timestamp> {
+        if copy.len() < COPY_HEAD + NONCE_LEN + TAG_LEN || copy.len() > MAX_SNAPSHOT_COPY {
             return None;
         }
-        let nonce: [u8; NONCE_LEN] = sealed[..NONCE_LEN].try_into().expect("length checked");
-        let mut plain = sealed[NONCE_LEN..].to_vec();
-        let ok = self.keys.meta_cipher().open(&nonce, &copy_aad(id), &mut plain) && self.keys.meta_id(&plain) == id.0;
-        ok.then_some(plain)
+        let (time, tag) = (&copy[..COPY_TIME], &copy[COPY_TIME..COPY_HEAD]);
+        let tag = blake3::Hash::from_bytes(tag.try_into().expect("length checked"));
+        (self.keys.cache_tag(&[id.as_bytes(), time]) == tag).then(|| time_from_bytes(time)).flatten()
+    }
+
+    /// The snapshot a copy from the index cache holds, if it is this
+    /// snapshot's: it must authenticate, its plaintext's keyed hash must be
+    /// the snapshot's id, exactly as for the object in the repository, and
+    /// its time must be the one in the copy's head.
+    fn open_copy(&self, id: &SnapshotId, copy: &[u8]) -> Option<Snapshot> {
+        let time = self.copy_time(id, copy)?;
+        let nonce: [u8; NONCE_LEN] = copy[COPY_HEAD..COPY_HEAD + NONCE_LEN].try_into().expect("length checked");
+        let mut plain = copy[COPY_HEAD + NONCE_LEN..].to_vec();
+        let aad = copy_aad(id, &copy[..COPY_TIME]);
+        if !self.keys.meta_cipher().open(&nonce, &aad, &mut plain) || self.keys.meta_id(&plain) != id.0 {
+            return None;
+        }
+        Snapshot::decode(&plain, "a snapshot's copy in the index cache").ok().filter(|s| s.time == time)
+    }
+
+    /// A listed snapshot: from its copy when that is good, else from the
+    /// repository, with the plaintext to keep a copy of.
+    fn listed_snapshot(&self, id: &SnapshotId, copy: Option<&[u8]>) -> Result<(Snapshot, Option<Vec<u8>>)> {
+        if let Some(s) = copy.and_then(|c| self.open_copy(id, c)) {
+            return Ok((s, None));
+        }
+        let plain = self.load_snapshot_plain(id)?;
+        Ok((Snapshot::decode(&plain, &format!("snapshot {id}"))?, Some(plain)))
+    }
+
+    /// The cache's copies of `ids`, or none when it can't be read (the
+    /// copies only save reads).
+    fn copies_of(&self, ids: &[SnapshotId]) -> Vec<Option<Vec<u8>>> {
+        if !self.snapshot_copies {
+            return vec![None; ids.len()];
+        }
+        self.index.snapshot_copies(ids).unwrap_or_else(|e| {
+            tracing::warn!("not using the cached snapshots: {e}");
+            vec![None; ids.len()]
+        })
     }
 
     /// All snapshots, oldest first. Damaged ones are returned as errors
@@ -432,15 +494,74 @@ impl Repository {
 
     /// The newest snapshot (by time, then id) that `want` accepts, holding
     /// no other: a snapshot run looking for its parent, or `latest`, in a
-    /// repository of years of snapshots.
+    /// repository of years of snapshots. Damaged snapshots are passed over.
+    ///
+    /// The copies in the index cache give each snapshot's time without
+    /// decrypting it (their tags are checked), so only the newest are
+    /// opened, one at a time, until `want` accepts one; snapshots without
+    /// a usable copy are read from the repository and given one.
     pub fn newest_snapshot(&self, want: impl Fn(&Snapshot) -> bool) -> Result<Option<(SnapshotId, Snapshot)>> {
+        use rayon::prelude::*;
         let mut best: Option<(SnapshotId, Snapshot)> = None;
-        self.each_snapshot(|id, s| {
+        let consider = |best: &mut Option<(SnapshotId, Snapshot)>, id: SnapshotId, s: Snapshot| {
             let newer = best.as_ref().is_none_or(|(bid, b)| (s.time, id) > (b.time, *bid));
             if newer && want(&s) {
-                best = Some((id, s));
+                *best = Some((id, s));
             }
-        })?;
+        };
+        let (ids, _, _) = self.listed_snapshot_ids(|_| true)?;
+        let mut timed = Vec::new();
+        let mut with_copy = 0;
+        for run in ids.chunks(SNAPSHOT_RUN) {
+            let mut untimed = Vec::new();
+            for (id, copy) in run.iter().zip(self.copies_of(run)) {
+                match copy.as_deref().and_then(|c| self.copy_time(id, c)) {
+                    Some(t) => timed.push((t, *id)),
+                    None => untimed.push((*id, copy.is_some())),
+                }
+            }
+            with_copy += (run.len() - untimed.len()) as u64;
+            let loaded: Vec<_> =
+                untimed.par_iter().map(|&(id, had_copy)| (id, had_copy, self.listed_snapshot(&id, None))).collect();
+            let mut new = Vec::new();
+            for (id, had_copy, r) in loaded {
+                // A damaged snapshot is passed over, as `latest` always did.
+                let Ok((s, plain)) = r else {
+                    with_copy += u64::from(had_copy);
+                    continue;
+                };
+                match plain.and_then(|p| self.seal_copy(&id, s.time, p)) {
+                    Some(copy) => new.push((id, copy)),
+                    None => with_copy += u64::from(had_copy),
+                }
+                consider(&mut best, id, s);
+            }
+            with_copy += new.len() as u64;
+            if self.snapshot_copies && !new.is_empty() {
+                self.keep_copies(&new);
+            }
+        }
+        timed.sort_unstable_by(|a, b| b.cmp(a));
+        for (time, id) in timed {
+            if best.as_ref().is_some_and(|(bid, b)| (b.time, *bid) > (time, id)) {
+                break;
+            }
+            let copy = self.copies_of(&[id]).pop().flatten();
+            let Ok((s, plain)) = self.listed_snapshot(&id, copy.as_deref()) else { continue };
+            if let Some(copy) = plain.and_then(|p| self.seal_copy(&id, s.time, p)) {
+                self.keep_copies(&[(id, copy)]);
+            }
+            // Its time is the one its copy gave (the tag and the seal bind
+            // it): then no snapshot left is newer. A snapshot read from
+            // the repository with another time leaves the order to the
+            // check above.
+            let exact = s.time == time;
+            consider(&mut best, id, s);
+            if exact && best.as_ref().is_some_and(|(bid, _)| *bid == id) {
+                break;
+            }
+        }
+        self.sweep_copies(&ids, with_copy);
         Ok(best)
     }
 
@@ -470,6 +591,51 @@ impl Repository {
         mut f: impl FnMut(SnapshotId, Snapshot),
     ) -> Result<Vec<(Option<SnapshotId>, Error)>> {
         use rayon::prelude::*;
+        let (ids, mut bad, everything) = self.listed_snapshot_ids(pick)?;
+        // Listed snapshots the cache holds a copy of, good or not, once the
+        // run is done: the sweep compares the cache's count with it.
+        let mut with_copy = 0u64;
+        // A run of snapshots at a time, so that no more than a run's
+        // plaintexts are held.
+        for run in ids.chunks(SNAPSHOT_RUN) {
+            let loaded: Vec<_> = run
+                .par_iter()
+                .zip(self.copies_of(run).into_par_iter())
+                .map(|(id, copy)| (*id, copy.is_some(), self.listed_snapshot(id, copy.as_deref())))
+                .collect();
+            let mut new = Vec::new();
+            for (id, had_copy, r) in loaded {
+                let mut keeps_copy = had_copy;
+                match r {
+                    Ok((s, plain)) => {
+                        if let Some(copy) = plain.and_then(|p| self.seal_copy(&id, s.time, p)) {
+                            new.push((id, copy));
+                            keeps_copy = true;
+                        }
+                        f(id, s);
+                    }
+                    Err(e) => bad.push((Some(id), e)),
+                }
+                with_copy += u64::from(keeps_copy);
+            }
+            if self.snapshot_copies && !new.is_empty() {
+                self.keep_copies(&new);
+            }
+        }
+        if everything {
+            self.sweep_copies(&ids, with_copy);
+        }
+        Ok(bad)
+    }
+
+    /// The ids of the listed snapshots that `pick` accepts, sorted, with an
+    /// error for each name that is no snapshot id, and whether `pick`
+    /// accepted every listed snapshot.
+    #[allow(clippy::type_complexity)]
+    fn listed_snapshot_ids(
+        &self,
+        pick: impl Fn(&SnapshotId) -> bool,
+    ) -> Result<(Vec<SnapshotId>, Vec<(Option<SnapshotId>, Error)>, bool)> {
         let names = self.backend.list_names(FileType::Snapshot)?;
         let mut bad = Vec::new();
         let mut ids = Vec::with_capacity(names.len());
@@ -485,67 +651,22 @@ impl Repository {
         let everything = ids.len() == listed;
         ids.sort_unstable();
         ids.dedup();
-        // Listed snapshots the cache holds a copy of, good or not, once the
-        // run is done: the sweep below compares the cache's count with it.
-        let mut with_copy = 0u64;
-        // A run of snapshots at a time, so that no more than a run's
-        // plaintexts are held.
-        for run in ids.chunks(SNAPSHOT_RUN) {
-            let copies = match self.snapshot_copies {
-                true => self.index.snapshot_copies(run).unwrap_or_else(|e| {
-                    tracing::warn!("not using the cached snapshots: {e}");
-                    vec![None; run.len()]
-                }),
-                false => vec![None; run.len()],
-            };
-            let loaded: Vec<_> = run
-                .par_iter()
-                .zip(copies.into_par_iter())
-                .map(|(id, copy)| {
-                    let what = format!("snapshot {id}");
-                    let had_copy = copy.is_some();
-                    if let Some(plain) = copy.and_then(|c| self.open_copy(id, c))
-                        && let Ok(s) = Snapshot::decode(&plain, &what)
-                    {
-                        return (*id, had_copy, Ok((s, None)));
-                    }
-                    let loaded = self.load_snapshot_plain(id).and_then(|p| Ok((Snapshot::decode(&p, &what)?, Some(p))));
-                    (*id, had_copy, loaded)
-                })
-                .collect();
-            let mut new = Vec::new();
-            for (id, had_copy, r) in loaded {
-                let mut keeps_copy = had_copy;
-                match r {
-                    Ok((s, plain)) => {
-                        if let Some(copy) = plain.and_then(|p| self.seal_copy(&id, p)) {
-                            new.push((id, copy));
-                            keeps_copy = true;
-                        }
-                        f(id, s);
-                    }
-                    Err(e) => bad.push((Some(id), e)),
-                }
-                with_copy += u64::from(keeps_copy);
-            }
-            if self.snapshot_copies && !new.is_empty() {
-                self.keep_copies(&new);
-            }
-        }
-        // Copies of snapshots that are gone (forgotten, repaired) are
-        // dropped once the cache seems to hold more copies than there are
-        // listed snapshots with one. RocksDB's count is an estimate: one
-        // that comes out low leaves such copies a while longer (they are
-        // never used: the listing decides), one that comes out high costs
-        // a scan.
+        Ok((ids, bad, everything))
+    }
+
+    /// Drops the copies of snapshots no longer listed (forgotten,
+    /// repaired), once the cache seems to hold more copies than `with_copy`,
+    /// the listed snapshots `listed` that have one. RocksDB's count is an
+    /// estimate: one that comes out low leaves such copies a while longer
+    /// (they are never used: the listing decides), one that comes out high
+    /// costs a scan.
+    fn sweep_copies(&self, listed: &[SnapshotId], with_copy: u64) {
         if self.snapshot_copies
-            && everything
             && self.index.snapshot_copy_count().is_ok_and(|n| n > with_copy)
-            && let Err(e) = self.index.drop_snapshot_copies_except(&ids)
+            && let Err(e) = self.index.drop_snapshot_copies_except(listed)
         {
             tracing::warn!("could not drop the copies of forgotten snapshots: {e}");
         }
-        Ok(bad)
     }
 
     /// Resolves `latest`, a full id or a unique prefix, among snapshots
@@ -841,16 +962,37 @@ mod tests {
         // The cache says snapshot one holds what snapshot two holds: two's
         // copy, or two's plaintext sealed as one's copy.
         let two_copy = repo.index().snapshot_copies(&[two]).unwrap().remove(0).unwrap();
-        let two_plain = repo.open_copy(&two, two_copy.clone()).unwrap();
-        for forged in [two_copy, repo.seal_copy(&one, two_plain).unwrap()] {
+        let two_snap = repo.open_copy(&two, &two_copy).unwrap();
+        let one_copy = repo.index().snapshot_copies(&[one]).unwrap().remove(0).unwrap();
+        // One's own copy with another time in its head: without the key
+        // (the tag fails), and with it (the seal binds the time).
+        let later = two_snap.time + jiff::SignedDuration::from_hours(1);
+        let mut moved = one_copy.clone();
+        moved[..COPY_TIME].copy_from_slice(&time_bytes(later));
+        let mut retagged = moved.clone();
+        retagged[COPY_TIME..COPY_HEAD]
+            .copy_from_slice(repo.keys().cache_tag(&[one.as_bytes(), &moved[..COPY_TIME]]).as_bytes());
+        // A copy as vault before revision 8 kept it: no head.
+        let headless = one_copy[COPY_HEAD..].to_vec();
+        let forgeries =
+            [two_copy, repo.seal_copy(&one, two_snap.time, two_snap.encode()).unwrap(), moved, retagged, headless];
+        for (n, forged) in forgeries.into_iter().enumerate() {
             repo.index().put_snapshot_copies(&[(one, forged)]).unwrap();
+            // `latest` never takes one's time from the forged copy: two is
+            // the newest.
+            let (id, _) = repo.find_snapshot("latest", None, &[]).unwrap();
+            assert_eq!(id, two, "forgery {n}");
+            // The listing reads one from the repository and keeps a good
+            // copy of it again.
             let (good, _) = repo.snapshots().unwrap();
             let first = good.iter().find(|(id, _)| *id == one).unwrap();
-            assert_eq!(first.1.host, "host-1", "read from the repository, not the forged copy");
+            assert_eq!(first.1.host, "host-1", "forgery {n}: read from the repository, not the forged copy");
             assert_eq!(first.1.tree, BlobId([1; 32]));
+            let healed = repo.index().snapshot_copies(&[one]).unwrap().remove(0).unwrap();
+            assert_eq!(repo.open_copy(&one, &healed).map(|s| s.host), Some("host-1".into()), "forgery {n}");
         }
         let healed = repo.index().snapshot_copies(&[one]).unwrap().remove(0).unwrap();
-        assert!(repo.open_copy(&one, healed.clone()).is_some(), "the copy is the snapshot again");
+        assert!(repo.open_copy(&one, &healed).is_some(), "the copy is the snapshot again");
         assert!(!healed.windows(6).any(|w| w == b"host-1"), "copies are sealed");
     }
 
