@@ -252,15 +252,17 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions, progress: &PruneProgres
     let repo = &*repo;
 
     // 2. Mark.
-    let (snapshots, bad) = repo.snapshots()?;
+    // Only each snapshot's tree is held: years of snapshots every few
+    // minutes are hundreds of thousands of them.
+    let mut stack: Vec<(BlobId, usize)> = Vec::new();
+    let bad = repo.each_snapshot(|_, s| stack.push((s.tree, 0)))?;
     if let Some(e) = bad.first() {
         return Err(Error::Invalid(format!(
             "cannot prune while a snapshot is unreadable (its data would look unused): {e}; run `vault check`, then repair or forget it"
         )));
     }
-    rep.snapshots = snapshots.len() as u64;
+    rep.snapshots = stack.len() as u64;
     let used = DiskSet::new(opts.temp_dir.as_deref())?;
-    let mut stack: Vec<(BlobId, usize)> = snapshots.iter().map(|(_, s)| (s.tree, 0)).collect();
     while let Some((tree_id, depth)) = stack.pop() {
         if used.contains(&tree_id)? {
             continue;

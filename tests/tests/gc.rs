@@ -477,3 +477,21 @@ fn prune_refuses_when_a_used_pack_is_misplaced_or_truncated() {
     fs::OpenOptions::new().write(true).open(&pack).unwrap().set_len(len - 10).unwrap();
     v.cmd().args(["prune", "--grace", "0"]).run().failed().stderr_has("truncated");
 }
+
+#[test]
+fn prune_refuses_while_a_snapshot_is_unreadable_and_deletes_nothing() {
+    // Two snapshots forgotten: prune would have packs to delete.
+    let (v, _) = history(3, 1);
+    let id = v.snapshot_ids().remove(0);
+    let object = v.repo.join("snapshots").join(&id);
+    let mut sealed = fs::read(&object).unwrap();
+    let mid = sealed.len() / 2;
+    sealed[mid] ^= 1;
+    fs::write(&object, sealed).unwrap();
+    let before = listing(&v);
+    // Without the cache's copy of the snapshot, prune can't know what it
+    // uses: it must stop before deleting anything.
+    let out = v.cmd().args(["--no-cache", "prune", "--grace", "0"]).run().failed();
+    assert!(out.stderr_str().contains("snapshot is unreadable") && out.stderr_str().contains(&id), "{}", out.explain());
+    assert_eq!(listing(&v), before, "prune changed the repository");
+}
