@@ -47,18 +47,14 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<u8> {
     let mut repo = if a.prune { ctx.open()? } else { ctx.open_without_index()? };
     let policy = policy(&a);
     let lock = retention_lock(&repo)?;
-    let (all, bad) = repo.snapshots()?;
     // When each snapshot object was stored, by the backend's clock.
-    let stored: std::collections::HashMap<String, jiff::Timestamp> = repo
+    let stored: std::collections::HashMap<SnapshotId, jiff::Timestamp> = repo
         .backend()
         .list_times(FileType::Snapshot)?
         .into_iter()
-        .filter_map(|(n, _, t)| Some((n, jiff::Timestamp::try_from(t).ok()?)))
+        .filter_map(|(n, _, t)| Some((SnapshotId::from_hex(&n).ok()?, jiff::Timestamp::try_from(t).ok()?)))
         .collect();
-    let stored_at = |id: &SnapshotId| stored.get(&id.to_hex()).copied();
-    for e in &bad {
-        crate::say!("warning: skipping a snapshot: {e}");
-    }
+    let stored_at = |id: &SnapshotId| stored.get(id).copied();
     let mut removed = 0usize;
     if !a.snapshots.is_empty() {
         if !policy.is_empty() {
@@ -96,19 +92,25 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<u8> {
                 "no policy given: nothing would be removed (use --keep-last, --keep-daily, --keep-within, ... or name snapshots)"
             );
         }
-        let chosen: Vec<_> = all
-            .into_iter()
-            .filter(|(_, s)| {
-                (a.hosts.is_empty() || a.hosts.contains(&s.host))
-                    && (a.tags.is_empty()
-                        || a.tags
-                            .iter()
-                            .any(|t| t.split(',').filter(|x| !x.is_empty()).all(|x| s.tags.iter().any(|y| y == x))))
-                    && a.paths.iter().all(|p| s.paths.contains(p))
-            })
-            .collect();
+        // Each snapshot is taken into the plan as it is read: only its id,
+        // time, group and tags are held.
+        let mut planner = forget::Planner::new(a.group_by);
+        let bad = repo.each_snapshot(|id, s| {
+            let chosen = (a.hosts.is_empty() || a.hosts.contains(&s.host))
+                && (a.tags.is_empty()
+                    || a.tags
+                        .iter()
+                        .any(|t| t.split(',').filter(|x| !x.is_empty()).all(|x| s.tags.iter().any(|y| y == x))))
+                && a.paths.iter().all(|p| s.paths.contains(p));
+            if chosen {
+                planner.add(id, &s);
+            }
+        })?;
+        for e in &bad {
+            crate::say!("warning: skipping a snapshot: {e}");
+        }
         let tz = jiff::tz::TimeZone::system();
-        let groups = forget::plan(&chosen, &policy, a.group_by, &tz, lock, &stored_at, jiff::Timestamp::now());
+        let groups = planner.plan(&policy, &tz, lock, &stored_at, jiff::Timestamp::now());
         if ctx.global.json {
             print_json_seq(groups.iter().map(|g| {
                 json!({
