@@ -20,6 +20,9 @@ use crate::pack::open_blob;
 /// Snapshots with their ids.
 pub type SnapshotList = Vec<(SnapshotId, Snapshot)>;
 
+/// Snapshots' times with their ids.
+pub type SnapshotTimes = Vec<(jiff::Timestamp, SnapshotId)>;
+
 /// Options for `init`.
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -492,16 +495,25 @@ impl Repository {
         Ok((good, bad))
     }
 
+    /// The snapshots `ids` names, in that order: from the index cache's
+    /// copies where they are good, else from the repository. For a second
+    /// pass over snapshots listed before (`vault snapshots` holds only
+    /// their ids and times in between).
+    pub fn load_snapshots(&self, ids: &[SnapshotId]) -> Vec<Result<Snapshot>> {
+        use rayon::prelude::*;
+        ids.par_iter()
+            .zip(self.copies_of(ids).into_par_iter())
+            .map(|(id, copy)| self.listed_snapshot(id, copy.as_deref()).map(|(s, _)| s))
+            .collect()
+    }
+
     /// The newest snapshot (by time, then id) that `want` accepts, holding
     /// no other: a snapshot run looking for its parent, or `latest`, in a
     /// repository of years of snapshots. Damaged snapshots are passed over.
     ///
-    /// The copies in the index cache give each snapshot's time without
-    /// decrypting it (their tags are checked), so only the newest are
-    /// opened, one at a time, until `want` accepts one; snapshots without
-    /// a usable copy are read from the repository and given one.
+    /// The times come from [`Self::snapshot_times`], so only the newest
+    /// snapshots are opened, one at a time, until `want` accepts one.
     pub fn newest_snapshot(&self, want: impl Fn(&Snapshot) -> bool) -> Result<Option<(SnapshotId, Snapshot)>> {
-        use rayon::prelude::*;
         let mut best: Option<(SnapshotId, Snapshot)> = None;
         let consider = |best: &mut Option<(SnapshotId, Snapshot)>, id: SnapshotId, s: Snapshot| {
             let newer = best.as_ref().is_none_or(|(bid, b)| (s.time, id) > (b.time, *bid));
@@ -509,41 +521,11 @@ impl Repository {
                 *best = Some((id, s));
             }
         };
-        let (ids, _, _) = self.listed_snapshot_ids(|_| true)?;
-        let mut timed = Vec::new();
-        let mut with_copy = 0;
-        for run in ids.chunks(SNAPSHOT_RUN) {
-            let mut untimed = Vec::new();
-            for (id, copy) in run.iter().zip(self.copies_of(run)) {
-                match copy.as_deref().and_then(|c| self.copy_time(id, c)) {
-                    Some(t) => timed.push((t, *id)),
-                    None => untimed.push((*id, copy.is_some())),
-                }
-            }
-            with_copy += (run.len() - untimed.len()) as u64;
-            let loaded: Vec<_> =
-                untimed.par_iter().map(|&(id, had_copy)| (id, had_copy, self.listed_snapshot(&id, None))).collect();
-            let mut new = Vec::new();
-            for (id, had_copy, r) in loaded {
-                // A damaged snapshot is passed over, as `latest` always did.
-                let Ok((s, plain)) = r else {
-                    with_copy += u64::from(had_copy);
-                    continue;
-                };
-                match plain.and_then(|p| self.seal_copy(&id, s.time, p)) {
-                    Some(copy) => new.push((id, copy)),
-                    None => with_copy += u64::from(had_copy),
-                }
-                consider(&mut best, id, s);
-            }
-            with_copy += new.len() as u64;
-            if self.snapshot_copies && !new.is_empty() {
-                self.keep_copies(&new);
-            }
-        }
-        timed.sort_unstable_by(|a, b| b.cmp(a));
-        for (time, id) in timed {
-            if best.as_ref().is_some_and(|(bid, b)| (b.time, *bid) > (time, id)) {
+        // Those read whole to learn their time are considered at once.
+        let (mut times, _) = self.snapshot_times(|id, s| consider(&mut best, id, s.clone()))?;
+        times.sort_unstable_by(|a, b| b.cmp(a));
+        for (time, id) in times {
+            if best.as_ref().is_some_and(|(bid, b)| (b.time, *bid) >= (time, id)) {
                 break;
             }
             let copy = self.copies_of(&[id]).pop().flatten();
@@ -561,8 +543,56 @@ impl Repository {
                 break;
             }
         }
-        self.sweep_copies(&ids, with_copy);
         Ok(best)
+    }
+
+    /// Every listed snapshot's time, with its id, in no particular order,
+    /// and the damaged ones as errors. The times come from the index
+    /// cache's copies, whose tags are checked (no decryption); a snapshot
+    /// without a usable copy is read from the repository, given a copy,
+    /// and handed to `read` as well. Copies of snapshots no longer listed
+    /// are swept.
+    pub fn snapshot_times(&self, mut read: impl FnMut(SnapshotId, &Snapshot)) -> Result<(SnapshotTimes, Vec<Error>)> {
+        use rayon::prelude::*;
+        let (ids, bad, _) = self.listed_snapshot_ids(|_| true)?;
+        let mut bad: Vec<Error> = bad.into_iter().map(|(_, e)| e).collect();
+        let mut times = Vec::with_capacity(ids.len());
+        let mut with_copy = 0;
+        for run in ids.chunks(SNAPSHOT_RUN) {
+            let mut untimed = Vec::new();
+            for (id, copy) in run.iter().zip(self.copies_of(run)) {
+                match copy.as_deref().and_then(|c| self.copy_time(id, c)) {
+                    Some(t) => times.push((t, *id)),
+                    None => untimed.push((*id, copy.is_some())),
+                }
+            }
+            with_copy += (run.len() - untimed.len()) as u64;
+            let loaded: Vec<_> =
+                untimed.par_iter().map(|&(id, had_copy)| (id, had_copy, self.listed_snapshot(&id, None))).collect();
+            let mut new = Vec::new();
+            for (id, had_copy, r) in loaded {
+                let (s, plain) = match r {
+                    Ok(r) => r,
+                    Err(e) => {
+                        with_copy += u64::from(had_copy);
+                        bad.push(e);
+                        continue;
+                    }
+                };
+                match plain.and_then(|p| self.seal_copy(&id, s.time, p)) {
+                    Some(copy) => new.push((id, copy)),
+                    None => with_copy += u64::from(had_copy),
+                }
+                times.push((s.time, id));
+                read(id, &s);
+            }
+            with_copy += new.len() as u64;
+            if self.snapshot_copies && !new.is_empty() {
+                self.keep_copies(&new);
+            }
+        }
+        self.sweep_copies(&ids, with_copy);
+        Ok((times, bad))
     }
 
     /// Calls `f` with every snapshot the repository lists, in no
@@ -994,6 +1024,29 @@ mod tests {
         let healed = repo.index().snapshot_copies(&[one]).unwrap().remove(0).unwrap();
         assert!(repo.open_copy(&one, &healed).is_some(), "the copy is the snapshot again");
         assert!(!healed.windows(6).any(|w| w == b"host-1"), "copies are sealed");
+    }
+
+    #[test]
+    fn times_come_from_the_copies_and_a_snapshot_without_one_is_read_and_given_one() {
+        let be = new_repo();
+        let cache = tempfile::tempdir().unwrap();
+        let repo = open(&be, cache.path(), false);
+        let ids: Vec<SnapshotId> = [2, 3, 1].map(|n| repo.save_snapshot(&snapshot(n)).unwrap()).to_vec();
+        // The second one's copy is lost; a stray name is no snapshot.
+        let mut keep = vec![ids[0], ids[2]];
+        keep.sort();
+        repo.index().drop_snapshot_copies_except(&keep).unwrap();
+        be.write_new(FileType::Snapshot, "notes", b"not a snapshot").unwrap();
+        let mut read = Vec::new();
+        let (mut times, bad) = repo.snapshot_times(|id, s| read.push((id, s.host.clone()))).unwrap();
+        times.sort();
+        let want: Vec<_> = [1, 2, 3].map(|n| snapshot(n).time).to_vec();
+        assert_eq!(times.iter().map(|t| t.0).collect::<Vec<_>>(), want);
+        assert_eq!(times.iter().map(|t| t.1).collect::<Vec<_>>(), [ids[2], ids[0], ids[1]]);
+        assert_eq!(read, [(ids[1], "host-3".to_string())], "only the one without a copy is read whole");
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        let copy = repo.index().snapshot_copies(&[ids[1]]).unwrap().remove(0).unwrap();
+        assert_eq!(repo.copy_time(&ids[1], &copy), Some(snapshot(3).time), "it has a copy again");
     }
 
     #[test]
