@@ -363,11 +363,14 @@ pub fn check(repo: &mut Repository, opts: &CheckOptions, progress: &CheckProgres
             let chosen = c.choose_packs(&packs, &unindexed, subset);
             let reader = c.repo;
             let (reads, walked) = std::thread::scope(|s| {
-                let walk = s.spawn(|| c.walk_trees(&snapshots));
+                let walk = std::thread::Builder::new()
+                    .name("vault-walk".into())
+                    .spawn_scoped(s, || c.walk_trees(&snapshots))
+                    .map_err(|e| Error::Pipeline(format!("can't start a thread to walk the trees: {e}")))?;
                 let reads = read_packs(reader, &packs, &unindexed, &chosen, progress);
-                (reads, walk.join())
-            });
-            walked.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+                Ok::<_, Error>((reads, walk.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))))
+            })?;
+            walked?;
             drop(chosen);
             let (bad_packs, bad_blobs) = (c.bad_packs.len(), c.bad_blobs.len());
             c.merge_reads(&packs, &unindexed, reads?)?;
@@ -962,38 +965,41 @@ fn read_packs(
     chosen: &[Chosen],
     progress: &CheckProgress,
 ) -> Result<Reads> {
-    use crossbeam_channel::bounded;
+    use crossbeam_channel::{Receiver, Sender, bounded};
     let total = chosen.iter().map(|c| pack_at(packs, unindexed, *c).2).sum();
     progress.bytes_total.store(total, Ordering::Relaxed);
     let buffers = read_buffers(repo, chosen.len());
-    let fetchers = repo.backend().connections().clamp(1, buffers);
     let verifiers = rayon::current_num_threads().clamp(1, buffers);
+    // As many reads in flight as the backend takes, and at least enough
+    // to fill the buffers the verifiers don't hold.
+    let fetchers = repo.backend().connections().max(buffers - verifiers).clamp(1, buffers);
     let blobs = AtomicU64::new(0);
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
-    let (free_tx, free_rx) = bounded(buffers);
-    for _ in 0..buffers {
-        free_tx.send(ReadBuf::new()).expect("room for every buffer");
-    }
-    let (ready_tx, ready_rx) =
-        bounded::<(usize, std::result::Result<(), crate::error::BackendError>, ReadBuf)>(buffers);
-    // Each fetcher waits for a free buffer, then reads the next pack into it.
-    let fetch = |ready: crossbeam_channel::Sender<_>| {
-        while let Ok(mut buf) = free_rx.recv() {
+    type Ready = (usize, std::result::Result<(), crate::error::BackendError>, ReadBuf);
+    // Each fetcher waits for a free buffer, then reads the next pack into
+    // it. It stops when the packs run out, when a verifier failed, and when
+    // the verifiers are gone (their ends of both channels with them).
+    let fetch = |free: Receiver<ReadBuf>, ready: Sender<Ready>| {
+        while let Ok(mut buf) = free.recv() {
             let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(&c) = chosen.get(i).filter(|_| !failed.load(Ordering::Relaxed)) else { break };
-            let (id, kind, _) = pack_at(packs, unindexed, c);
+            if i >= chosen.len() || failed.load(Ordering::Relaxed) {
+                break;
+            }
+            let (id, kind, _) = pack_at(packs, unindexed, chosen[i]);
             let read = repo.backend().read_into(pack_file_type(kind), &id.to_hex(), &mut buf);
             if ready.send((i, read, buf)).is_err() {
                 break;
             }
         }
     };
-    // Each verifier verifies the packs it takes and gives their buffers back.
-    let verify = || -> Result<Vec<(usize, PackReading)>> {
+    // Each verifier verifies the packs it takes and gives their buffers
+    // back; one that panics stops the fetchers on its way out.
+    let verify = |ready: Receiver<Ready>, free: Sender<ReadBuf>| -> Result<Vec<(usize, PackReading)>> {
+        let _stop = StopOnPanic(&failed);
         let mut damaged = Vec::new();
         let mut error = None;
-        for (i, read, mut buf) in ready_rx.iter() {
+        for (i, read, mut buf) in ready.iter() {
             if error.is_none() && !failed.load(Ordering::Relaxed) {
                 let c: Chosen = chosen[i];
                 let (id, kind, size) = pack_at(packs, unindexed, c);
@@ -1018,39 +1024,51 @@ fn read_packs(
                 }
             }
             // Given back even after a failure: a fetcher may be waiting for it.
-            let _ = free_tx.send(buf);
+            let _ = free.send(buf);
         }
         error.map_or(Ok(damaged), Err)
     };
-    fn started<T>(failed: &AtomicBool, r: std::io::Result<T>) -> Result<T> {
-        r.map_err(|e| {
-            failed.store(true, Ordering::Relaxed);
-            Error::Pipeline(format!("can't start a thread to read packs: {e}"))
-        })
-    }
+    let not_started = |what: &str, e: std::io::Error| {
+        failed.store(true, Ordering::Relaxed);
+        Error::Pipeline(format!("can't start a thread to {what} packs: {e}"))
+    };
     let per_verifier: Vec<Result<_>> = std::thread::scope(|s| {
+        let (free_tx, free_rx) = bounded(buffers);
+        for _ in 0..buffers {
+            free_tx.send(ReadBuf::new()).expect("room for every buffer");
+        }
+        let (ready_tx, ready_rx) = bounded::<Ready>(buffers);
+        let mut results = Vec::new();
         let mut fetching = Vec::new();
         for n in 0..fetchers {
-            let ready = ready_tx.clone();
-            let t = std::thread::Builder::new().name(format!("vault-fetch-{n}")).spawn_scoped(s, move || fetch(ready));
-            fetching.push(started(&failed, t));
-        }
-        // The verifiers' iteration ends when every fetcher has stopped.
-        drop(ready_tx);
-        let verifying: Vec<_> = (0..verifiers)
-            .map(|n| {
-                started(&failed, std::thread::Builder::new().name(format!("vault-check-{n}")).spawn_scoped(s, verify))
-            })
-            .collect();
-        let mut results: Vec<Result<_>> = Vec::new();
-        for t in verifying {
-            results.push(t.and_then(|t| t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))));
-        }
-        for t in fetching {
-            match t {
-                Ok(t) => t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            let (free, ready) = (free_rx.clone(), ready_tx.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("vault-fetch-{n}"))
+                .spawn_scoped(s, move || fetch(free, ready));
+            match t.map_err(|e| not_started("read", e)) {
+                Ok(t) => fetching.push(t),
                 Err(e) => results.push(Err(e)),
             }
+        }
+        let mut verifying = Vec::new();
+        for n in 0..verifiers {
+            let (ready, free) = (ready_rx.clone(), free_tx.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("vault-check-{n}"))
+                .spawn_scoped(s, move || verify(ready, free));
+            match t.map_err(|e| not_started("verify", e)) {
+                Ok(t) => verifying.push(t),
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        // Only the threads hold the channels now: when the verifiers are
+        // gone the fetchers see it, and when the fetchers are, the verifiers.
+        drop((free_tx, free_rx, ready_tx, ready_rx));
+        for t in verifying {
+            results.push(t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        }
+        for t in fetching {
+            t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         }
         results
     });
@@ -1063,6 +1081,17 @@ fn read_packs(
     damaged.sort_unstable_by_key(|(i, _)| *i);
     let damaged = damaged.into_iter().map(|(i, r)| (chosen[i], r)).collect();
     Ok(Reads { packs: chosen.len() as u64, bytes: total, blobs: blobs.into_inner(), damaged })
+}
+
+/// Sets its flag if dropped while its thread panics.
+struct StopOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Pack bytes that `check --read-data` holds at once, at most.
@@ -1311,6 +1340,8 @@ mod tests {
     struct FailingReads {
         inner: crate::backend::memory::MemoryBackend,
         good: AtomicU64,
+        /// Panic instead of failing.
+        panics: AtomicBool,
     }
 
     impl crate::backend::Backend for FailingReads {
@@ -1339,6 +1370,7 @@ mod tests {
             let left = self.good.load(Ordering::SeqCst);
             if t == FileType::Data && (left == 0 || self.good.fetch_sub(1, Ordering::SeqCst) == 0) {
                 self.good.store(0, Ordering::SeqCst);
+                assert!(!self.panics.load(Ordering::SeqCst), "injected panic reading {name}");
                 return Err(crate::error::BackendError {
                     kind: crate::error::BackendErrorKind::Permanent,
                     op: "reading",
@@ -1373,6 +1405,7 @@ mod tests {
         let be = std::sync::Arc::new(FailingReads {
             inner: crate::backend::memory::MemoryBackend::new(),
             good: AtomicU64::new(u64::MAX),
+            panics: AtomicBool::new(false),
         });
         let kdf = crate::crypto::KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
         let init = InitOptions { kdf, compression_level: 0, ..InitOptions::default() };
@@ -1409,9 +1442,18 @@ mod tests {
         // and the verifiers stop, and the error names the pack.
         for good in [0, 4, 9] {
             be.good.store(good, Ordering::SeqCst);
+            // The backend's error (it names the object) reaches the caller.
             let e = read_all(&mut repo).unwrap_err().to_string();
             assert!(e.contains("injected") && e.contains("data/"), "{e}");
         }
+        // A reader that panics: the check ends with the panic, not a hang.
+        be.panics.store(true, Ordering::SeqCst);
+        for good in [0, 9] {
+            be.good.store(good, Ordering::SeqCst);
+            let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_all(&mut repo)));
+            assert!(panicked.is_err(), "good {good}");
+        }
+        be.panics.store(false, Ordering::SeqCst);
         be.good.store(u64::MAX, Ordering::SeqCst);
         let r = read_all(&mut repo).unwrap();
         assert!(r.findings.is_empty(), "{:?}", r.findings);
