@@ -323,6 +323,12 @@ impl Repository {
         self.index.sync(&*self.backend, &self.keys).map(|_| ())
     }
 
+    /// Whether the index cache keeps copies of the snapshots (not in a
+    /// temporary cache, nor for `check` and `repair`).
+    pub fn keeps_snapshot_copies(&self) -> bool {
+        self.snapshot_copies
+    }
+
     /// How the index cache was opened.
     pub fn cache_mode(&self) -> &CacheMode {
         self.index.mode()
@@ -431,6 +437,9 @@ impl Repository {
     /// Stores copies in the index cache; failing to is no error (the copies
     /// only save reads), so it is only logged.
     fn keep_copies(&self, copies: &[(SnapshotId, Vec<u8>)]) {
+        if !self.snapshot_copies || copies.is_empty() {
+            return;
+        }
         if let Err(e) = self.index.put_snapshot_copies(copies) {
             tracing::warn!("could not keep copies of snapshots in the cache: {e}");
         }
@@ -521,29 +530,83 @@ impl Repository {
                 *best = Some((id, s));
             }
         };
-        // Those read whole to learn their time are considered at once.
-        let (mut times, _) = self.snapshot_times(|id, s| consider(&mut best, id, s.clone()))?;
+        // Those read whole to learn their time are considered at once, and
+        // not read again below.
+        let mut read = Vec::new();
+        let (mut times, _) = self.snapshot_times(|id, s| {
+            read.push(id);
+            consider(&mut best, id, s.clone())
+        })?;
+        read.sort_unstable();
+        times.retain(|(_, id)| read.binary_search(id).is_err());
         times.sort_unstable_by(|a, b| b.cmp(a));
-        for (time, id) in times {
-            if best.as_ref().is_some_and(|(bid, b)| (b.time, *bid) >= (time, id)) {
-                break;
+        // Newest first, a few at a time in parallel, more each round: the
+        // match is usually among the first. Past TIME_ORDERED without one
+        // (a host's first backup looks through them all), the rest go in
+        // id order, as the cache stores them, and all are considered.
+        const TIME_ORDERED: usize = 4096;
+        let (first, rest) = times.split_at(TIME_ORDERED.min(times.len()));
+        let mut todo = first;
+        let mut batch = 16;
+        while !todo.is_empty() {
+            let (now, later) = todo.split_at(batch.min(todo.len()));
+            todo = later;
+            batch = (batch * 2).min(SNAPSHOT_RUN);
+            let opened = self.open_listed(now.iter().map(|(_, id)| *id).collect());
+            for (&(time, id), s) in now.iter().zip(opened) {
+                if best.as_ref().is_some_and(|(bid, b)| (b.time, *bid) >= (time, id)) {
+                    return Ok(best);
+                }
+                let Some(s) = s else { continue };
+                // Its time is the one its copy gave (the tag and the seal
+                // bind it): then no snapshot left is newer. A snapshot read
+                // from the repository with another time leaves the order
+                // to the check above.
+                let exact = s.time == time;
+                consider(&mut best, id, s);
+                if exact && best.as_ref().is_some_and(|(bid, _)| *bid == id) {
+                    return Ok(best);
+                }
             }
-            let copy = self.copies_of(&[id]).pop().flatten();
-            let Ok((s, plain)) = self.listed_snapshot(&id, copy.as_deref()) else { continue };
-            if let Some(copy) = plain.and_then(|p| self.seal_copy(&id, s.time, p)) {
-                self.keep_copies(&[(id, copy)]);
-            }
-            // Its time is the one its copy gave (the tag and the seal bind
-            // it): then no snapshot left is newer. A snapshot read from
-            // the repository with another time leaves the order to the
-            // check above.
-            let exact = s.time == time;
-            consider(&mut best, id, s);
-            if exact && best.as_ref().is_some_and(|(bid, _)| *bid == id) {
-                break;
+        }
+        let mut rest: Vec<SnapshotId> = rest
+            .iter()
+            .filter(|(time, id)| best.as_ref().is_none_or(|(bid, b)| (b.time, *bid) < (*time, *id)))
+            .map(|(_, id)| *id)
+            .collect();
+        rest.sort_unstable();
+        for run in rest.chunks(SNAPSHOT_RUN) {
+            for (id, s) in run.iter().zip(self.open_listed(run.to_vec())) {
+                if let Some(s) = s {
+                    consider(&mut best, *id, s);
+                }
             }
         }
         Ok(best)
+    }
+
+    /// Listed snapshots, from their copies or the repository, in parallel
+    /// and in the order given; `None` for one that can't be read. Those
+    /// read from the repository are given a copy.
+    fn open_listed(&self, ids: Vec<SnapshotId>) -> Vec<Option<Snapshot>> {
+        use rayon::prelude::*;
+        let copies = self.copies_of(&ids);
+        let opened: Vec<_> =
+            ids.par_iter().zip(copies.into_par_iter()).map(|(id, c)| self.listed_snapshot(id, c.as_deref())).collect();
+        let mut new = Vec::new();
+        let out = ids
+            .iter()
+            .zip(opened)
+            .map(|(id, r)| {
+                let (s, plain) = r.ok()?;
+                if let Some(copy) = plain.and_then(|p| self.seal_copy(id, s.time, p)) {
+                    new.push((*id, copy));
+                }
+                Some(s)
+            })
+            .collect();
+        self.keep_copies(&new);
+        out
     }
 
     /// Every listed snapshot's time, with its id, in no particular order,
@@ -587,9 +650,7 @@ impl Repository {
                 read(id, &s);
             }
             with_copy += new.len() as u64;
-            if self.snapshot_copies && !new.is_empty() {
-                self.keep_copies(&new);
-            }
+            self.keep_copies(&new);
         }
         self.sweep_copies(&ids, with_copy);
         Ok((times, bad))
@@ -648,9 +709,7 @@ impl Repository {
                 }
                 with_copy += u64::from(keeps_copy);
             }
-            if self.snapshot_copies && !new.is_empty() {
-                self.keep_copies(&new);
-            }
+            self.keep_copies(&new);
         }
         if everything {
             self.sweep_copies(&ids, with_copy);
@@ -1047,6 +1106,46 @@ mod tests {
         assert_eq!(bad.len(), 1, "{bad:?}");
         let copy = repo.index().snapshot_copies(&[ids[1]]).unwrap().remove(0).unwrap();
         assert_eq!(repo.copy_time(&ids[1], &copy), Some(snapshot(3).time), "it has a copy again");
+    }
+
+    #[test]
+    fn latest_is_the_same_from_the_copies_without_them_and_past_damage() {
+        let be = new_repo();
+        let cache = tempfile::tempdir().unwrap();
+        let repo = open(&be, cache.path(), false);
+        let newest = repo.save_snapshot(&snapshot(5)).unwrap();
+        let twins: Vec<SnapshotId> =
+            ["a", "b"].map(|u| repo.save_snapshot(&Snapshot { user: u.into(), ..snapshot(3) }).unwrap()).to_vec();
+        let (small, large) = (twins[0].min(twins[1]), twins[0].max(twins[1]));
+        repo.save_snapshot(&snapshot(1)).unwrap();
+        // The newest is damaged in the cache and in the repository alike.
+        let mut copy = repo.index().snapshot_copies(&[newest]).unwrap().remove(0).unwrap();
+        let last = copy.len() - 1;
+        copy[last] ^= 1;
+        repo.index().put_snapshot_copies(&[(newest, copy)]).unwrap();
+        let mut sealed = be.read(FileType::Snapshot, &newest.to_hex()).unwrap();
+        sealed[20] ^= 1;
+        be.replace(FileType::Snapshot, &newest.to_hex(), &sealed).unwrap();
+        // Of the twins, the larger id has no copy, the smaller one has.
+        let mut keep: Vec<SnapshotId> = repo.snapshots().unwrap().0.iter().map(|(id, _)| *id).collect();
+        keep.retain(|id| *id != large);
+        keep.sort();
+        repo.index().drop_snapshot_copies_except(&keep).unwrap();
+        assert!(repo.index().snapshot_copies(&[small]).unwrap()[0].is_some());
+        let (id, _) = repo.find_snapshot("latest", None, &[]).unwrap();
+        assert_eq!(id, large, "the damaged newest is passed over; the tie goes to the larger id");
+        // A filter no snapshot passes finds none.
+        let e = repo.find_snapshot("latest", Some("nobody"), &[]).unwrap_err();
+        assert!(e.to_string().contains("no snapshot matches"), "{e}");
+        assert_eq!(repo.newest_snapshot(|s| s.user == "a").unwrap().map(|(id, _)| id), Some(twins[0]));
+        // The same without the copies (as check and repair open), and from
+        // a fresh cache.
+        drop(repo);
+        let (id, _) = open(&be, cache.path(), true).find_snapshot("latest", None, &[]).unwrap();
+        assert_eq!(id, large);
+        let fresh = tempfile::tempdir().unwrap();
+        let (id, _) = open(&be, fresh.path(), false).find_snapshot("latest", None, &[]).unwrap();
+        assert_eq!(id, large);
     }
 
     #[test]
