@@ -1109,6 +1109,17 @@ mod tests {
     }
 
     #[test]
+    fn copy_times_are_seconds_toward_zero_and_signed_nanoseconds() {
+        let t = jiff::Timestamp::new(-1, -500_000_000).unwrap();
+        let b = time_bytes(t);
+        assert_eq!(i64::from_le_bytes(b[..8].try_into().unwrap()), -1);
+        assert_eq!(i32::from_le_bytes(b[8..].try_into().unwrap()), -500_000_000);
+        for t in [t, jiff::Timestamp::UNIX_EPOCH, jiff::Timestamp::MAX, jiff::Timestamp::MIN, snapshot(7).time] {
+            assert_eq!(time_from_bytes(&time_bytes(t)), Some(t));
+        }
+    }
+
+    #[test]
     fn latest_is_the_same_from_the_copies_without_them_and_past_damage() {
         let be = new_repo();
         let cache = tempfile::tempdir().unwrap();
