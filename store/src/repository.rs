@@ -186,12 +186,23 @@ impl Repository {
         Config::split_header(&cfg_bytes, "config")?;
         let (keys, key_id) = Self::unlock(&*backend, password)?;
         let config = Self::open_config(&keys, &cfg_bytes)?;
+        use crate::backend::cache::CachedBackend;
         let backend = match &opts.cache_dir {
-            Some(dir) if backend.is_remote() && !opts.no_object_cache => {
-                let objects = dir.join(config.id.to_hex()).join("objects");
-                Arc::new(crate::backend::cache::CachedBackend::new(backend, objects)) as Arc<dyn Backend>
+            _ if !backend.is_remote() => backend,
+            Some(dir) if !opts.no_object_cache => {
+                Arc::new(CachedBackend::new(backend, dir.join(config.id.to_hex()).join("objects"))) as Arc<dyn Backend>
             }
-            _ => backend,
+            // Without a cache to trust (`check` and `repair`, or no cache
+            // directory), a copy made in this run only: tree packs are
+            // fetched whole, once, instead of a request per tree.
+            dir => {
+                let parent = match dir {
+                    Some(dir) => dir.join(config.id.to_hex()),
+                    None => std::env::temp_dir(),
+                };
+                let b = CachedBackend::for_this_run(backend, &parent).map_err(|e| Error::io(&parent, e))?;
+                Arc::new(b) as Arc<dyn Backend>
+            }
         };
         let wait = if opts.skip_index { Duration::ZERO } else { opts.cache_wait };
         let index = IndexCache::open(opts.cache_dir.as_deref(), &config.id.to_hex(), wait)?;

@@ -356,3 +356,46 @@ fn s3_requests_that_time_out_are_retried() {
     server.faults().clear();
     v.cmd().args(["check", "--read-data"]).run().ok();
 }
+
+/// Paths under `dir` whose name starts with `prefix`, at any depth.
+fn named_like(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else { return out };
+    for e in rd.flatten() {
+        if e.file_name().to_string_lossy().starts_with(prefix) {
+            out.push(e.path());
+        }
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(named_like(&e.path(), prefix));
+        }
+    }
+    out
+}
+
+#[test]
+fn s3_check_fetches_each_tree_pack_once_and_keeps_no_copy() {
+    let (server, v, src) = setup("check-trees", &[]);
+    // Many directories: many trees, in a few tree packs.
+    for d in 0..60 {
+        write(&src.join(format!("dirs/d{d:02}/sub/f.txt")), format!("{d}\n").as_bytes());
+    }
+    v.snapshot(&[&src], &[]);
+    let mut packs = Vec::new();
+    collect(&server.root().join(BUCKET).join("check-trees/tree"), &mut packs);
+    assert!(!packs.is_empty());
+    for args in [&["check"][..], &["check", "--read-data"]] {
+        server.clear_requests();
+        let out = v.cmd().args(args).run().ok();
+        assert!(out.stderr_str().contains("no errors"), "{}", out.explain());
+        // One request per tree pack, not one per tree (a walk of a large
+        // tree took minutes), and the bucket itself is read: nothing from
+        // an earlier run is used.
+        let reqs = server.requests();
+        assert_eq!(gets_of(&reqs, "tree"), packs.len(), "{args:?}:\n{}", describe(&reqs));
+        assert_eq!(
+            named_like(&v.cache, "vault-objects-"),
+            Vec::<std::path::PathBuf>::new(),
+            "the run's copies are gone"
+        );
+    }
+}

@@ -473,6 +473,9 @@ fn s3_steps(b: &mut Bench, work: &Path, src: &Path, src_bytes: u64) -> Result<()
     let (big, big_len) = largest_file(src)?;
     let big = big.to_string_lossy().into_owned();
     s3.run("S3: dump, largest file", big_len, &["dump", "latest", &big], None, true)?;
+    // Every pack fetched whole over the connections while the cores verify.
+    let repo_bytes = du(&s3.repo);
+    s3.run("S3: check --read-data", repo_bytes, &["check", "-q", "--read-data"], None, false)?;
     drop(server);
     let _ = fs::remove_dir_all(&root);
     // Ratios against the local steps of the same name.

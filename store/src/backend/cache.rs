@@ -18,6 +18,8 @@
 //! lacks. Threads that want the same missing tree pack download it once.
 //!
 //! `check` and `repair` don't use it: they must read the repository itself.
+//! They get one of their own instead ([`CachedBackend::for_this_run`]),
+//! filled in this run and deleted at its end.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -37,6 +39,8 @@ pub struct CachedBackend {
     verified: Mutex<HashSet<PathBuf>>,
     /// One lock per object being downloaded.
     inflight: Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
+    /// The directory, when it is this process's own (deleted with it).
+    _scratch: Option<tempfile::TempDir>,
 }
 
 fn cached(t: FileType) -> bool {
@@ -46,7 +50,22 @@ fn cached(t: FileType) -> bool {
 impl CachedBackend {
     /// Caches `inner`'s metadata under `dir`.
     pub fn new(inner: Arc<dyn Backend>, dir: impl Into<PathBuf>) -> Self {
-        CachedBackend { inner, dir: dir.into(), verified: Mutex::new(HashSet::new()), inflight: Mutex::default() }
+        let dir = dir.into();
+        CachedBackend { inner, dir, verified: Mutex::new(HashSet::new()), inflight: Mutex::default(), _scratch: None }
+    }
+
+    /// Caches `inner`'s metadata for this process only, in a new directory
+    /// under `parent` that is deleted when the backend is dropped: what it
+    /// holds was read from the repository in this run. For `check` and
+    /// `repair`, which must see the repository itself: their walk reads
+    /// every tree, and one request per tree took minutes on S3 where a
+    /// request per tree pack takes seconds.
+    pub fn for_this_run(inner: Arc<dyn Backend>, parent: &Path) -> std::io::Result<Self> {
+        fs::create_dir_all(parent)?;
+        let scratch = tempfile::Builder::new().prefix("vault-objects-").tempdir_in(parent)?;
+        let mut b = Self::new(inner, scratch.path());
+        b._scratch = Some(scratch);
+        Ok(b)
     }
 
     fn file(&self, t: FileType, name: &str) -> PathBuf {
@@ -186,6 +205,13 @@ impl Backend for CachedBackend {
     }
     fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
         if cached(t) { self.fetch(t, name) } else { self.inner.read(t, name) }
+    }
+    fn read_into(&self, t: FileType, name: &str, buf: &mut super::ReadBuf) -> BResult<()> {
+        match cached(t) {
+            true => buf.set(self.fetch(t, name)?),
+            false => self.inner.read_into(t, name, buf)?,
+        }
+        Ok(())
     }
     /// A range of a tree pack comes from the cached pack (the whole pack is
     /// fetched the first time: the other trees in it are usually needed

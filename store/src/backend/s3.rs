@@ -475,6 +475,46 @@ impl Backend for S3Backend {
         got.map(Vec::from).map_err(|size| t.too_large(self.url(&key), size))
     }
 
+    /// The body streamed into `buf`'s own memory: no second copy of the
+    /// object, and no fresh allocation per object (a check reads every
+    /// pack through a few buffers).
+    fn read_into(&self, t: FileType, name: &str, buf: &mut super::ReadBuf) -> BResult<()> {
+        let key = self.object_key(t, name);
+        let mismatch = |got: u64, size: u64| BackendError {
+            kind: BackendErrorKind::Transient,
+            op: "reading",
+            location: self.url(&key),
+            message: match got < size {
+                true => format!("the body ended after {got} of the {size} bytes its head said"),
+                false => format!("the body holds more than the {size} bytes its head said"),
+            },
+        };
+        let got = self
+            .block_on(async {
+                let r = self.store.get(&key).await?;
+                let size = r.meta.size;
+                if size > t.max_len() {
+                    return Ok(Err(t.too_large(self.url(&key), size)));
+                }
+                // At most the type's limit, which fits a usize.
+                let space = &mut buf.space(size as usize)[..size as usize];
+                let mut filled = 0;
+                let mut body = r.into_stream();
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk?;
+                    let Some(dst) = space.get_mut(filled..filled + chunk.len()) else {
+                        return Ok(Err(mismatch((filled + chunk.len()) as u64, size)));
+                    };
+                    dst.copy_from_slice(&chunk);
+                    filled += chunk.len();
+                }
+                Ok(if filled as u64 == size { Ok(filled) } else { Err(mismatch(filled as u64, size)) })
+            })
+            .map_err(|e| self.err("reading", &key, e))?;
+        buf.keep(0, got?);
+        Ok(())
+    }
+
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> BResult<Vec<u8>> {
         let key = self.object_key(t, name);
         let end = offset.checked_add(len).ok_or_else(|| BackendError {
