@@ -977,18 +977,23 @@ fn read_packs(
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     type Ready = (usize, std::result::Result<(), crate::error::BackendError>, ReadBuf);
-    // Each fetcher waits for a free buffer, then reads the next pack into
-    // it. It stops when the packs run out, when a verifier failed, and when
-    // the verifiers are gone (their ends of both channels with them).
-    let fetch = |free: Receiver<ReadBuf>, ready: Sender<Ready>| {
+    // Buffers never leave circulation while a fetcher may wait for one: a
+    // fetcher that stops gives its buffer back, and so does a verifier
+    // that panics (a fresh one). Each fetcher waits for a free buffer, then
+    // reads the next pack into it; it stops when the packs run out, when
+    // a verifier failed, and when the verifiers are gone.
+    let fetch = |free: Receiver<ReadBuf>, back: Sender<ReadBuf>, ready: Sender<Ready>| {
+        let _stop = StopOnPanic { failed: &failed, free: None };
         while let Ok(mut buf) = free.recv() {
             let i = next.fetch_add(1, Ordering::Relaxed);
             if i >= chosen.len() || failed.load(Ordering::Relaxed) {
+                let _ = back.send(buf);
                 break;
             }
             let (id, kind, _) = pack_at(packs, unindexed, chosen[i]);
             let read = repo.backend().read_into(pack_file_type(kind), &id.to_hex(), &mut buf);
-            if ready.send((i, read, buf)).is_err() {
+            if let Err(lost) = ready.send((i, read, buf)) {
+                let _ = back.send(lost.into_inner().2);
                 break;
             }
         }
@@ -996,7 +1001,7 @@ fn read_packs(
     // Each verifier verifies the packs it takes and gives their buffers
     // back; one that panics stops the fetchers on its way out.
     let verify = |ready: Receiver<Ready>, free: Sender<ReadBuf>| -> Result<Vec<(usize, PackReading)>> {
-        let _stop = StopOnPanic(&failed);
+        let _stop = StopOnPanic { failed: &failed, free: Some(free.clone()) };
         let mut damaged = Vec::new();
         let mut error = None;
         for (i, read, mut buf) in ready.iter() {
@@ -1008,6 +1013,8 @@ fn read_packs(
                     Chosen::Unindexed(_) => None,
                 };
                 let what = format!("pack {}", pack_path(kind, &id));
+                #[cfg(test)]
+                tests::maybe_panic(&id);
                 match read_pack_bytes(repo, id, kind, rec, &what, read.map(|()| &mut *buf), PackReading::default()) {
                     Ok(r) => {
                         progress.packs_done.fetch_add(1, Ordering::Relaxed);
@@ -1041,10 +1048,10 @@ fn read_packs(
         let mut results = Vec::new();
         let mut fetching = Vec::new();
         for n in 0..fetchers {
-            let (free, ready) = (free_rx.clone(), ready_tx.clone());
+            let (free, back, ready) = (free_rx.clone(), free_tx.clone(), ready_tx.clone());
             let t = std::thread::Builder::new()
                 .name(format!("vault-fetch-{n}"))
-                .spawn_scoped(s, move || fetch(free, ready));
+                .spawn_scoped(s, move || fetch(free, back, ready));
             match t.map_err(|e| not_started("read", e)) {
                 Ok(t) => fetching.push(t),
                 Err(e) => results.push(Err(e)),
@@ -1061,8 +1068,8 @@ fn read_packs(
                 Err(e) => results.push(Err(e)),
             }
         }
-        // Only the threads hold the channels now: when the verifiers are
-        // gone the fetchers see it, and when the fetchers are, the verifiers.
+        // Only the threads hold the channels now: when the fetchers are
+        // gone, the verifiers see it.
         drop((free_tx, free_rx, ready_tx, ready_rx));
         for t in verifying {
             results.push(t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
@@ -1083,13 +1090,20 @@ fn read_packs(
     Ok(Reads { packs: chosen.len() as u64, bytes: total, blobs: blobs.into_inner(), damaged })
 }
 
-/// Sets its flag if dropped while its thread panics.
-struct StopOnPanic<'a>(&'a AtomicBool);
+/// If dropped while its thread panics: sets the flag that stops the
+/// fetchers, and puts a buffer in place of the one the thread held.
+struct StopOnPanic<'a> {
+    failed: &'a AtomicBool,
+    free: Option<crossbeam_channel::Sender<ReadBuf>>,
+}
 
 impl Drop for StopOnPanic<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0.store(true, Ordering::Relaxed);
+            self.failed.store(true, Ordering::Relaxed);
+            if let Some(free) = &self.free {
+                let _ = free.try_send(ReadBuf::new());
+            }
         }
     }
 }
@@ -1335,6 +1349,15 @@ mod tests {
         assert_eq!(p.len(), 30);
     }
 
+    /// The pack whose verifying panics, for the test that needs one (pack
+    /// ids are unique to each test's repository).
+    static PANIC_ON: std::sync::Mutex<Option<PackId>> = std::sync::Mutex::new(None);
+
+    pub(super) fn maybe_panic(id: &PackId) {
+        let hit = PANIC_ON.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|p| p == *id);
+        assert!(!hit, "injected panic verifying {id}");
+    }
+
     /// A repository in memory whose whole-pack reads of data packs fail
     /// once `good` of them have been served.
     struct FailingReads {
@@ -1445,6 +1468,17 @@ mod tests {
             // The backend's error (it names the object) reaches the caller.
             let e = read_all(&mut repo).unwrap_err().to_string();
             assert!(e.contains("injected") && e.contains("data/"), "{e}");
+        }
+        // A verifier that panics, on the first pack in id order, in the
+        // middle and on the last: the check ends with the panic, not a hang.
+        be.good.store(u64::MAX, Ordering::SeqCst);
+        let mut order: Vec<PackId> = ids.iter().map(|b| repo.index().get(b).unwrap().unwrap().pack).collect();
+        order.sort();
+        for victim in [order[0], order[5], order[9]] {
+            *PANIC_ON.lock().unwrap() = Some(victim);
+            let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_all(&mut repo)));
+            *PANIC_ON.lock().unwrap() = None;
+            assert!(panicked.is_err(), "victim {victim}");
         }
         // A reader that panics: the check ends with the panic, not a hang.
         be.panics.store(true, Ordering::SeqCst);

@@ -195,13 +195,22 @@ impl Repository {
             // Without a cache to trust (`check` and `repair`, or no cache
             // directory), a copy made in this run only: tree packs are
             // fetched whole, once, instead of a request per tree.
+            // The system's temporary directory stands in for a cache
+            // directory that can't take it; with neither, trees are read one
+            // request each, as they can still be.
             dir => {
-                let parent = match dir {
-                    Some(dir) => dir.join(config.id.to_hex()),
-                    None => std::env::temp_dir(),
-                };
-                let b = CachedBackend::for_this_run(backend, &parent).map_err(|e| Error::io(&parent, e))?;
-                Arc::new(b) as Arc<dyn Backend>
+                let parents = dir.iter().map(|d| d.join(config.id.to_hex())).chain([std::env::temp_dir()]);
+                let mut made = None;
+                for parent in parents {
+                    match CachedBackend::for_this_run(backend.clone(), &parent) {
+                        Ok(b) => {
+                            made = Some(Arc::new(b) as Arc<dyn Backend>);
+                            break;
+                        }
+                        Err(e) => tracing::debug!("no copy of the metadata for this run in {}: {e}", parent.display()),
+                    }
+                }
+                made.unwrap_or(backend)
             }
         };
         let wait = if opts.skip_index { Duration::ZERO } else { opts.cache_wait };

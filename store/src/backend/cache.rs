@@ -39,6 +39,10 @@ pub struct CachedBackend {
     verified: Mutex<HashSet<PathBuf>>,
     /// One lock per object being downloaded.
     inflight: Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
+    /// Tree packs this process could not keep a copy of (damaged on the
+    /// way, larger than allowed, no room): their ranges are read from the
+    /// repository, not by fetching the whole pack again for each.
+    unkept: Mutex<HashSet<PathBuf>>,
     /// The directory, when it is this process's own (deleted with it).
     _scratch: Option<tempfile::TempDir>,
 }
@@ -51,7 +55,14 @@ impl CachedBackend {
     /// Caches `inner`'s metadata under `dir`.
     pub fn new(inner: Arc<dyn Backend>, dir: impl Into<PathBuf>) -> Self {
         let dir = dir.into();
-        CachedBackend { inner, dir, verified: Mutex::new(HashSet::new()), inflight: Mutex::default(), _scratch: None }
+        CachedBackend {
+            inner,
+            dir,
+            verified: Mutex::default(),
+            inflight: Mutex::default(),
+            unkept: Mutex::default(),
+            _scratch: None,
+        }
     }
 
     /// Caches `inner`'s metadata for this process only, in a new directory
@@ -105,19 +116,26 @@ impl CachedBackend {
     }
 
     /// Stores a copy; failing to is not an error (the cache is optional).
-    fn store(&self, path: &Path, data: &[u8]) {
-        let Some(dir) = path.parent() else { return };
+    /// Returns whether the copy was kept.
+    fn store(&self, path: &Path, data: &[u8]) -> bool {
+        let Some(dir) = path.parent() else { return false };
         if fs::create_dir_all(dir).is_err() {
-            return;
+            return false;
         }
         let tmp = dir.join(format!(".tmp-{}", hex::encode(crate::crypto::random_bytes::<8>())));
         let mut body = blake3::hash(data).as_bytes().to_vec();
         body.extend_from_slice(data);
         if fs::write(&tmp, &body).is_ok() && fs::rename(&tmp, path).is_ok() {
             self.verified().insert(path.to_path_buf());
+            true
         } else {
             let _ = fs::remove_file(&tmp);
+            false
         }
+    }
+
+    fn unkept(&self) -> std::sync::MutexGuard<'_, HashSet<PathBuf>> {
+        self.unkept.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The whole object, from the cache or else fetched and cached.
@@ -133,8 +151,8 @@ impl CachedBackend {
             Some(buf) => Ok(buf),
             None => self.inner.read(t, name).inspect(|data| {
                 let intact = !t.fanned_out() || hex::encode(blake3::hash(data).as_bytes()) == name;
-                if intact {
-                    self.store(&path, data);
+                if !(intact && self.store(&path, data)) {
+                    self.unkept().insert(path.clone());
                 }
             }),
         };
@@ -232,7 +250,17 @@ impl Backend for CachedBackend {
                 return Ok(buf);
             }
         }
-        let whole = self.fetch(t, name)?;
+        // A pack this process could not keep, or could not fetch whole (too
+        // large, say): its ranges come from the repository, whose own
+        // reader decides.
+        if self.unkept().contains(&path) {
+            return self.inner.read_range(t, name, offset, len);
+        }
+        let whole = match self.fetch(t, name) {
+            Ok(whole) => whole,
+            Err(e) if e.is_not_found() => return Err(e),
+            Err(_) => return self.inner.read_range(t, name, offset, len),
+        };
         match offset.checked_add(len) {
             Some(end) if end <= whole.len() as u64 => Ok(whole[offset as usize..end as usize].to_vec()),
             // Let the repository give its own error for a short object.
@@ -311,6 +339,10 @@ mod tests {
         let c = CachedBackend::new(mem.clone(), dir.path());
         assert_eq!(c.read(FileType::Tree, &name).unwrap(), b"the pacK");
         assert!(!c.file(FileType::Tree, &name).exists());
+        // Its ranges then come from the repository, not from fetching the
+        // whole pack again for each (a walk reads thousands of trees).
+        assert!(c.unkept().contains(&c.file(FileType::Tree, &name)));
+        assert_eq!(c.read_range(FileType::Tree, &name, 4, 4).unwrap(), b"pacK");
         // A snapshot copy that a reader found bad is dropped on request.
         mem.write_new(FileType::Snapshot, &name, b"snap").unwrap();
         assert_eq!(c.read(FileType::Snapshot, &name).unwrap(), b"snap");
