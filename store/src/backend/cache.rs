@@ -43,8 +43,43 @@ pub struct CachedBackend {
     /// way, larger than allowed, no room): their ranges are read from the
     /// repository, not by fetching the whole pack again for each.
     unkept: Mutex<HashSet<PathBuf>>,
-    /// The directory, when it is this process's own (deleted with it).
-    _scratch: Option<tempfile::TempDir>,
+    /// The directory, when it is this process's own (deleted with it),
+    /// and the lock that says it is in use.
+    _scratch: Option<(fs::File, tempfile::TempDir)>,
+}
+
+/// Names of the directories of [`CachedBackend::for_this_run`].
+const RUN_PREFIX: &str = "vault-objects-";
+/// The file in such a directory that its process holds locked.
+const RUN_LOCK: &str = ".lock";
+
+/// Takes an exclusive lock on `f` without waiting: false when another
+/// process holds it.
+fn try_lock(f: &fs::File) -> bool {
+    f.try_lock().is_ok()
+}
+
+/// Removes the directories under `parent` that runs killed before they
+/// could delete their own left behind: their lock is free. One without a
+/// lock file yet is being set up, unless it is over a minute old.
+fn remove_abandoned_runs(parent: &Path) {
+    let Ok(rd) = fs::read_dir(parent) else { return };
+    for e in rd.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(RUN_PREFIX) {
+            continue;
+        }
+        let dir = e.path();
+        let abandoned = match fs::File::open(dir.join(RUN_LOCK)) {
+            Ok(lock) => try_lock(&lock),
+            Err(_) => e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > std::time::Duration::from_secs(60))),
+        };
+        if abandoned {
+            let _ = fs::remove_dir_all(&dir);
+        }
+    }
 }
 
 fn cached(t: FileType) -> bool {
@@ -73,9 +108,16 @@ impl CachedBackend {
     /// request per tree pack takes seconds.
     pub fn for_this_run(inner: Arc<dyn Backend>, parent: &Path) -> std::io::Result<Self> {
         fs::create_dir_all(parent)?;
-        let scratch = tempfile::Builder::new().prefix("vault-objects-").tempdir_in(parent)?;
+        remove_abandoned_runs(parent);
+        let scratch = tempfile::Builder::new().prefix(RUN_PREFIX).tempdir_in(parent)?;
+        // Held until the process ends, however it ends: a directory whose
+        // lock can be taken was left by a run that was killed.
+        let lock = fs::File::create(scratch.path().join(RUN_LOCK))?;
+        if !try_lock(&lock) {
+            return Err(std::io::Error::other("could not lock a new directory"));
+        }
         let mut b = Self::new(inner, scratch.path());
-        b._scratch = Some(scratch);
+        b._scratch = Some((lock, scratch));
         Ok(b)
     }
 
@@ -328,6 +370,29 @@ mod tests {
         assert!(c2.list(FileType::Tree).unwrap().is_empty());
         assert!(!path.exists());
         assert!(c2.read(FileType::Tree, &name).unwrap_err().is_not_found());
+    }
+
+    #[test]
+    fn a_run_copy_is_removed_with_its_backend_and_one_a_killed_run_left_by_the_next() {
+        let parent = tempfile::tempdir().unwrap();
+        let mem: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        // Left by a run that was killed: its lock is free.
+        let left = parent.path().join(format!("{RUN_PREFIX}killed"));
+        fs::create_dir_all(left.join("tree")).unwrap();
+        fs::write(left.join(RUN_LOCK), b"").unwrap();
+        // In use by a live run: its lock is held.
+        let live = parent.path().join(format!("{RUN_PREFIX}live"));
+        fs::create_dir_all(&live).unwrap();
+        let held = fs::File::create(live.join(RUN_LOCK)).unwrap();
+        assert!(try_lock(&held));
+        let c = CachedBackend::for_this_run(mem, parent.path()).unwrap();
+        assert!(!left.exists(), "the killed run's copy is removed");
+        assert!(live.exists(), "a live run's copy is kept");
+        let own = c.dir.clone();
+        assert!(own.join(RUN_LOCK).exists());
+        drop(c);
+        assert!(!own.exists(), "a run's copy goes with its backend");
+        drop(held);
     }
 
     #[test]
