@@ -613,8 +613,11 @@ mod tests {
     fn snapshot_copies_come_back_in_the_order_asked_and_a_sweep_compacts() {
         let dir = tempfile::tempdir().unwrap();
         let c = open(dir.path());
-        // Many, so that they span blocks: unsorted keys told sorted to
-        // RocksDB come back missing.
+        // Many, so that they span blocks. The function tells RocksDB its
+        // keys come sorted, so it must sort them itself and hand each
+        // value back where it was asked. (With every key in one file, as
+        // here, RocksDB may well answer unsorted keys right too: this
+        // checks the order of the answers, not RocksDB.)
         let ids: Vec<SnapshotId> =
             (0..3000u32).map(|n| SnapshotId(*blake3::hash(&n.to_le_bytes()).as_bytes())).collect();
         let copies: Vec<(SnapshotId, Vec<u8>)> = ids.iter().map(|id| (*id, id.as_bytes()[..8].to_vec())).collect();
