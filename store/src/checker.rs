@@ -978,12 +978,12 @@ fn read_packs(
     let failed = AtomicBool::new(false);
     type Ready = (usize, std::result::Result<(), crate::error::BackendError>, ReadBuf);
     // Buffers never leave circulation while a fetcher may wait for one: a
-    // fetcher that stops gives its buffer back, and so does a verifier
-    // that panics (a fresh one). Each fetcher waits for a free buffer, then
+    // fetcher that stops gives its buffer back, and a thread that panics
+    // puts a fresh one in place of its own. Each fetcher waits for a free buffer, then
     // reads the next pack into it; it stops when the packs run out, when
     // a verifier failed, and when the verifiers are gone.
     let fetch = |free: Receiver<ReadBuf>, back: Sender<ReadBuf>, ready: Sender<Ready>| {
-        let _stop = StopOnPanic { failed: &failed, free: None };
+        let _stop = StopOnPanic { failed: &failed, free: back.clone() };
         while let Ok(mut buf) = free.recv() {
             let i = next.fetch_add(1, Ordering::Relaxed);
             if i >= chosen.len() || failed.load(Ordering::Relaxed) {
@@ -1001,7 +1001,7 @@ fn read_packs(
     // Each verifier verifies the packs it takes and gives their buffers
     // back; one that panics stops the fetchers on its way out.
     let verify = |ready: Receiver<Ready>, free: Sender<ReadBuf>| -> Result<Vec<(usize, PackReading)>> {
-        let _stop = StopOnPanic { failed: &failed, free: Some(free.clone()) };
+        let _stop = StopOnPanic { failed: &failed, free: free.clone() };
         let mut damaged = Vec::new();
         let mut error = None;
         for (i, read, mut buf) in ready.iter() {
@@ -1094,16 +1094,14 @@ fn read_packs(
 /// fetchers, and puts a buffer in place of the one the thread held.
 struct StopOnPanic<'a> {
     failed: &'a AtomicBool,
-    free: Option<crossbeam_channel::Sender<ReadBuf>>,
+    free: crossbeam_channel::Sender<ReadBuf>,
 }
 
 impl Drop for StopOnPanic<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.failed.store(true, Ordering::Relaxed);
-            if let Some(free) = &self.free {
-                let _ = free.try_send(ReadBuf::new());
-            }
+            let _ = self.free.try_send(ReadBuf::new());
         }
     }
 }

@@ -529,11 +529,7 @@ impl Repository {
     /// pass over snapshots listed before (`vault snapshots` holds only
     /// their ids and times in between).
     pub fn load_snapshots(&self, ids: &[SnapshotId]) -> Vec<Result<Snapshot>> {
-        use rayon::prelude::*;
-        ids.par_iter()
-            .zip(self.copies_of(ids).into_par_iter())
-            .map(|(id, copy)| self.listed_snapshot(id, copy.as_deref()).map(|(s, _)| s))
-            .collect()
+        self.open_listed(ids, self.copies_of(ids)).into_iter().map(|(r, _)| r).collect()
     }
 
     /// The newest snapshot (by time, then id) that `want` accepts, holding
@@ -572,12 +568,12 @@ impl Repository {
             let (now, later) = todo.split_at(batch.min(todo.len()));
             todo = later;
             batch = (batch * 2).min(SNAPSHOT_RUN);
-            let opened = self.open_listed(now.iter().map(|(_, id)| *id).collect());
-            for (&(time, id), s) in now.iter().zip(opened) {
+            let ids: Vec<SnapshotId> = now.iter().map(|(_, id)| *id).collect();
+            for (&(time, id), (s, _)) in now.iter().zip(self.open_listed(&ids, self.copies_of(&ids))) {
                 if best.as_ref().is_some_and(|(bid, b)| (b.time, *bid) >= (time, id)) {
                     return Ok(best);
                 }
-                let Some(s) = s else { continue };
+                let Ok(s) = s else { continue };
                 // Its time is the one its copy gave (the tag and the seal
                 // bind it): then no snapshot left is newer. A snapshot read
                 // from the repository with another time leaves the order
@@ -596,8 +592,8 @@ impl Repository {
             .collect();
         rest.sort_unstable();
         for run in rest.chunks(SNAPSHOT_RUN) {
-            for (id, s) in run.iter().zip(self.open_listed(run.to_vec())) {
-                if let Some(s) = s {
+            for (id, (s, _)) in run.iter().zip(self.open_listed(run, self.copies_of(run))) {
+                if let Ok(s) = s {
                     consider(&mut best, *id, s);
                 }
             }
@@ -605,24 +601,31 @@ impl Repository {
         Ok(best)
     }
 
-    /// Listed snapshots, from their copies or the repository, in parallel
-    /// and in the order given; `None` for one that can't be read. Those
-    /// read from the repository are given a copy.
-    fn open_listed(&self, ids: Vec<SnapshotId>) -> Vec<Option<Snapshot>> {
+    /// Listed snapshots, in parallel and in the order of `ids`: each from
+    /// its copy in `copies` when that is good, else from the repository,
+    /// and then given a copy. With each, whether the cache now holds a copy
+    /// of it, good or not (what the sweep counts).
+    fn open_listed(&self, ids: &[SnapshotId], copies: Vec<Option<Vec<u8>>>) -> Vec<(Result<Snapshot>, bool)> {
         use rayon::prelude::*;
-        let copies = self.copies_of(&ids);
-        let opened: Vec<_> =
-            ids.par_iter().zip(copies.into_par_iter()).map(|(id, c)| self.listed_snapshot(id, c.as_deref())).collect();
+        let opened: Vec<_> = ids
+            .par_iter()
+            .zip(copies.into_par_iter())
+            .map(|(id, c)| (c.is_some(), self.listed_snapshot(id, c.as_deref())))
+            .collect();
         let mut new = Vec::new();
         let out = ids
             .iter()
             .zip(opened)
-            .map(|(id, r)| {
-                let (s, plain) = r.ok()?;
-                if let Some(copy) = plain.and_then(|p| self.seal_copy(id, s.time, p)) {
-                    new.push((*id, copy));
-                }
-                Some(s)
+            .map(|(id, (had_copy, r))| {
+                let mut sealed = false;
+                let r = r.map(|(s, plain)| {
+                    if let Some(copy) = plain.and_then(|p| self.seal_copy(id, s.time, p)) {
+                        new.push((*id, copy));
+                        sealed = true;
+                    }
+                    s
+                });
+                (r, had_copy || sealed)
             })
             .collect();
         self.keep_copies(&new);
@@ -636,41 +639,32 @@ impl Repository {
     /// and handed to `read` as well. Copies of snapshots no longer listed
     /// are swept.
     pub fn snapshot_times(&self, mut read: impl FnMut(SnapshotId, &Snapshot)) -> Result<(SnapshotTimes, Vec<Error>)> {
-        use rayon::prelude::*;
         let (ids, bad, _) = self.listed_snapshot_ids(|_| true)?;
         let mut bad: Vec<Error> = bad.into_iter().map(|(_, e)| e).collect();
         let mut times = Vec::with_capacity(ids.len());
         let mut with_copy = 0;
         for run in ids.chunks(SNAPSHOT_RUN) {
-            let mut untimed = Vec::new();
+            let (mut untimed, mut their_copies) = (Vec::new(), Vec::new());
             for (id, copy) in run.iter().zip(self.copies_of(run)) {
                 match copy.as_deref().and_then(|c| self.copy_time(id, c)) {
                     Some(t) => times.push((t, *id)),
-                    None => untimed.push((*id, copy.is_some())),
+                    None => {
+                        untimed.push(*id);
+                        their_copies.push(copy);
+                    }
                 }
             }
             with_copy += (run.len() - untimed.len()) as u64;
-            let loaded: Vec<_> =
-                untimed.par_iter().map(|&(id, had_copy)| (id, had_copy, self.listed_snapshot(&id, None))).collect();
-            let mut new = Vec::new();
-            for (id, had_copy, r) in loaded {
-                let (s, plain) = match r {
-                    Ok(r) => r,
-                    Err(e) => {
-                        with_copy += u64::from(had_copy);
-                        bad.push(e);
-                        continue;
+            for (id, (r, kept)) in untimed.iter().zip(self.open_listed(&untimed, their_copies)) {
+                with_copy += u64::from(kept);
+                match r {
+                    Ok(s) => {
+                        times.push((s.time, *id));
+                        read(*id, &s);
                     }
-                };
-                match plain.and_then(|p| self.seal_copy(&id, s.time, p)) {
-                    Some(copy) => new.push((id, copy)),
-                    None => with_copy += u64::from(had_copy),
+                    Err(e) => bad.push(e),
                 }
-                times.push((s.time, id));
-                read(id, &s);
             }
-            with_copy += new.len() as u64;
-            self.keep_copies(&new);
         }
         self.sweep_copies(&ids, with_copy);
         Ok((times, bad))
@@ -701,7 +695,6 @@ impl Repository {
         pick: impl Fn(&SnapshotId) -> bool,
         mut f: impl FnMut(SnapshotId, Snapshot),
     ) -> Result<Vec<(Option<SnapshotId>, Error)>> {
-        use rayon::prelude::*;
         let (ids, mut bad, everything) = self.listed_snapshot_ids(pick)?;
         // Listed snapshots the cache holds a copy of, good or not, once the
         // run is done: the sweep compares the cache's count with it.
@@ -709,27 +702,13 @@ impl Repository {
         // A run of snapshots at a time, so that no more than a run's
         // plaintexts are held.
         for run in ids.chunks(SNAPSHOT_RUN) {
-            let loaded: Vec<_> = run
-                .par_iter()
-                .zip(self.copies_of(run).into_par_iter())
-                .map(|(id, copy)| (*id, copy.is_some(), self.listed_snapshot(id, copy.as_deref())))
-                .collect();
-            let mut new = Vec::new();
-            for (id, had_copy, r) in loaded {
-                let mut keeps_copy = had_copy;
+            for (id, (r, kept)) in run.iter().zip(self.open_listed(run, self.copies_of(run))) {
+                with_copy += u64::from(kept);
                 match r {
-                    Ok((s, plain)) => {
-                        if let Some(copy) = plain.and_then(|p| self.seal_copy(&id, s.time, p)) {
-                            new.push((id, copy));
-                            keeps_copy = true;
-                        }
-                        f(id, s);
-                    }
-                    Err(e) => bad.push((Some(id), e)),
+                    Ok(s) => f(*id, s),
+                    Err(e) => bad.push((Some(*id), e)),
                 }
-                with_copy += u64::from(keeps_copy);
             }
-            self.keep_copies(&new);
         }
         if everything {
             self.sweep_copies(&ids, with_copy);
