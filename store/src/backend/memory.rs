@@ -2,22 +2,45 @@
 //! as the reference the backend test suite holds the other backends to.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::{BResult, Backend, FileType};
 use crate::error::{BackendError, BackendErrorKind};
 
+/// The time source for modification times.
+type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
 /// Objects by path, each with its modification time.
 #[derive(Default)]
 pub struct MemoryBackend {
     objects: Mutex<BTreeMap<String, (Vec<u8>, SystemTime)>>,
+    /// Where modification times come from; the system clock when `None`.
+    clock: Option<Clock>,
 }
 
 impl MemoryBackend {
     /// An empty repository.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty repository whose modification times come from `clock`
+    /// (a test's logical clock: the backend's clock is what prune's grace
+    /// periods are measured by).
+    pub fn with_clock(clock: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
+        MemoryBackend { objects: Mutex::default(), clock: Some(Arc::new(clock)) }
+    }
+
+    /// A copy of every object, with its modification time, in a new
+    /// repository whose later writes take their times from `clock` (so a
+    /// test builds a starting state once and explores many runs from it).
+    pub fn fork_with_clock(&self, clock: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
+        MemoryBackend { objects: Mutex::new(self.objects().clone()), clock: Some(Arc::new(clock)) }
+    }
+
+    fn now(&self) -> SystemTime {
+        self.clock.as_ref().map_or_else(SystemTime::now, |c| c())
     }
 
     fn objects(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (Vec<u8>, SystemTime)>> {
@@ -113,12 +136,14 @@ impl Backend for MemoryBackend {
                 message: "the object exists already".into(),
             });
         }
-        objects.insert(p, (data.to_vec(), SystemTime::now()));
+        let now = self.now();
+        objects.insert(p, (data.to_vec(), now));
         Ok(())
     }
 
     fn replace(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()> {
-        self.objects().insert(t.path(name), (data.to_vec(), SystemTime::now()));
+        let now = self.now();
+        self.objects().insert(t.path(name), (data.to_vec(), now));
         Ok(())
     }
 
