@@ -105,29 +105,36 @@ impl Ctx {
     /// Opens the repository, reporting cache fallbacks and damaged index
     /// segments.
     pub fn open(&self) -> Result<Repository> {
-        self.open_with(false, false)
+        self.open_with(false, false, false)
+    }
+
+    /// Opens for a snapshot run, which brings the index up to date itself
+    /// once it has read prune's marks (and reports damaged segments then).
+    pub fn open_for_snapshot(&self) -> Result<Repository> {
+        self.open_with(false, true, false)
     }
 
     /// Opens without bringing the index up to date: for commands that only
     /// read snapshots or keys.
     pub fn open_without_index(&self) -> Result<Repository> {
-        self.open_with(true, false)
+        self.open_with(true, false, false)
     }
 
     /// Opens so that every snapshot, index segment and tree is read from
     /// the repository itself, never from the local copy of a remote
     /// repository's metadata: for `check` and `repair`.
     pub fn open_direct(&self) -> Result<Repository> {
-        self.open_with(false, true)
+        self.open_with(false, false, true)
     }
 
-    fn open_with(&self, skip_index: bool, no_object_cache: bool) -> Result<Repository> {
+    fn open_with(&self, skip_index: bool, defer_index_sync: bool, no_object_cache: bool) -> Result<Repository> {
         let backend = self.backend()?;
         let password = self.password()?;
         let opts = OpenOptions {
             cache_dir: self.cache_dir(),
             cache_wait: Duration::from_secs(3),
             skip_index,
+            defer_index_sync,
             no_object_cache,
         };
         let repo = Repository::open(backend, &password, &opts)?;

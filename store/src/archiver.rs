@@ -817,14 +817,36 @@ fn rescue_newly_marked(repo: &Repository, root: &BlobId, seen_marks: &HashSet<St
 /// Runs one snapshot. `before_commit` runs after all data is stored and
 /// before the snapshot object is written; an error from it (e.g. the
 /// producer of a stream exited non-zero) means no snapshot is recorded.
+///
+/// The order of the run's reads is what makes it safe beside `prune`
+/// (docs/format.md, section 12a, writer rules W1-W4): the marks are read
+/// first, then the index is brought up to date, and only then is any blob
+/// looked up. A pack prune deletes loses its index segment before its mark
+/// goes, so whatever the interleaving, a pack this run may deduplicate
+/// against is either named by a mark it read or still listed by a segment
+/// prune has not removed yet.
 pub fn run_snapshot(
-    repo: &Repository,
+    repo: &mut Repository,
     source: Source<'_>,
     opts: &SnapshotOptions,
     progress: &Progress,
     before_commit: impl FnOnce() -> Result<()>,
 ) -> Result<SnapshotResult> {
     let started = Instant::now();
+    // W1: the marks, before the index view they qualify.
+    let (marked, mark_names) = crate::gc::marked_packs(repo.backend(), repo.keys())?;
+    // W2: the index as it is now, not as it was when the repository was
+    // opened (a prune may have finished in between).
+    repo.sync_index()?;
+    let repo = &*repo;
+    let mut warnings: Vec<String> = repo
+        .index()
+        .damaged_segments
+        .iter()
+        .map(|(id, why)| {
+            format!("index segment index/{id} is unusable, blobs it lists are unknown and are stored again: {why}")
+        })
+        .collect();
     let time = opts.time.unwrap_or_else(jiff::Timestamp::now);
     let paths: Vec<String> = match &source {
         Source::Stream { name, .. } => vec![format!("/{}", name.trim_start_matches('/'))],
@@ -843,7 +865,6 @@ pub fn run_snapshot(
         }
         stream => (stream, None),
     };
-    let mut warnings = Vec::new();
     let mut parent = find_parent(repo, opts, &paths)?;
     // A parent that can't be read only costs speed: read everything instead.
     let parent_root = match &parent {
@@ -858,7 +879,6 @@ pub fn run_snapshot(
         None => None,
     };
     let excludes = exclude_matcher(&opts.excludes)?;
-    let (marked, mark_names) = crate::gc::marked_packs(repo.backend(), repo.keys())?;
     let parent_complete = match &parent {
         Some((id, _)) if marked.is_empty() => repo.index().is_complete(id)?,
         _ => false,

@@ -1436,6 +1436,7 @@ mod tests {
             cache_dir: Some(cache.path().to_path_buf()),
             cache_wait: std::time::Duration::from_secs(5),
             skip_index: false,
+            defer_index_sync: false,
             no_object_cache: true,
         };
         let repo = Repository::open(be.clone(), b"pw", &opts).unwrap();

@@ -310,6 +310,11 @@ impl IndexCache {
                 .par_iter()
                 .filter_map(|id| match load_segment(backend, keys, id) {
                     Ok(seg) => Some((*id, seg)),
+                    // Removed by prune since the listing (it rewrote the
+                    // segment without deleted packs): not damage. Its blobs
+                    // are unknown to this view, which only makes a writer
+                    // store them again; the next sync sees the rewrite.
+                    Err(e) if e.is_not_found() => None,
                     Err(e) => {
                         damaged.lock().expect("no panics while locked").push((*id, e.to_string()));
                         None

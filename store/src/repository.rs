@@ -66,6 +66,10 @@ pub struct OpenOptions {
     /// Don't bring the index up to date (for commands that never look up a
     /// blob: listing snapshots, managing keys).
     pub skip_index: bool,
+    /// Open the index cache (waiting for it as usual) but leave bringing it
+    /// up to date to the caller: a snapshot run does that itself, after it
+    /// has read prune's marks (docs/format.md, section 12a, W1 and W2).
+    pub defer_index_sync: bool,
     /// Read snapshots, index segments and trees from the repository even
     /// when it is remote and a cache directory is given (`check`, `repair`:
     /// they must see the repository, not a local copy).
@@ -220,7 +224,7 @@ impl Repository {
         let snapshot_copies = !opts.no_object_cache && matches!(index.mode(), CacheMode::Shared(_));
         let mut repo =
             Repository { backend, keys, config, key_id, index, tree_packs: Mutex::default(), snapshot_copies };
-        if !opts.skip_index {
+        if !opts.skip_index && !opts.defer_index_sync {
             repo.index.sync(&*repo.backend, &repo.keys)?;
         }
         Ok(repo)
@@ -662,6 +666,7 @@ impl Repository {
                         times.push((s.time, *id));
                         read(*id, &s);
                     }
+                    Err(e) if e.is_not_found() => {}
                     Err(e) => bad.push(e),
                 }
             }
@@ -706,6 +711,8 @@ impl Repository {
                 with_copy += u64::from(kept);
                 match r {
                     Ok(s) => f(*id, s),
+                    // Forgotten since the listing: it is no longer a snapshot.
+                    Err(e) if e.is_not_found() => {}
                     Err(e) => bad.push((Some(*id), e)),
                 }
             }
@@ -988,6 +995,7 @@ mod tests {
             cache_dir: Some(cache.to_path_buf()),
             cache_wait: Duration::from_secs(5),
             skip_index: false,
+            defer_index_sync: false,
             no_object_cache,
         };
         Repository::open(be.clone(), PASSWORD, &opts).unwrap()

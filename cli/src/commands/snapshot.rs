@@ -55,7 +55,7 @@ pub fn run(ctx: &Ctx, a: SnapshotArgs) -> Result<u8> {
             Err(_) => Source::Paths(paths),
         })
     };
-    let repo = ctx.open()?;
+    let mut repo = ctx.open_for_snapshot()?;
     let parent = if a.force {
         ParentChoice::None
     } else if let Some(p) = &a.parent {
@@ -93,9 +93,13 @@ pub fn run(ctx: &Ctx, a: SnapshotArgs) -> Result<u8> {
     let result: SnapshotResult = if a.stdin {
         let stdin = std::io::stdin();
         let reader: Box<dyn Read + Send> = Box::new(stdin);
-        archiver::run_snapshot(&repo, Source::Stream { name: a.stdin_name.clone(), reader }, &opts, &progress, || {
-            Ok(())
-        })?
+        archiver::run_snapshot(
+            &mut repo,
+            Source::Stream { name: a.stdin_name.clone(), reader },
+            &opts,
+            &progress,
+            || Ok(()),
+        )?
     } else if a.stdin_from_command {
         let mut child = Command::new(&a.command[0])
             .args(&a.command[1..])
@@ -108,7 +112,7 @@ pub fn run(ctx: &Ctx, a: SnapshotArgs) -> Result<u8> {
         let reader: Box<dyn Read + Send> = Box::new(stdout);
         let cmd_name = a.command.join(" ");
         let res = archiver::run_snapshot(
-            &repo,
+            &mut repo,
             Source::Stream { name: a.stdin_name.clone(), reader },
             &opts,
             &progress,
@@ -138,7 +142,7 @@ pub fn run(ctx: &Ctx, a: SnapshotArgs) -> Result<u8> {
             let (p3, paths2, ex2) = (progress.clone(), source.paths().to_vec(), excludes.clone());
             std::thread::spawn(move || archiver::scan(&paths2, &ex2, &p3));
         }
-        archiver::run_snapshot(&repo, source, &opts, &progress, || Ok(()))?
+        archiver::run_snapshot(&mut repo, source, &opts, &progress, || Ok(()))?
     };
     drop(display);
     report(ctx, &result)?;
