@@ -1,7 +1,10 @@
 //! Garbage collection: `vault prune`.
 //!
-//! 1. Take the maintenance lease (one prune at a time); its modification
-//!    time gives the backend's clock.
+//! 1. Take the maintenance lease (one prune at a time), and read the
+//!    backend's clock before anything else: grace periods are measured to
+//!    that time. The reads that follow come in the order docs/format.md
+//!    section 12a gives (snapshots before the index, index segments before
+//!    packs), which is what makes prune safe beside running snapshots.
 //! 2. Mark: walk every snapshot's trees and record each blob they use in
 //!    an on-disk set (RocksDB in a temporary directory), so memory does not
 //!    grow with the repository.
@@ -232,8 +235,29 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions, progress: &PruneProgres
     if let Some(p) = opts.pause_after_lease {
         std::thread::sleep(p);
     }
-    // Bring the cache up to date under the lease: what it resolves blobs to
-    // decides which copy of a duplicated blob is the used one.
+    // The reads below follow the order of docs/format.md section 12a
+    // (P1-P7); each step says which interleaving its place rules out.
+    // P1: the backend's time before anything is read. Grace periods are
+    // measured to it, so a mark counts as a grace period old only if it
+    // was that old when the snapshots were listed: a snapshot committed
+    // after the listing came from a run that began after the mark was
+    // written, and so avoided or rescued its packs.
+    let now = gc::backend_now(repo.backend())?;
+    // P2: the snapshots, before the index: every snapshot listed was
+    // committed after its segments were written, so the index read next
+    // knows all of its blobs (read the other way round, a snapshot
+    // committed in between would look broken and stop the prune).
+    // Only each snapshot's tree is held: years of snapshots every few
+    // minutes are hundreds of thousands of them.
+    let mut stack: Vec<(BlobId, usize)> = Vec::new();
+    let bad = repo.each_snapshot(|_, s| stack.push((s.tree, 0)))?;
+    if let Some(e) = bad.first() {
+        return Err(Error::Invalid(format!(
+            "cannot prune while a snapshot is unreadable (its data would look unused): {e}; run `vault check`, then repair or forget it"
+        )));
+    }
+    // P3: the index, under the lease: what it resolves blobs to decides
+    // which copy of a duplicated blob is the used one.
     repo.sync_index()?;
     if !repo.index().damaged_segments.is_empty() {
         let (id, why) = &repo.index().damaged_segments[0];
@@ -251,16 +275,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions, progress: &PruneProgres
     }
     let repo = &*repo;
 
-    // 2. Mark.
-    // Only each snapshot's tree is held: years of snapshots every few
-    // minutes are hundreds of thousands of them.
-    let mut stack: Vec<(BlobId, usize)> = Vec::new();
-    let bad = repo.each_snapshot(|_, s| stack.push((s.tree, 0)))?;
-    if let Some(e) = bad.first() {
-        return Err(Error::Invalid(format!(
-            "cannot prune while a snapshot is unreadable (its data would look unused): {e}; run `vault check`, then repair or forget it"
-        )));
-    }
+    // 2. Mark (P4).
     rep.snapshots = stack.len() as u64;
     let used = DiskSet::new(opts.temp_dir.as_deref())?;
     while let Some((tree_id, depth)) = stack.pop() {
@@ -301,6 +316,16 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions, progress: &PruneProgres
     }
 
     // 3. Classify.
+    // P5: the index segments, then the packs, then the marks: a writer stores a pack
+    // before the segment naming it, so every pack a listed segment names
+    // was stored before the pack listing below and is in it unless it is
+    // really gone. (Listed the other way round, a running snapshot's pack
+    // stored between the two listings looked gone, and its entries were
+    // dropped from the rewritten segment while the snapshot went on to
+    // use it.) A pack stored after the segment listing looks unindexed
+    // and recent, and is left alone.
+    let segment_ids: Vec<IndexId> =
+        repo.backend().list(FileType::Index)?.iter().filter_map(|(n, _)| IndexId::from_hex(n).ok()).collect();
     // What is present, with the backend's times.
     let present: HashMap<PackId, (BlobKind, u64, SystemTime)> =
         list_packs(repo.backend())?.into_iter().map(|(id, kind, size, mtime)| (id, (kind, size, mtime))).collect();
@@ -312,8 +337,6 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions, progress: &PruneProgres
             *e = (*e).min(m.marked_at);
         }
     }
-    let segment_ids: Vec<IndexId> =
-        repo.backend().list(FileType::Index)?.iter().filter_map(|(n, _)| IndexId::from_hex(n).ok()).collect();
     // A used blob stored in several packs (two hosts stored it at once, or
     // a repack copied it) is kept in one: a present pack before a missing
     // one, an unmarked one before a marked one, then the smallest pack id.
@@ -382,10 +405,9 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions, progress: &PruneProgres
         }
     }
 
-    let now = lease.backend_now();
     let older_than_grace = |t: SystemTime| now.duration_since(t).unwrap_or_default() >= opts.grace;
 
-    // 4. Plan.
+    // 4. Plan (P6), against the time read before the snapshots were listed.
     let mut plan = Plan { delete: Vec::new(), to_mark: Vec::new() };
     let mut partial: Vec<(PackId, u64)> = Vec::new(); // with unused bytes
     let mut unused_left = 0u64;
@@ -492,7 +514,7 @@ pub fn prune(repo: &mut Repository, opts: &PruneOptions, progress: &PruneProgres
         return Ok(rep);
     }
 
-    // 5. Execute.
+    // 5. Execute (P7): segments without the deleted packs, then the packs, then the marks.
     lease.verify()?;
     if !repack.is_empty() {
         let mut savers = [PackSaver::new(BlobKind::Data), PackSaver::new(BlobKind::Tree)];
