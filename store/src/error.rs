@@ -181,6 +181,11 @@ pub enum Error {
     /// Work was cut short by an earlier failure in a pipeline stage.
     #[error("{0}")]
     Pipeline(String),
+
+    /// The store lacks a feature this operation needs (an S3-compatible
+    /// server that ignores conditional writes, say).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl Error {

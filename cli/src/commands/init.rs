@@ -37,5 +37,12 @@ pub fn run(ctx: &Ctx, a: InitArgs) -> Result<u8> {
     let id = vault_store::Repository::init(backend.clone(), &password, &opts)?;
     ctx.info(format!("created vault repository {} at {}", id.short(), backend.location()));
     ctx.info("keep the password safe: the data can't be read without it");
+    // Snapshots work on a store whose create-only writes aren't exclusive;
+    // prune and repair index don't. Better to learn it now than at the first prune.
+    match vault_store::gc::probe_exclusive_create(&*backend) {
+        Ok(()) => {}
+        Err(e @ vault_store::Error::Unsupported(_)) => crate::say!("warning: {e}"),
+        Err(e) => crate::say!("warning: could not check that the store's create-only writes are exclusive: {e}"),
+    }
     Ok(0)
 }
