@@ -24,6 +24,24 @@ impl std::fmt::Display for Exit {
 }
 impl std::error::Error for Exit {}
 
+/// The variables vault reads the repository password from: the password,
+/// or where to find it (a file path or a command is not itself secret, but
+/// it leads to the secret, and no other program needs it).
+const PASSWORD_VARS: &[&str] = &["VAULT_PASSWORD", "VAULT_PASSWORD_FILE", "VAULT_PASSWORD_COMMAND"];
+
+/// Removes vault's own secrets from the environment of a command vault
+/// runs for the user's data (`snapshot --stdin-from-command`): the
+/// password variables and every S3 credential variable the backend reads.
+/// The command keeps everything else (`PGPASSWORD`, `AWS_PROFILE`,
+/// `AWS_REGION`, ...): what it needs of its own it must be given under
+/// names vault doesn't read.
+pub fn without_vault_secrets(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    for var in PASSWORD_VARS.iter().chain(vault_store::backend::s3::CREDENTIAL_VARS) {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 /// Shared state of one invocation.
 pub struct Ctx {
     pub global: Global,
@@ -62,9 +80,14 @@ impl Ctx {
             return read_password_file(f);
         }
         if let Some(cmd) = &self.global.password_command {
+            // The password command keeps its environment (it may need
+            // the S3 credentials to fetch the password from a secret
+            // store), but not another password: VAULT_PASSWORD is ignored
+            // when a command is given, so the command has no use for it.
             let out = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(cmd)
+                .env_remove("VAULT_PASSWORD")
                 .stdin(std::process::Stdio::null())
                 .stderr(std::process::Stdio::inherit())
                 .output()

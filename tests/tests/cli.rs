@@ -182,3 +182,14 @@ fn snapshots_json_is_one_array_empty_or_not() {
     assert_eq!(out.stdout_str().lines().count(), 1);
     assert_eq!(out.json().as_array().map(Vec::len), Some(2));
 }
+
+#[test]
+fn password_command_does_not_see_vault_password() {
+    let v = Vault::new();
+    // The command prints VAULT_PASSWORD when it sees it, else its own
+    // password: init with both set must store the command's.
+    let cmd = r#"printf '%s\n' "${VAULT_PASSWORD:-from-the-command}""#;
+    v.cmd().args(["--password-command", cmd, "init", "--kdf-memory", "1024"]).run().ok();
+    v.cmd().env("VAULT_PASSWORD", "from-the-command").arg("snapshots").run().ok();
+    v.cmd().arg("snapshots").run().code_is(12);
+}
