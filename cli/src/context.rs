@@ -2,6 +2,7 @@
 //! opening the repository with the cache, and printing.
 
 use std::io::{BufRead, IsTerminal};
+use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,8 +103,10 @@ impl Ctx {
             }
             return Ok(first);
         }
-        if let Ok(p) = std::env::var("VAULT_PASSWORD") {
-            return Ok(p.into_bytes());
+        // As bytes: a password is bytes (docs/format.md section 5.2), and
+        // `env::var` refuses what is not UTF-8.
+        if let Some(p) = std::env::var_os("VAULT_PASSWORD") {
+            return Ok(p.into_vec());
         }
         if std::io::stdin().is_terminal() {
             let p = rpassword::prompt_password("enter password for repository: ").context("reading the password")?;
@@ -171,11 +174,14 @@ impl Ctx {
 
 pub fn read_password_file(f: &std::path::Path) -> Result<Vec<u8>> {
     let file = std::fs::File::open(f).with_context(|| format!("reading password file {}", f.display()))?;
-    let mut line = String::new();
+    // Bytes, not a `String`: the password need not be UTF-8.
+    let mut p = Vec::new();
     std::io::BufReader::new(file)
-        .read_line(&mut line)
+        .read_until(b'\n', &mut p)
         .with_context(|| format!("reading password file {}", f.display()))?;
-    let p = line.trim_end_matches(['\n', '\r']).as_bytes().to_vec();
+    while p.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
+        p.pop();
+    }
     if p.is_empty() {
         bail!("password file {} is empty", f.display());
     }

@@ -193,3 +193,33 @@ fn password_command_does_not_see_vault_password() {
     v.cmd().env("VAULT_PASSWORD", "from-the-command").arg("snapshots").run().ok();
     v.cmd().arg("snapshots").run().code_is(12);
 }
+
+/// A password is bytes (docs/format.md section 5.2): one that is not UTF-8
+/// works from VAULT_PASSWORD and from a password file, byte for byte.
+#[test]
+fn a_password_that_is_not_utf8_opens_the_repository() {
+    use std::ffi::{OsStr, OsString};
+    use std::os::unix::ffi::OsStrExt;
+    let v = Vault::new();
+    let pw = OsStr::from_bytes(b"\xff\xfepw");
+    let with = |pw: &OsStr| v.cmd().env("VAULT_PASSWORD", pw);
+    with(pw).args(["init", "--kdf-memory", "1024"]).run().ok();
+
+    let src = v.src("data");
+    write(&src.join("f.txt"), b"some bytes\n");
+    with(pw).arg("snapshot").arg(&src).run().ok();
+    let target = v.path("target");
+    with(pw).args(["restore", "latest", "--target"]).arg(&target).run().ok();
+    assert_same_file(&src.join("f.txt"), &restored(&target, &src.join("f.txt")));
+
+    // Other bytes are another password, and so is the UTF-8 a lossy
+    // conversion would have made of these.
+    with(OsStr::from_bytes(b"\xff\xfepx")).arg("snapshots").run().code_is(12);
+    let lossy = OsString::from(String::from_utf8_lossy(pw.as_bytes()).into_owned());
+    with(&lossy).arg("snapshots").run().code_is(12);
+
+    // The same bytes from a password file.
+    let pwfile = v.path("pw");
+    fs::write(&pwfile, b"\xff\xfepw\n").unwrap();
+    v.cmd().env_remove("VAULT_PASSWORD").arg("--password-file").arg(&pwfile).arg("snapshots").run().ok();
+}
