@@ -65,6 +65,10 @@ fn password_file_and_password_command_are_accepted() {
         .run()
         .failed()
         .stderr_has("no-such-file");
+    // A command that prints more than the password is read to its end
+    // (it is not stuck on a full pipe) and only its first line counts.
+    let chatty = format!("echo '{}'; head -c 1000000 /dev/zero", v.password);
+    v.cmd().env_remove("VAULT_PASSWORD").args(["--password-command", &chatty, "snapshots"]).run().ok();
     // A failing password command is an error, not an empty password.
     v.cmd().env_remove("VAULT_PASSWORD").args(["--password-command", "sh -c 'exit 7'", "snapshots"]).run().failed();
 }
