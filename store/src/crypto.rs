@@ -265,29 +265,72 @@ impl Default for KdfParams {
     }
 }
 
+/// Bounds on the costs a key file may ask for (docs/format.md section 5.3).
+/// A key file is tried on every command by whoever opens the repository,
+/// so its costs are bounded by what `vault` itself writes: 3 passes over at
+/// most 1 GiB (the default is 64 MiB; only the hidden `init --kdf-memory`
+/// asks for another amount). Lanes split the memory and add no work; up to
+/// 4 are accepted, RFC 9106's recommendation, though vault writes 1.
 impl KdfParams {
-    /// Upper bounds accepted from a key file, so a hostile repository can't
-    /// make us allocate 4 TiB or spin for hours.
-    const MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
-    const MAX_ITERATIONS: u32 = 100;
-    const MAX_PARALLELISM: u32 = 64;
+    /// Most memory, in KiB (1 GiB).
+    pub const MAX_MEMORY_KIB: u32 = 1 << 20;
+    /// Most passes.
+    pub const MAX_ITERATIONS: u32 = 3;
+    /// Most lanes.
+    pub const MAX_PARALLELISM: u32 = 4;
+    /// Least memory per lane, in KiB (Argon2's own minimum).
+    pub const MIN_MEMORY_KIB_PER_LANE: u32 = 8;
+
+    /// Says which parameter is out of bounds, and what the bound is.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let KdfParams { memory_kib: m, iterations: t, parallelism: p } = *self;
+        if !(1..=Self::MAX_PARALLELISM).contains(&p) {
+            return Err(format!("Argon2 parallelism {p} is out of bounds (1 to {})", Self::MAX_PARALLELISM));
+        }
+        if !(1..=Self::MAX_ITERATIONS).contains(&t) {
+            return Err(format!("Argon2 iterations {t} is out of bounds (1 to {})", Self::MAX_ITERATIONS));
+        }
+        let min_m = Self::MIN_MEMORY_KIB_PER_LANE * p;
+        if !(min_m..=Self::MAX_MEMORY_KIB).contains(&m) {
+            return Err(format!(
+                "Argon2 memory_kib {m} is out of bounds ({min_m} to {} with parallelism {p})",
+                Self::MAX_MEMORY_KIB
+            ));
+        }
+        Ok(())
+    }
+
+    /// The work of a derivation, in KiB blocks filled: memory times passes
+    /// (lanes split the memory, they add nothing). Orders key files for
+    /// trying; meaningful only for parameters within bounds.
+    pub fn cost(&self) -> u64 {
+        u64::from(self.memory_kib) * u64::from(self.iterations)
+    }
 
     /// Derives the wrapping key into `out` (the caller's, so that it is
-    /// wiped where it lives, not copied out of this frame).
-    fn derive(&self, password: &[u8], salt: &[u8], out: &mut [u8; 32]) -> Result<()> {
-        if self.memory_kib > Self::MAX_MEMORY_KIB
-            || self.iterations > Self::MAX_ITERATIONS
-            || self.parallelism > Self::MAX_PARALLELISM
-        {
-            return Err(Error::corrupt("key file", format!("Argon2 parameters out of range: {self:?}")));
-        }
+    /// wiped where it lives, not copied out of this frame). `what` names
+    /// the key file in errors.
+    fn derive(&self, password: &[u8], salt: &[u8], out: &mut [u8; 32], what: &str) -> Result<()> {
+        // Checked here too, not only when decoding: a `KeyFile` may be
+        // built in memory.
+        self.check().map_err(|e| Error::corrupt(what, e))?;
         let params = argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
-            .map_err(|e| Error::corrupt("key file", format!("bad Argon2 parameters: {e}")))?;
+            .map_err(|e| Error::corrupt(what, format!("bad Argon2 parameters: {e}")))?;
         let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-        argon
-            .hash_password_into(password, salt, out)
-            .map_err(|e| Error::corrupt("key file", format!("Argon2 failed: {e}")))
+        argon.hash_password_into(password, salt, out).map_err(|e| Error::corrupt(what, format!("Argon2 failed: {e}")))
     }
+}
+
+/// The largest key file a reader accepts (one is under 1 KiB).
+pub const MAX_KEY_FILE_LEN: u64 = 64 << 10;
+
+/// Puts key files in the order to try a password on them: the cheapest
+/// Argon2 cost first, then by name. Someone who can write to `keys/` then
+/// can't make every command pay for an expensive key file before the real
+/// ones by giving it a name that sorts first; only a key cheaper than the
+/// real one goes ahead of it, and that costs little.
+pub fn sort_for_unlock<N: Ord>(keys: &mut [(N, KeyFile)]) {
+    keys.sort_by(|(a_name, a), (b_name, b)| a.params.cost().cmp(&b.params.cost()).then_with(|| a_name.cmp(b_name)));
 }
 
 /// The contents of `keys/<id>`: the master secret wrapped under a key derived
@@ -326,10 +369,12 @@ impl KeyFile {
         user: &str,
         created: &str,
     ) -> Result<Self> {
+        // A key vault wouldn't accept when opening is never written.
+        params.check().map_err(|e| Error::Invalid(format!("cannot add a key: {e}")))?;
         let salt = random_bytes::<32>();
         let nonce = random_bytes::<NONCE_LEN>();
         let mut wrap = Zeroizing::new([0u8; 32]);
-        params.derive(password, &salt, &mut wrap)?;
+        params.derive(password, &salt, &mut wrap, "new key file")?;
         // Room for the tag, so that no copy of the plaintext is left
         // behind by a reallocation (it is sealed in place).
         let mut buf = Vec::with_capacity(MASTER_LEN + TAG_LEN);
@@ -348,7 +393,8 @@ impl KeyFile {
         })
     }
 
-    /// Parses a key file. `what` names it in errors.
+    /// Parses a key file, and checks that its Argon2 costs are within
+    /// bounds. `what` names it in errors.
     pub fn decode(bytes: &[u8], what: &str) -> Result<Self> {
         let kf: KeyFile =
             serde_json::from_slice(bytes).map_err(|e| Error::corrupt(what, format!("not a key file: {e}")))?;
@@ -358,6 +404,7 @@ impl KeyFile {
         if kf.kdf != "argon2id" {
             return Err(Error::corrupt(what, format!("unknown KDF {:?}", kf.kdf)));
         }
+        kf.params.check().map_err(|e| Error::corrupt(what, e))?;
         Ok(kf)
     }
 
@@ -381,7 +428,7 @@ impl KeyFile {
             return Err(bad("sealed"));
         }
         let mut wrap = Zeroizing::new([0u8; 32]);
-        self.params.derive(password, &salt, &mut wrap)?;
+        self.params.derive(password, &salt, &mut wrap, what)?;
         if !Cipher::new(&wrap).open(&nonce, KEY_AAD, &mut buf) {
             return Ok(None);
         }
@@ -464,8 +511,59 @@ mod tests {
     #[test]
     fn hostile_kdf_parameters_are_refused() {
         let keys = Keys::generate();
-        let mut kf = KeyFile::seal(&keys, b"pw", fast(), "h", "u", "now").unwrap();
-        kf.params.memory_kib = u32::MAX;
-        assert!(kf.open(b"pw", "k").is_err());
+        let kf = KeyFile::seal(&keys, b"pw", fast(), "h", "u", "now").unwrap();
+        let p = |memory_kib, iterations, parallelism| KdfParams { memory_kib, iterations, parallelism };
+        for (params, field) in [
+            (p(u32::MAX, 1, 1), "memory_kib"),
+            (p(4 << 20, 1, 1), "memory_kib"),
+            (p(KdfParams::MAX_MEMORY_KIB + 1, 1, 1), "memory_kib"),
+            (p(7, 1, 1), "memory_kib"),
+            (p(31, 1, 4), "memory_kib"),
+            (p(64, 100, 1), "iterations"),
+            (p(64, KdfParams::MAX_ITERATIONS + 1, 1), "iterations"),
+            (p(64, 0, 1), "iterations"),
+            (p(1024, 1, 64), "parallelism"),
+            (p(64, 1, KdfParams::MAX_PARALLELISM + 1), "parallelism"),
+            (p(64, 1, 0), "parallelism"),
+        ] {
+            let mut bad = kf.clone();
+            bad.params = params;
+            // Refused when parsed (so `key list` and `check` say so too) ...
+            let err = KeyFile::decode(&bad.encode(), "key file keys/abc").unwrap_err().to_string();
+            assert!(err.contains("keys/abc") && err.contains(field), "{params:?}: {err}");
+            // ... and before any Argon2 run when opened.
+            let err = bad.open(b"pw", "key file keys/abc").err().expect("refused").to_string();
+            assert!(err.contains("keys/abc") && err.contains(field), "{params:?}: {err}");
+            // Nor does vault write such a key.
+            assert!(KeyFile::seal(&keys, b"pw", params, "h", "u", "now").is_err(), "{params:?}");
+        }
+        // The bounds themselves are accepted, and so is what vault writes.
+        assert_eq!(p(KdfParams::MAX_MEMORY_KIB, KdfParams::MAX_ITERATIONS, KdfParams::MAX_PARALLELISM).check(), Ok(()));
+        assert_eq!(p(32, 1, 4).check(), Ok(()));
+        assert_eq!(KdfParams::default().check(), Ok(()));
+    }
+
+    #[test]
+    fn key_files_are_tried_cheapest_first_then_by_name() {
+        let keys = Keys::generate();
+        let kf = KeyFile::seal(&keys, b"pw", fast(), "h", "u", "now").unwrap();
+        let with = |name: &'static str, memory_kib, iterations, parallelism| {
+            let mut k = kf.clone();
+            k.params = KdfParams { memory_kib, iterations, parallelism };
+            (name, k)
+        };
+        let mut list = vec![
+            // Sorts first by name, and costs the most.
+            with("0000", KdfParams::MAX_MEMORY_KIB, KdfParams::MAX_ITERATIONS, 1),
+            with("ffff", 64 * 1024, 3, 1),
+            with("aaaa", 64 * 1024, 3, 1),
+            // Lanes add no work: as cheap as the one below, then by name.
+            with("cccc", 64, 1, 4),
+            with("bbbb", 64, 1, 1),
+            with("1111", 1024, 3, 1),
+        ];
+        sort_for_unlock(&mut list);
+        let order: Vec<_> = list.iter().map(|(n, _)| *n).collect();
+        assert_eq!(order, ["bbbb", "cccc", "1111", "aaaa", "ffff", "0000"]);
     }
 }

@@ -129,6 +129,10 @@ fn init_rejects_bad_options_and_creates_nothing() {
     v.cmd().args(["init", "--compression", "23"]).run().failed();
     v.cmd().args(["init", "--chunk-size", "banana"]).run().failed().stderr_has("banana");
     v.cmd().args(["init", "--pack-size", "12"]).run().failed();
+    // A key no vault would open (Argon2 memory above 1 GiB, or below
+    // Argon2's minimum) is not written.
+    v.cmd().args(["init", "--kdf-memory", "1048577"]).run().code_is(2).stderr_has("kdf-memory");
+    v.cmd().args(["init", "--kdf-memory", "7"]).run().code_is(2).stderr_has("kdf-memory");
     assert!(
         !v.repo.exists() || fs::read_dir(&v.repo).unwrap().next().is_none(),
         "a refused init leaves nothing behind"
