@@ -60,7 +60,7 @@ fn a_key_file_with_out_of_bounds_costs_is_skipped_and_named() {
     // `key list` shows it as damaged, with the reason.
     let listed = open(&backend, b"pw").unwrap().list_keys().unwrap();
     let (_, entry) = listed.iter().find(|(id, _)| id.to_hex() == hostile).expect("listed");
-    let why = entry.as_ref().err().expect("listed as damaged");
+    let why = entry.as_ref().expect_err("listed as damaged");
     assert!(why.contains("iterations 100"), "{why}");
 
     // Alone, it is the error.
