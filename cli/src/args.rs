@@ -80,6 +80,12 @@ pub enum Command {
     Completion(CompletionArgs),
 }
 
+/// `init --kdf-memory`: what a reader accepts of a key file with one lane.
+fn kdf_memory() -> clap::builder::RangedI64ValueParser<u32> {
+    use vault_store::crypto::KdfParams;
+    clap::value_parser!(u32).range(i64::from(KdfParams::MIN_MEMORY_KIB_PER_LANE)..=i64::from(KdfParams::MAX_MEMORY_KIB))
+}
+
 #[derive(Debug, Args)]
 pub struct InitArgs {
     /// Average chunk size (min is a quarter, max four times it), e.g. 1M, 256K
@@ -91,8 +97,9 @@ pub struct InitArgs {
     /// Target pack file size, e.g. 16M
     #[arg(long, value_name = "SIZE", value_parser = crate::util::parse_size)]
     pub pack_size: Option<u64>,
-    /// Argon2id memory cost in KiB for the key (default 65536)
-    #[arg(long, value_name = "KIB", hide = true)]
+    /// Argon2id memory cost in KiB for the key (default 65536; 8 to 1048576,
+    /// what a reader accepts: docs/format.md section 5.3)
+    #[arg(long, value_name = "KIB", hide = true, value_parser = kdf_memory())]
     pub kdf_memory: Option<u32>,
     /// Retention lock: no snapshot younger than this (e.g. 7y) can be forgotten
     #[arg(long, value_name = "DURATION", value_parser = clap::value_parser!(vault_store::retention::Duration))]

@@ -1,7 +1,8 @@
 //! What commands share: finding the repository, getting the password,
 //! opening the repository with the cache, and printing.
 
-use std::io::{BufRead, IsTerminal};
+use std::io::{IsTerminal, Read};
+use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use anyhow::{Context as _, Result, bail};
 use vault_store::backend::{self, Backend};
 use vault_store::index::CacheMode;
 use vault_store::{OpenOptions, Repository};
+use zeroize::Zeroizing;
 
 use crate::args::Global;
 
@@ -23,6 +25,24 @@ impl std::fmt::Display for Exit {
     }
 }
 impl std::error::Error for Exit {}
+
+/// The variables vault reads the repository password from: the password,
+/// or where to find it (a file path or a command is not itself secret, but
+/// it leads to the secret, and no other program needs it).
+const PASSWORD_VARS: &[&str] = &["VAULT_PASSWORD", "VAULT_PASSWORD_FILE", "VAULT_PASSWORD_COMMAND"];
+
+/// Removes vault's own secrets from the environment of a command vault
+/// runs for the user's data (`snapshot --stdin-from-command`): the
+/// password variables and every S3 credential variable the backend reads.
+/// The command keeps everything else (`PGPASSWORD`, `AWS_PROFILE`,
+/// `AWS_REGION`, ...): what it needs of its own it must be given under
+/// names vault doesn't read.
+pub fn without_vault_secrets(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    for var in PASSWORD_VARS.iter().chain(vault_store::backend::s3::CREDENTIAL_VARS) {
+        cmd.env_remove(var);
+    }
+    cmd
+}
 
 /// Shared state of one invocation.
 pub struct Ctx {
@@ -57,34 +77,52 @@ impl Ctx {
 
     /// The password: --password-file, --password-command (or their
     /// environment variables), VAULT_PASSWORD, else a prompt on a terminal.
-    pub fn password(&self) -> Result<Vec<u8>> {
+    /// Wiped when dropped (VAULT_PASSWORD itself stays in the process's
+    /// environment: removing it takes `unsafe`).
+    pub fn password(&self) -> Result<Zeroizing<Vec<u8>>> {
         if let Some(f) = &self.global.password_file {
             return read_password_file(f);
         }
         if let Some(cmd) = &self.global.password_command {
-            let out = std::process::Command::new("sh")
+            // The password command keeps its environment (it may need
+            // the S3 credentials to fetch the password from a secret
+            // store), but not another password: VAULT_PASSWORD is ignored
+            // when a command is given, so the command has no use for it.
+            let mut child = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(cmd)
+                .env_remove("VAULT_PASSWORD")
                 .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::inherit())
-                .output()
+                .spawn()
                 .with_context(|| format!("running password command {cmd:?}"))?;
-            if !out.status.success() {
-                bail!("password command {cmd:?} failed with {}", out.status);
+            let mut stdout = child.stdout.take().expect("stdout was piped");
+            let first = read_first_line(&mut stdout, &format!("password command {cmd:?}"));
+            // The rest is no password: read it, so that the command isn't
+            // stopped by a full pipe, and let it go.
+            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+            let status = child.wait().with_context(|| format!("running password command {cmd:?}"))?;
+            if !status.success() {
+                bail!("password command {cmd:?} failed with {status}");
             }
-            let first = out.stdout.split(|&b| b == b'\n').next().unwrap_or_default();
-            let first = first.strip_suffix(b"\r").unwrap_or(first).to_vec();
+            let mut first = first?;
+            if first.last() == Some(&b'\r') {
+                first.pop();
+            }
             if first.is_empty() {
                 bail!("password command {cmd:?} printed no password");
             }
             return Ok(first);
         }
-        if let Ok(p) = std::env::var("VAULT_PASSWORD") {
-            return Ok(p.into_bytes());
+        // As bytes: a password is bytes (docs/format.md section 5.2), and
+        // `env::var` refuses what is not UTF-8.
+        if let Some(p) = std::env::var_os("VAULT_PASSWORD") {
+            return Ok(Zeroizing::new(p.into_vec()));
         }
         if std::io::stdin().is_terminal() {
             let p = rpassword::prompt_password("enter password for repository: ").context("reading the password")?;
-            return Ok(p.into_bytes());
+            return Ok(Zeroizing::new(p.into_bytes()));
         }
         bail!("no password given: set VAULT_PASSWORD, use --password-file or --password-command, or run on a terminal")
     }
@@ -153,13 +191,45 @@ impl Ctx {
     }
 }
 
-pub fn read_password_file(f: &std::path::Path) -> Result<Vec<u8>> {
-    let file = std::fs::File::open(f).with_context(|| format!("reading password file {}", f.display()))?;
-    let mut line = String::new();
-    std::io::BufReader::new(file)
-        .read_line(&mut line)
-        .with_context(|| format!("reading password file {}", f.display()))?;
-    let p = line.trim_end_matches(['\n', '\r']).as_bytes().to_vec();
+/// The longest first line read as a password from a file or a command.
+const MAX_PASSWORD_LINE: usize = 64 << 10;
+
+/// The first line of `r`, without its `\n`, as bytes (a password need not
+/// be UTF-8). Read straight into one buffer taken up front and wiped when
+/// dropped: a buffered reader or a growing `Vec` would leave copies of the
+/// password in freed memory. `what` names the source in errors.
+fn read_first_line(r: &mut impl Read, what: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let mut buf = Zeroizing::new(vec![0u8; MAX_PASSWORD_LINE + 1]);
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            bail!("{what}: the first line is longer than {} KiB", MAX_PASSWORD_LINE >> 10);
+        }
+        let n = match r.read(&mut buf[len..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {what}")),
+        };
+        if n == 0 {
+            break;
+        }
+        if let Some(nl) = buf[len..len + n].iter().position(|&b| b == b'\n') {
+            len += nl;
+            break;
+        }
+        len += n;
+    }
+    // Shrinks the length only: the capacity, tail included, is wiped on drop.
+    buf.truncate(len);
+    Ok(buf)
+}
+
+pub fn read_password_file(f: &std::path::Path) -> Result<Zeroizing<Vec<u8>>> {
+    let mut file = std::fs::File::open(f).with_context(|| format!("reading password file {}", f.display()))?;
+    let mut p = read_first_line(&mut file, &format!("password file {}", f.display()))?;
+    while p.last() == Some(&b'\r') {
+        p.pop();
+    }
     if p.is_empty() {
         bail!("password file {} is empty", f.display());
     }
@@ -187,4 +257,32 @@ pub fn print_json(v: &impl serde::Serialize) -> Result<()> {
     // As an io::Error, so that a closed stdout is recognised (see `out!`).
     let written = serde_json::to_writer(&mut out, v).map_err(std::io::Error::from).and_then(|()| writeln!(out));
     Ok(crate::ignore_broken_pipe(written)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn first_line(input: &[u8]) -> Result<Vec<u8>> {
+        read_first_line(&mut &input[..], "test input").map(|p| p.to_vec())
+    }
+
+    #[test]
+    fn first_line_is_the_bytes_before_the_newline() {
+        assert_eq!(first_line(b"pw\nmore\n").unwrap(), b"pw");
+        assert_eq!(first_line(b"\xff\xfepw").unwrap(), b"\xff\xfepw");
+        assert_eq!(first_line(b"pw\r\n").unwrap(), b"pw\r");
+        assert_eq!(first_line(b"").unwrap(), b"");
+    }
+
+    #[test]
+    fn first_line_longer_than_the_limit_is_refused() {
+        let mut long = vec![b'a'; MAX_PASSWORD_LINE];
+        assert_eq!(first_line(&long).unwrap().len(), MAX_PASSWORD_LINE);
+        long.push(b'\n');
+        assert_eq!(first_line(&long).unwrap().len(), MAX_PASSWORD_LINE);
+        long.insert(0, b'a');
+        let err = first_line(&long).unwrap_err().to_string();
+        assert!(err.contains("test input") && err.contains("longer than 64 KiB"), "{err}");
+    }
 }

@@ -7,10 +7,22 @@
 //! chosen in one place: it is `ring`'s (AES-NI/VAES and carry-less multiply
 //! assembly), which seals about three times as fast here as the pure-Rust
 //! `aes-gcm` crate (the `encrypt` group of the `stages` benchmark).
+//!
+//! Secrets are wiped when dropped (the `zeroize` crate): the master secret
+//! and the keys derived from it (held once, behind an `Arc`, however often
+//! [`Keys`] is cloned), each pack key, the Argon2 output that wraps the
+//! master secret, and the unwrapped master secret's buffer. What this can't
+//! reach: `ring` keeps each AES key as an expanded key schedule (and the
+//! GHASH key) inside its `LessSafeKey`, opaque and never wiped; BLAKE3
+//! hashers made inside `blake3::keyed_hash` and the callers' blob hashers
+//! keep a key copy until their memory is reused; and moves of a value
+//! may leave a copy on the stack.
+
+use std::sync::Arc;
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 use serde::{Deserialize, Serialize};
-use zeroize_lite::Secret;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, Result};
 use crate::id::BlobId;
@@ -22,20 +34,8 @@ pub const NONCE_LEN: usize = 12;
 /// Bytes of the master secret.
 pub const MASTER_LEN: usize = 64;
 
-mod zeroize_lite {
-    /// A byte array that is wiped when dropped (best effort, no `unsafe`).
-    #[derive(Clone)]
-    pub struct Secret<const N: usize>(pub [u8; N]);
-
-    impl<const N: usize> Drop for Secret<N> {
-        fn drop(&mut self) {
-            for b in self.0.iter_mut() {
-                *b = 0;
-            }
-            std::hint::black_box(&self.0);
-        }
-    }
-}
+/// A key or secret, wiped when dropped.
+type Secret<const N: usize> = Zeroizing<[u8; N]>;
 
 /// Fills a buffer from the operating system's random source.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
@@ -44,7 +44,8 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     b
 }
 
-/// One AES-256-GCM key.
+/// One AES-256-GCM key. `ring` expands it into a key schedule it doesn't
+/// wipe when dropped (see the module docs).
 #[derive(Clone)]
 pub struct Cipher(LessSafeKey);
 
@@ -117,9 +118,14 @@ pub fn blob_aad(id: &BlobId, kind: u8) -> [u8; 33] {
     aad
 }
 
-/// All keys derived from the master secret.
+/// All keys derived from the master secret. A clone shares them: they are
+/// held once and wiped when the last clone is dropped.
 #[derive(Clone)]
-pub struct Keys {
+pub struct Keys(Arc<KeyMaterial>);
+
+/// What [`Keys`] holds. Each secret wipes itself when dropped (checked at
+/// compile time by `secrets_are_wiped_on_drop` below).
+struct KeyMaterial {
     master: Secret<MASTER_LEN>,
     chunk_id: Secret<32>,
     data: Secret<32>,
@@ -136,76 +142,109 @@ impl Keys {
         Self::from_master(random_bytes::<MASTER_LEN>())
     }
 
-    /// Derives every key from a master secret.
-    pub fn from_master(master: [u8; MASTER_LEN]) -> Self {
-        let derive = |ctx: &str| Secret(blake3::derive_key(ctx, &master));
-        let meta = derive("vault 2026-11-25 metadata encryption key");
-        Keys {
-            chunk_id: derive("vault 2026-11-25 blob id key"),
-            data: derive("vault 2026-11-25 pack encryption key"),
-            meta_id: derive("vault 2026-11-25 metadata id key"),
-            gear: derive("vault 2026-11-25 chunker gear key"),
-            cache: derive("vault 2026-12-05 local cache tag key"),
-            meta_cipher: Cipher::new(&meta.0),
-            meta,
-            master: Secret(master),
-        }
+    /// Derives every key from a master secret, and wipes the argument.
+    pub fn from_master(mut master: [u8; MASTER_LEN]) -> Self {
+        let keys = Self::derive(&master);
+        master.zeroize();
+        keys
+    }
+
+    /// Derives every key from a master secret, writing each straight into
+    /// the shared allocation (a key built on the stack and moved there
+    /// would leave a copy behind).
+    fn derive(master: &[u8; MASTER_LEN]) -> Self {
+        let zero = || Zeroizing::new([0u8; 32]);
+        let mut m = Arc::new(KeyMaterial {
+            master: Zeroizing::new([0; MASTER_LEN]),
+            chunk_id: zero(),
+            data: zero(),
+            meta: zero(),
+            meta_id: zero(),
+            gear: zero(),
+            cache: zero(),
+            meta_cipher: Cipher::new(&[0; 32]),
+        });
+        let k = Arc::get_mut(&mut m).expect("the Arc was made just now");
+        k.master.copy_from_slice(master);
+        let derive = |ctx: &str, out: &mut [u8; 32]| {
+            let mut h = blake3::Hasher::new_derive_key(ctx);
+            h.update(master);
+            let mut hash = h.finalize();
+            out.copy_from_slice(hash.as_bytes());
+            hash.zeroize();
+            // The hasher's buffer holds the master secret.
+            h.zeroize();
+        };
+        derive("vault 2026-11-25 blob id key", &mut k.chunk_id);
+        derive("vault 2026-11-25 pack encryption key", &mut k.data);
+        derive("vault 2026-11-25 metadata encryption key", &mut k.meta);
+        derive("vault 2026-11-25 metadata id key", &mut k.meta_id);
+        derive("vault 2026-11-25 chunker gear key", &mut k.gear);
+        derive("vault 2026-12-05 local cache tag key", &mut k.cache);
+        k.meta_cipher = Cipher::new(&k.meta);
+        Keys(m)
     }
 
     /// The master secret, for wrapping in a key file.
     pub fn master(&self) -> &[u8; MASTER_LEN] {
-        &self.master.0
+        &self.0.master
     }
 
     /// The id of a blob: keyed BLAKE3 of its plaintext.
     pub fn blob_id(&self, plaintext: &[u8]) -> BlobId {
-        BlobId(*blake3::keyed_hash(&self.chunk_id.0, plaintext).as_bytes())
+        BlobId(*blake3::keyed_hash(&self.0.chunk_id, plaintext).as_bytes())
     }
 
     /// The blob-id hasher, for hashing a blob incrementally or in parallel.
     pub fn blob_hasher(&self) -> blake3::Hasher {
-        blake3::Hasher::new_keyed(&self.chunk_id.0)
+        blake3::Hasher::new_keyed(&self.0.chunk_id)
     }
 
     /// The id of a metadata object (snapshot, index segment): keyed BLAKE3.
     pub fn meta_id(&self, plaintext: &[u8]) -> [u8; 32] {
-        *blake3::keyed_hash(&self.meta_id.0, plaintext).as_bytes()
+        *blake3::keyed_hash(&self.0.meta_id, plaintext).as_bytes()
     }
 
     /// The cipher for metadata objects (random nonces).
     pub fn meta_cipher(&self) -> &Cipher {
-        &self.meta_cipher
+        &self.0.meta_cipher
     }
 
     /// A tag over `parts` (their lengths included) for what the local
     /// cache keeps outside a seal; compare it as a `blake3::Hash`, in
     /// constant time.
     pub fn cache_tag(&self, parts: &[&[u8]]) -> blake3::Hash {
-        let mut h = blake3::Hasher::new_keyed(&self.cache.0);
+        let mut h = blake3::Hasher::new_keyed(&self.0.cache);
         for p in parts {
             h.update(&(p.len() as u64).to_le_bytes());
             h.update(p);
         }
-        h.finalize()
+        let tag = h.finalize();
+        h.zeroize();
+        tag
     }
 
     /// The key the chunker's gear table is derived from.
     pub fn gear_key(&self) -> &[u8; 32] {
-        &self.gear.0
+        &self.0.gear
     }
 
     /// The cipher of one pack, from its random salt.
     pub fn pack_cipher(&self, salt: &[u8; 32]) -> Cipher {
-        let mut h = blake3::Hasher::new_keyed(&self.data.0);
+        let mut h = blake3::Hasher::new_keyed(&self.0.data);
         h.update(b"vault pack key v1");
         h.update(salt);
-        Cipher::new(h.finalize().as_bytes())
+        let mut key = h.finalize();
+        let cipher = Cipher::new(key.as_bytes());
+        key.zeroize();
+        h.zeroize();
+        cipher
     }
 
     /// Used only by tests that compare keys.
     #[doc(hidden)]
     pub fn meta_key_fingerprint(&self) -> [u8; 32] {
-        *blake3::hash(&self.meta.0).as_bytes()
+        *blake3::hash(&*self.0.meta).as_bytes()
     }
 }
 
@@ -226,29 +265,72 @@ impl Default for KdfParams {
     }
 }
 
+/// Bounds on the costs a key file may ask for (docs/format.md section 5.3).
+/// A key file is tried on every command by whoever opens the repository,
+/// so its costs are bounded by what `vault` itself writes: 3 passes over at
+/// most 1 GiB (the default is 64 MiB; only the hidden `init --kdf-memory`
+/// asks for another amount). Lanes split the memory and add no work; up to
+/// 4 are accepted, RFC 9106's recommendation, though vault writes 1.
 impl KdfParams {
-    /// Upper bounds accepted from a key file, so a hostile repository can't
-    /// make us allocate 4 TiB or spin for hours.
-    const MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
-    const MAX_ITERATIONS: u32 = 100;
-    const MAX_PARALLELISM: u32 = 64;
+    /// Most memory, in KiB (1 GiB).
+    pub const MAX_MEMORY_KIB: u32 = 1 << 20;
+    /// Most passes.
+    pub const MAX_ITERATIONS: u32 = 3;
+    /// Most lanes.
+    pub const MAX_PARALLELISM: u32 = 4;
+    /// Least memory per lane, in KiB (Argon2's own minimum).
+    pub const MIN_MEMORY_KIB_PER_LANE: u32 = 8;
 
-    fn derive(&self, password: &[u8], salt: &[u8]) -> Result<[u8; 32]> {
-        if self.memory_kib > Self::MAX_MEMORY_KIB
-            || self.iterations > Self::MAX_ITERATIONS
-            || self.parallelism > Self::MAX_PARALLELISM
-        {
-            return Err(Error::corrupt("key file", format!("Argon2 parameters out of range: {self:?}")));
+    /// Says which parameter is out of bounds, and what the bound is.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let KdfParams { memory_kib: m, iterations: t, parallelism: p } = *self;
+        if !(1..=Self::MAX_PARALLELISM).contains(&p) {
+            return Err(format!("Argon2 parallelism {p} is out of bounds (1 to {})", Self::MAX_PARALLELISM));
         }
-        let params = argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
-            .map_err(|e| Error::corrupt("key file", format!("bad Argon2 parameters: {e}")))?;
-        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-        let mut out = [0u8; 32];
-        argon
-            .hash_password_into(password, salt, &mut out)
-            .map_err(|e| Error::corrupt("key file", format!("Argon2 failed: {e}")))?;
-        Ok(out)
+        if !(1..=Self::MAX_ITERATIONS).contains(&t) {
+            return Err(format!("Argon2 iterations {t} is out of bounds (1 to {})", Self::MAX_ITERATIONS));
+        }
+        let min_m = Self::MIN_MEMORY_KIB_PER_LANE * p;
+        if !(min_m..=Self::MAX_MEMORY_KIB).contains(&m) {
+            return Err(format!(
+                "Argon2 memory_kib {m} is out of bounds ({min_m} to {} with parallelism {p})",
+                Self::MAX_MEMORY_KIB
+            ));
+        }
+        Ok(())
     }
+
+    /// The work of a derivation, in KiB blocks filled: memory times passes
+    /// (lanes split the memory, they add nothing). Orders key files for
+    /// trying; meaningful only for parameters within bounds.
+    pub fn cost(&self) -> u64 {
+        u64::from(self.memory_kib) * u64::from(self.iterations)
+    }
+
+    /// Derives the wrapping key into `out` (the caller's, so that it is
+    /// wiped where it lives, not copied out of this frame). `what` names
+    /// the key file in errors.
+    fn derive(&self, password: &[u8], salt: &[u8], out: &mut [u8; 32], what: &str) -> Result<()> {
+        // Checked here too, not only when decoding: a `KeyFile` may be
+        // built in memory.
+        self.check().map_err(|e| Error::corrupt(what, e))?;
+        let params = argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
+            .map_err(|e| Error::corrupt(what, format!("bad Argon2 parameters: {e}")))?;
+        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        argon.hash_password_into(password, salt, out).map_err(|e| Error::corrupt(what, format!("Argon2 failed: {e}")))
+    }
+}
+
+/// The largest key file a reader accepts (one is under 1 KiB).
+pub const MAX_KEY_FILE_LEN: u64 = 64 << 10;
+
+/// Puts key files in the order to try a password on them: the cheapest
+/// Argon2 cost first, then by name. Someone who can write to `keys/` then
+/// can't make every command pay for an expensive key file before the real
+/// ones by giving it a name that sorts first; only a key cheaper than the
+/// real one goes ahead of it, and that costs little.
+pub fn sort_for_unlock<N: Ord>(keys: &mut [(N, KeyFile)]) {
+    keys.sort_by(|(a_name, a), (b_name, b)| a.params.cost().cmp(&b.params.cost()).then_with(|| a_name.cmp(b_name)));
 }
 
 /// The contents of `keys/<id>`: the master secret wrapped under a key derived
@@ -287,10 +369,16 @@ impl KeyFile {
         user: &str,
         created: &str,
     ) -> Result<Self> {
+        // A key vault wouldn't accept when opening is never written.
+        params.check().map_err(|e| Error::Invalid(format!("cannot add a key: {e}")))?;
         let salt = random_bytes::<32>();
         let nonce = random_bytes::<NONCE_LEN>();
-        let wrap = params.derive(password, &salt)?;
-        let mut buf = keys.master().to_vec();
+        let mut wrap = Zeroizing::new([0u8; 32]);
+        params.derive(password, &salt, &mut wrap, "new key file")?;
+        // Room for the tag, so that no copy of the plaintext is left
+        // behind by a reallocation (it is sealed in place).
+        let mut buf = Vec::with_capacity(MASTER_LEN + TAG_LEN);
+        buf.extend_from_slice(keys.master());
         Cipher::new(&wrap).seal(&nonce, KEY_AAD, &mut buf);
         Ok(KeyFile {
             version: 1,
@@ -305,7 +393,8 @@ impl KeyFile {
         })
     }
 
-    /// Parses a key file. `what` names it in errors.
+    /// Parses a key file, and checks that its Argon2 costs are within
+    /// bounds. `what` names it in errors.
     pub fn decode(bytes: &[u8], what: &str) -> Result<Self> {
         let kf: KeyFile =
             serde_json::from_slice(bytes).map_err(|e| Error::corrupt(what, format!("not a key file: {e}")))?;
@@ -315,6 +404,7 @@ impl KeyFile {
         if kf.kdf != "argon2id" {
             return Err(Error::corrupt(what, format!("unknown KDF {:?}", kf.kdf)));
         }
+        kf.params.check().map_err(|e| Error::corrupt(what, e))?;
         Ok(kf)
     }
 
@@ -332,16 +422,18 @@ impl KeyFile {
         }
         let mut nonce = [0u8; NONCE_LEN];
         hex::decode_to_slice(&self.nonce, &mut nonce).map_err(|_| bad("nonce"))?;
-        let mut buf = hex::decode(&self.sealed).map_err(|_| bad("sealed"))?;
+        // Decrypted in place: the buffer holds the master secret.
+        let mut buf = Zeroizing::new(hex::decode(&self.sealed).map_err(|_| bad("sealed"))?);
         if buf.len() != MASTER_LEN + TAG_LEN {
             return Err(bad("sealed"));
         }
-        let wrap = self.params.derive(password, &salt)?;
+        let mut wrap = Zeroizing::new([0u8; 32]);
+        self.params.derive(password, &salt, &mut wrap, what)?;
         if !Cipher::new(&wrap).open(&nonce, KEY_AAD, &mut buf) {
             return Ok(None);
         }
-        let master: [u8; MASTER_LEN] = buf.as_slice().try_into().expect("length checked above");
-        Ok(Some(Keys::from_master(master)))
+        let master: &[u8; MASTER_LEN] = buf.as_slice().try_into().expect("length checked above");
+        Ok(Some(Keys::derive(master)))
     }
 }
 
@@ -375,11 +467,103 @@ mod tests {
         assert_eq!(opened.master(), keys.master());
     }
 
+    /// Every secret [`Keys`] holds wipes itself when dropped. A compile-time
+    /// check: `KeyMaterial` is destructured without `..`, so a new field
+    /// doesn't compile until it is listed here (and so wiped, or said why
+    /// not).
+    #[test]
+    fn secrets_are_wiped_on_drop() {
+        fn wiped<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+        let keys = Keys::generate();
+        let KeyMaterial { master, chunk_id, data, meta, meta_id, gear, cache, meta_cipher: _ } = &*keys.0;
+        wiped(master);
+        for k in [chunk_id, data, meta, meta_id, gear, cache] {
+            wiped(k);
+        }
+        // The wrapping key and the unwrapped master secret's buffer.
+        wiped(&Zeroizing::new([0u8; 32]));
+        wiped(&Zeroizing::new(Vec::<u8>::new()));
+    }
+
+    /// The keys derived into the shared allocation are those of the
+    /// format (docs/format.md section 4), not the zeros they start as.
+    #[test]
+    fn derived_keys_follow_the_format() {
+        let master = [9u8; MASTER_LEN];
+        let keys = Keys::from_master(master);
+        assert_eq!(keys.gear_key(), &blake3::derive_key("vault 2026-11-25 chunker gear key", &master));
+        let meta = blake3::derive_key("vault 2026-11-25 metadata encryption key", &master);
+        assert_eq!(keys.meta_key_fingerprint(), *blake3::hash(&meta).as_bytes());
+        let blob_key = blake3::derive_key("vault 2026-11-25 blob id key", &master);
+        assert_eq!(keys.blob_id(b"x").as_bytes(), blake3::keyed_hash(&blob_key, b"x").as_bytes());
+        let mut sealed = b"m".to_vec();
+        Cipher::new(&meta).seal(&[1; NONCE_LEN], b"a", &mut sealed);
+        assert!(keys.meta_cipher().open(&[1; NONCE_LEN], b"a", &mut sealed));
+        let data = blake3::derive_key("vault 2026-11-25 pack encryption key", &master);
+        let mut h = blake3::Hasher::new_keyed(&data);
+        h.update(b"vault pack key v1");
+        h.update(&[3; 32]);
+        let mut sealed = b"p".to_vec();
+        Cipher::new(h.finalize().as_bytes()).seal(&blob_nonce(0), b"", &mut sealed);
+        assert!(keys.pack_cipher(&[3; 32]).open(&blob_nonce(0), b"", &mut sealed));
+    }
+
     #[test]
     fn hostile_kdf_parameters_are_refused() {
         let keys = Keys::generate();
-        let mut kf = KeyFile::seal(&keys, b"pw", fast(), "h", "u", "now").unwrap();
-        kf.params.memory_kib = u32::MAX;
-        assert!(kf.open(b"pw", "k").is_err());
+        let kf = KeyFile::seal(&keys, b"pw", fast(), "h", "u", "now").unwrap();
+        let p = |memory_kib, iterations, parallelism| KdfParams { memory_kib, iterations, parallelism };
+        for (params, field) in [
+            (p(u32::MAX, 1, 1), "memory_kib"),
+            (p(4 << 20, 1, 1), "memory_kib"),
+            (p(KdfParams::MAX_MEMORY_KIB + 1, 1, 1), "memory_kib"),
+            (p(7, 1, 1), "memory_kib"),
+            (p(31, 1, 4), "memory_kib"),
+            (p(64, 100, 1), "iterations"),
+            (p(64, KdfParams::MAX_ITERATIONS + 1, 1), "iterations"),
+            (p(64, 0, 1), "iterations"),
+            (p(1024, 1, 64), "parallelism"),
+            (p(64, 1, KdfParams::MAX_PARALLELISM + 1), "parallelism"),
+            (p(64, 1, 0), "parallelism"),
+        ] {
+            let mut bad = kf.clone();
+            bad.params = params;
+            // Refused when parsed (so `key list` and `check` say so too) ...
+            let err = KeyFile::decode(&bad.encode(), "key file keys/abc").unwrap_err().to_string();
+            assert!(err.contains("keys/abc") && err.contains(field), "{params:?}: {err}");
+            // ... and before any Argon2 run when opened.
+            let err = bad.open(b"pw", "key file keys/abc").err().expect("refused").to_string();
+            assert!(err.contains("keys/abc") && err.contains(field), "{params:?}: {err}");
+            // Nor does vault write such a key.
+            assert!(KeyFile::seal(&keys, b"pw", params, "h", "u", "now").is_err(), "{params:?}");
+        }
+        // The bounds themselves are accepted, and so is what vault writes.
+        assert_eq!(p(KdfParams::MAX_MEMORY_KIB, KdfParams::MAX_ITERATIONS, KdfParams::MAX_PARALLELISM).check(), Ok(()));
+        assert_eq!(p(32, 1, 4).check(), Ok(()));
+        assert_eq!(KdfParams::default().check(), Ok(()));
+    }
+
+    #[test]
+    fn key_files_are_tried_cheapest_first_then_by_name() {
+        let keys = Keys::generate();
+        let kf = KeyFile::seal(&keys, b"pw", fast(), "h", "u", "now").unwrap();
+        let with = |name: &'static str, memory_kib, iterations, parallelism| {
+            let mut k = kf.clone();
+            k.params = KdfParams { memory_kib, iterations, parallelism };
+            (name, k)
+        };
+        let mut list = vec![
+            // Sorts first by name, and costs the most.
+            with("0000", KdfParams::MAX_MEMORY_KIB, KdfParams::MAX_ITERATIONS, 1),
+            with("ffff", 64 * 1024, 3, 1),
+            with("aaaa", 64 * 1024, 3, 1),
+            // Lanes add no work: as cheap as the one below, then by name.
+            with("cccc", 64, 1, 4),
+            with("bbbb", 64, 1, 1),
+            with("1111", 1024, 3, 1),
+        ];
+        sort_for_unlock(&mut list);
+        let order: Vec<_> = list.iter().map(|(n, _)| *n).collect();
+        assert_eq!(order, ["bbbb", "cccc", "1111", "aaaa", "ffff", "0000"]);
     }
 }

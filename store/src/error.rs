@@ -84,12 +84,15 @@ pub enum Error {
     },
 
     /// No key file opens with the given password.
-    #[error("wrong password: none of the {keys} key(s) in {location} opens with it")]
+    #[error("wrong password: none of the {keys} key(s) in {location} opens with it{}", damaged_note(.damaged))]
     WrongPassword {
         /// The repository location.
         location: String,
         /// How many key files were tried.
         keys: usize,
+        /// The key files that could not be tried, as errors naming each:
+        /// one of them may have been the key for this password.
+        damaged: Vec<String>,
     },
 
     /// The repository was written by a newer vault.
@@ -186,6 +189,15 @@ pub enum Error {
     /// server that ignores conditional writes, say).
     #[error("{0}")]
     Unsupported(String),
+}
+
+/// The end of a [`Error::WrongPassword`] message: the damaged key files.
+fn damaged_note(damaged: &[String]) -> String {
+    if damaged.is_empty() {
+        String::new()
+    } else {
+        format!(" (not tried, one may be the key for it: {})", damaged.join("; "))
+    }
 }
 
 impl Error {

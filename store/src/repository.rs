@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::backend::{Backend, FileType};
-use crate::crypto::{KdfParams, KeyFile, Keys, NONCE_LEN, TAG_LEN};
+use crate::crypto::{KdfParams, KeyFile, Keys, MAX_KEY_FILE_LEN, NONCE_LEN, TAG_LEN, sort_for_unlock};
 use crate::error::{BackendErrorKind, Error, Result};
 use crate::format::config::{ChunkerParams, Config, GC_PROTOCOL};
 use crate::format::snapshot::{self, Snapshot};
@@ -230,31 +230,56 @@ impl Repository {
         Ok(repo)
     }
 
+    /// Finds the key file that opens with `password`. Every key file is
+    /// read and checked first (its size, its JSON, its Argon2 costs within
+    /// bounds), then tried cheapest first (`sort_for_unlock`): a key file
+    /// someone put in `keys/` can't make each command pay for it before
+    /// the real keys. A damaged key file is skipped and reported if no key
+    /// opens.
     fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<(Keys, KeyId)> {
         let list = backend.list(FileType::Key)?;
-        let mut last_err = None;
+        if list.is_empty() {
+            return Err(Error::NotARepository { location: backend.location(), reason: "it has no key files".into() });
+        }
+        let mut damaged = Vec::new();
+        let mut candidates = Vec::with_capacity(list.len());
         for (name, _) in &list {
             let what = format!("key file keys/{name}");
-            let res = backend
-                .read(FileType::Key, name)
-                .map_err(Error::from)
-                .and_then(|b| KeyFile::decode(&b, &what))
-                .and_then(|kf| kf.open(password, &what));
-            match res {
+            // The backend refuses a key object over 1 MiB before reading it
+            // (`FileType::max_len`); a key file is tighter still.
+            let res = backend.read(FileType::Key, name).map_err(Error::from).and_then(|b| {
+                if b.len() as u64 > MAX_KEY_FILE_LEN {
+                    let detail = format!("{} bytes, more than a key file can be ({MAX_KEY_FILE_LEN} at most)", b.len());
+                    return Err(Error::corrupt(&what, detail));
+                }
+                Ok(b)
+            });
+            match res.and_then(|b| KeyFile::decode(&b, &what)) {
+                Ok(kf) => candidates.push((name.as_str(), kf)),
+                Err(e) => damaged.push(e),
+            }
+        }
+        sort_for_unlock(&mut candidates);
+        for (name, kf) in &candidates {
+            match kf.open(password, &format!("key file keys/{name}")) {
                 Ok(Some(keys)) => return Ok((keys, KeyId::from_hex(name).unwrap_or(KeyId([0; 32])))),
                 Ok(None) => {}
-                Err(e) => last_err = Some(e),
+                Err(e) => damaged.push(e),
             }
         }
-        match last_err {
-            // Every readable key refused the password, but some key was damaged:
-            // say so, it may have been the one for this password.
-            Some(e) if list.len() == 1 => Err(e),
-            _ if list.is_empty() => {
-                Err(Error::NotARepository { location: backend.location(), reason: "it has no key files".into() })
-            }
-            _ => Err(Error::WrongPassword { location: backend.location(), keys: list.len() }),
+        // The only key is damaged: that is the error.
+        if list.len() == 1
+            && let Some(e) = damaged.pop()
+        {
+            return Err(e);
         }
+        // Every readable key refused the password, but a damaged one may
+        // have been the one for it: say which.
+        Err(Error::WrongPassword {
+            location: backend.location(),
+            keys: list.len(),
+            damaged: damaged.iter().map(ToString::to_string).collect(),
+        })
     }
 
     /// The backend.

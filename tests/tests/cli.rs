@@ -65,6 +65,10 @@ fn password_file_and_password_command_are_accepted() {
         .run()
         .failed()
         .stderr_has("no-such-file");
+    // A command that prints more than the password is read to its end
+    // (it is not stuck on a full pipe) and only its first line counts.
+    let chatty = format!("echo '{}'; head -c 1000000 /dev/zero", v.password);
+    v.cmd().env_remove("VAULT_PASSWORD").args(["--password-command", &chatty, "snapshots"]).run().ok();
     // A failing password command is an error, not an empty password.
     v.cmd().env_remove("VAULT_PASSWORD").args(["--password-command", "sh -c 'exit 7'", "snapshots"]).run().failed();
 }
@@ -125,6 +129,10 @@ fn init_rejects_bad_options_and_creates_nothing() {
     v.cmd().args(["init", "--compression", "23"]).run().failed();
     v.cmd().args(["init", "--chunk-size", "banana"]).run().failed().stderr_has("banana");
     v.cmd().args(["init", "--pack-size", "12"]).run().failed();
+    // A key no vault would open (Argon2 memory above 1 GiB, or below
+    // Argon2's minimum) is not written.
+    v.cmd().args(["init", "--kdf-memory", "1048577"]).run().code_is(2).stderr_has("kdf-memory");
+    v.cmd().args(["init", "--kdf-memory", "7"]).run().code_is(2).stderr_has("kdf-memory");
     assert!(
         !v.repo.exists() || fs::read_dir(&v.repo).unwrap().next().is_none(),
         "a refused init leaves nothing behind"
@@ -181,4 +189,45 @@ fn snapshots_json_is_one_array_empty_or_not() {
     let out = v.cmd().args(["snapshots", "--json"]).run().ok();
     assert_eq!(out.stdout_str().lines().count(), 1);
     assert_eq!(out.json().as_array().map(Vec::len), Some(2));
+}
+
+#[test]
+fn password_command_does_not_see_vault_password() {
+    let v = Vault::new();
+    // The command prints VAULT_PASSWORD when it sees it, else its own
+    // password: init with both set must store the command's.
+    let cmd = r#"printf '%s\n' "${VAULT_PASSWORD:-from-the-command}""#;
+    v.cmd().args(["--password-command", cmd, "init", "--kdf-memory", "1024"]).run().ok();
+    v.cmd().env("VAULT_PASSWORD", "from-the-command").arg("snapshots").run().ok();
+    v.cmd().arg("snapshots").run().code_is(12);
+}
+
+/// A password is bytes (docs/format.md section 5.2): one that is not UTF-8
+/// works from VAULT_PASSWORD and from a password file, byte for byte.
+#[test]
+fn a_password_that_is_not_utf8_opens_the_repository() {
+    use std::ffi::{OsStr, OsString};
+    use std::os::unix::ffi::OsStrExt;
+    let v = Vault::new();
+    let pw = OsStr::from_bytes(b"\xff\xfepw");
+    let with = |pw: &OsStr| v.cmd().env("VAULT_PASSWORD", pw);
+    with(pw).args(["init", "--kdf-memory", "1024"]).run().ok();
+
+    let src = v.src("data");
+    write(&src.join("f.txt"), b"some bytes\n");
+    with(pw).arg("snapshot").arg(&src).run().ok();
+    let target = v.path("target");
+    with(pw).args(["restore", "latest", "--target"]).arg(&target).run().ok();
+    assert_same_file(&src.join("f.txt"), &restored(&target, &src.join("f.txt")));
+
+    // Other bytes are another password, and so is the UTF-8 a lossy
+    // conversion would have made of these.
+    with(OsStr::from_bytes(b"\xff\xfepx")).arg("snapshots").run().code_is(12);
+    let lossy = OsString::from(String::from_utf8_lossy(pw.as_bytes()).into_owned());
+    with(&lossy).arg("snapshots").run().code_is(12);
+
+    // The same bytes from a password file.
+    let pwfile = v.path("pw");
+    fs::write(&pwfile, b"\xff\xfepw\n").unwrap();
+    v.cmd().env_remove("VAULT_PASSWORD").arg("--password-file").arg(&pwfile).arg("snapshots").run().ok();
 }

@@ -105,3 +105,47 @@ fn dump_of_a_large_stream_is_in_order_and_stops_at_a_damaged_blob() {
     assert!(out.stdout.len() < data.len(), "a dump with a damaged blob must not look complete");
     assert!(data.starts_with(&out.stdout), "what was written before the damage is the data's start");
 }
+
+#[test]
+fn stdin_from_command_does_not_pass_vault_secrets_to_the_command() {
+    let v = Vault::init();
+    let pwfile = v.path("pw");
+    std::fs::write(&pwfile, format!("{}\n", v.password)).unwrap();
+    let secrets = [
+        ("AWS_ACCESS_KEY_ID", "AKIA-test-access-key-id"),
+        ("AWS_SECRET_ACCESS_KEY", "test-secret-access-key-9f3a"),
+        ("AWS_SESSION_TOKEN", "test-session-token-77c1"),
+    ];
+    let mut cmd = v
+        .cmd()
+        .env("VAULT_PASSWORD_FILE", &pwfile)
+        .env("PGPASSWORD", "the-producer-keeps-this")
+        .env("AWS_REGION", "eu-west-1");
+    for (k, val) in secrets {
+        cmd = cmd.env(k, val);
+    }
+    // The password file opens the repository (it comes before the
+    // command and VAULT_PASSWORD, which is set too): vault itself had
+    // every one of these variables.
+    cmd = cmd.env("VAULT_PASSWORD_COMMAND", "echo unused-password-command");
+    let s = cmd
+        .args(["snapshot", "--json", "--stdin-from-command", "--stdin-name", "env.txt", "--", "env"])
+        .run()
+        .ok()
+        .json();
+    let id = s["snapshot_id"].as_str().unwrap().to_string();
+    let env = v.cmd().args(["dump", &id, "/env.txt"]).run().ok().stdout_str();
+    assert!(env.lines().any(|l| l.starts_with("PATH=")), "the producer's environment was stored:\n{env}");
+    assert!(
+        env.lines().any(|l| l == "PGPASSWORD=the-producer-keeps-this"),
+        "the producer keeps its own variables:\n{env}"
+    );
+    assert!(env.lines().any(|l| l == "AWS_REGION=eu-west-1"), "settings that are no secret stay:\n{env}");
+    assert!(!env.contains(&v.password), "the repository password reached the producer:\n{env}");
+    for (k, val) in secrets {
+        assert!(!env.contains(val) && !env.contains(&format!("{k}=")), "{k} reached the producer:\n{env}");
+    }
+    for k in ["VAULT_PASSWORD=", "VAULT_PASSWORD_FILE=", "VAULT_PASSWORD_COMMAND="] {
+        assert!(!env.lines().any(|l| l.starts_with(k)), "{k} reached the producer:\n{env}");
+    }
+}

@@ -3,26 +3,28 @@
 use anyhow::{Result, bail};
 use serde_json::json;
 use vault_store::crypto::KdfParams;
+use zeroize::Zeroizing;
 
 use crate::args::{KeyCommand, NewPassword};
 use crate::context::{Ctx, print_json, read_password_file};
 
-fn new_password(a: &NewPassword) -> Result<Vec<u8>> {
+/// The new password, wiped when dropped.
+fn new_password(a: &NewPassword) -> Result<Zeroizing<Vec<u8>>> {
     if let Some(f) = &a.new_password_file {
         return read_password_file(f);
     }
     if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         bail!("no new password given: use --new-password-file or run on a terminal");
     }
-    let p = rpassword::prompt_password("enter new password: ")?;
-    let q = rpassword::prompt_password("enter it again: ")?;
+    let mut p = Zeroizing::new(rpassword::prompt_password("enter new password: ")?);
+    let q = Zeroizing::new(rpassword::prompt_password("enter it again: ")?);
     if p != q {
         bail!("the passwords do not match");
     }
     if p.is_empty() {
         bail!("an empty password is not allowed");
     }
-    Ok(p.into_bytes())
+    Ok(Zeroizing::new(std::mem::take(&mut *p).into_bytes()))
 }
 
 pub fn run(ctx: &Ctx, k: KeyCommand) -> Result<u8> {

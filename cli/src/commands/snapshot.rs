@@ -101,7 +101,7 @@ pub fn run(ctx: &Ctx, a: SnapshotArgs) -> Result<u8> {
             || Ok(()),
         )?
     } else if a.stdin_from_command {
-        let mut child = Command::new(&a.command[0])
+        let mut child = crate::context::without_vault_secrets(&mut Command::new(&a.command[0]))
             .args(&a.command[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -51,7 +51,8 @@ const COMPARE_LIMIT: u64 = 4 << 20;
 
 /// Environment variables that give credentials (unless the program gives
 /// its own): static keys, a web identity (Kubernetes), a container role.
-const CREDENTIAL_VARS: &[&str] = &[
+/// The CLI keeps them from the commands it runs for data.
+pub const CREDENTIAL_VARS: &[&str] = &[
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
