@@ -276,6 +276,9 @@ pub struct KeyFile {
 }
 
 const KEY_AAD: &[u8] = b"vault key file v1";
+/// Largest key file a reader accepts (docs/format.md section 1); one is
+/// about 600 bytes.
+pub const MAX_KEY_FILE_LEN: usize = 64 << 10;
 
 impl KeyFile {
     /// Wraps the master secret under `password`.
