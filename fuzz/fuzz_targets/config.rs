@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = Config::decode(data, "fuzz config body");
     // The input as the whole `config` file.
     if let Ok(body) = Config::split_header(data, "fuzz config")
-        && let Ok(plain) = envelope::open(&KEYS, config::AAD, body, "fuzz config")
+        && let Ok(plain) = envelope::open(&KEYS, config::AAD, body.to_vec(), config::MAX_CONFIG_JSON_LEN, "fuzz config")
     {
         let _ = Config::decode(&plain, "fuzz config");
     }

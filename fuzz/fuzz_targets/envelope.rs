@@ -14,8 +14,12 @@ use vault_store::format::{config, index, snapshot};
 static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys::from_master([7u8; 64]));
 
 fuzz_target!(|data: &[u8]| {
-    for aad in [config::AAD, index::AAD, snapshot::AAD] {
-        let _ = envelope::open(&KEYS, aad, data, "fuzz envelope");
+    for (aad, limit) in [
+        (config::AAD, config::MAX_CONFIG_JSON_LEN),
+        (index::AAD, index::MAX_SEGMENT_LEN),
+        (snapshot::AAD, snapshot::MAX_SNAPSHOT_LEN),
+    ] {
+        let _ = envelope::open(&KEYS, aad, data.to_vec(), limit, "fuzz envelope");
     }
     let _ = decompress_bounded(data, 1 << 20);
 });

@@ -1209,7 +1209,12 @@ fn read_pack_bytes(
             return Ok(r);
         }
         // Larger than any pack can be: the backend refused to read it whole.
-        Err(e) if e.kind == crate::error::BackendErrorKind::Oversized => {
+        Err(e)
+            if matches!(
+                e.kind,
+                crate::error::BackendErrorKind::Oversized | crate::error::BackendErrorKind::NotAFile
+            ) =>
+        {
             r.findings.push((Problem::PackHeader, e.message));
             r.unusable = true;
             return Ok(r);

@@ -321,9 +321,6 @@ impl KdfParams {
     }
 }
 
-/// The largest key file a reader accepts (one is under 1 KiB).
-pub const MAX_KEY_FILE_LEN: u64 = 64 << 10;
-
 /// Puts key files in the order to try a password on them: the cheapest
 /// Argon2 cost first, then by name. Someone who can write to `keys/` then
 /// can't make every command pay for an expensive key file before the real
@@ -358,6 +355,9 @@ pub struct KeyFile {
 }
 
 const KEY_AAD: &[u8] = b"vault key file v1";
+/// Largest key file a reader accepts (docs/format.md section 1); one is
+/// about 600 bytes.
+pub const MAX_KEY_FILE_LEN: usize = 64 << 10;
 
 impl KeyFile {
     /// Wraps the master secret under `password`.

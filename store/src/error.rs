@@ -23,6 +23,10 @@ pub enum BackendErrorKind {
     /// ([`FileType::max_len`](crate::backend::FileType::max_len)): damage
     /// (or a hostile repository), not a failure of the backend.
     Oversized,
+    /// Where an object should be there is something that is no regular
+    /// file (a FIFO, a device, a socket, a symbolic link, a directory):
+    /// damage or a hostile repository, and it is never opened for reading.
+    NotAFile,
 }
 
 /// A failed backend operation, naming the object it was about.

@@ -150,7 +150,7 @@ impl Lease {
                         Err(e) if e.is_not_found() => continue, // released meanwhile
                         Err(e) => return Err(e.into()),
                     };
-                    let holder = open_lease(keys, &held);
+                    let holder = open_lease(keys, held.clone());
                     let Some(modified) = mtime_of(&*backend, FileType::Lock, LEASE_NAME)? else { continue };
                     let now = backend_now(&*backend)?;
                     let age = now.duration_since(modified).unwrap_or_default();
@@ -265,12 +265,12 @@ impl Drop for Lease {
 }
 
 fn read_lease(backend: &dyn Backend, keys: &Keys) -> Result<LeaseInfo> {
-    open_lease(keys, &backend.read(FileType::Lock, LEASE_NAME)?)
+    open_lease(keys, backend.read(FileType::Lock, LEASE_NAME)?)
 }
 
-fn open_lease(keys: &Keys, sealed: &[u8]) -> Result<LeaseInfo> {
+fn open_lease(keys: &Keys, sealed: Vec<u8>) -> Result<LeaseInfo> {
     let what = FileType::Lock.path(LEASE_NAME);
-    let plain = envelope::open(keys, LEASE_AAD, sealed, &what)?;
+    let plain = envelope::open(keys, LEASE_AAD, sealed, crate::format::gc::MAX_LEASE_LEN, &what)?;
     LeaseInfo::decode(&plain, &what)
 }
 
@@ -354,13 +354,20 @@ pub struct StoredMarks {
     pub packs: Vec<PackId>,
 }
 
-/// Writes a mark object for `packs`.
-pub fn write_marks(backend: &dyn Backend, keys: &Keys, packs: Vec<PackId>) -> Result<String> {
-    let m = Marks { version: 1, created: jiff::Timestamp::now().to_string(), packs };
-    let plain = serde_json::to_vec(&m).expect("serializes");
-    let name = hex::encode(keys.meta_id(&plain));
-    backend.write_new(FileType::Marks, &name, &envelope::seal(keys, MARKS_AAD, &plain))?;
-    Ok(name)
+/// Writes mark objects for `packs`, at most
+/// [`PACKS_PER_MARK`](crate::format::gc::PACKS_PER_MARK) in each, so that
+/// none is larger than readers accept; returns their names.
+pub fn write_marks(backend: &dyn Backend, keys: &Keys, packs: Vec<PackId>) -> Result<Vec<String>> {
+    let created = jiff::Timestamp::now().to_string();
+    let mut names = Vec::new();
+    for part in packs.chunks(crate::format::gc::PACKS_PER_MARK) {
+        let m = Marks { version: 1, created: created.clone(), packs: part.to_vec() };
+        let plain = serde_json::to_vec(&m).expect("serializes");
+        let name = hex::encode(keys.meta_id(&plain));
+        backend.write_new(FileType::Marks, &name, &envelope::seal(keys, MARKS_AAD, &plain))?;
+        names.push(name);
+    }
+    Ok(names)
 }
 
 /// Reads every mark object. An unreadable one is an error: its packs
@@ -369,15 +376,6 @@ pub fn load_marks(backend: &dyn Backend, keys: &Keys) -> Result<Vec<StoredMarks>
     let mut out = Vec::new();
     for (name, _, marked_at) in backend.list_times(FileType::Marks)? {
         let what = FileType::Marks.path(&name);
-        let sealed = match backend.read(FileType::Marks, &name) {
-            Ok(b) => b,
-            // Removed by prune since the listing: every pack it named was
-            // settled, and a deleted one's segments were removed before the
-            // mark was (section 12a, P7), so a reader that syncs its index
-            // after this read can't find them.
-            Err(e) if e.is_not_found() => continue,
-            Err(e) => return Err(e.into()),
-        };
         // Its packs can't be known: stop, and say what is safe to do. (Removing
         // a mark only delays deletion: prune marks the packs again.)
         let hint = |e: Error| {
@@ -386,7 +384,21 @@ pub fn load_marks(backend: &dyn Backend, keys: &Keys) -> Result<Vec<StoredMarks>
                 format!("{e}; removing this file is safe (prune marks its packs again and waits a new grace period)"),
             )
         };
-        let plain = envelope::open(keys, MARKS_AAD, &sealed, &what).map_err(hint)?;
+        let sealed = match backend.read(FileType::Marks, &name) {
+            Ok(b) => b,
+            // Removed by prune since the listing: every pack it named was
+            // settled, and a deleted one's segments were removed before the
+            // mark was (section 12a, P7), so a reader that syncs its index
+            // after this read can't find them.
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => {
+                return Err(match crate::backend::damage(FileType::Marks, e) {
+                    e @ Error::Corrupt { .. } => hint(e),
+                    e => e,
+                });
+            }
+        };
+        let plain = envelope::open(keys, MARKS_AAD, sealed, crate::format::gc::MAX_MARKS_LEN, &what).map_err(hint)?;
         let m = Marks::decode(&plain, &what).map_err(hint)?;
         out.push(StoredMarks { name, marked_at, packs: m.packs });
     }

@@ -296,18 +296,30 @@ impl IndexCache {
             known.clear();
             stats.rebuilt = true;
         }
-        let new: Vec<IndexId> = listed
+        let new: Vec<(IndexId, u64)> = listed
             .iter()
-            .filter_map(|(n, _)| IndexId::from_hex(n).ok())
-            .filter(|id| !known.contains(id.as_bytes().as_slice()))
+            .filter_map(|(n, size)| IndexId::from_hex(n).ok().map(|id| (id, *size)))
+            .filter(|(id, _)| !known.contains(id.as_bytes().as_slice()))
             .collect();
         // Read segments in parallel but in small batches, so memory holds a
-        // few segments at a time however many the repository has.
+        // few segments at a time however many the repository has: a batch
+        // is a few per thread, and no more than the budget of metadata
+        // reads would hold decoded (each load also takes its share while it
+        // reads, see `load_segment`).
         let damaged = Mutex::new(Vec::new());
         let batch = rayon::current_num_threads().max(1) * 2;
-        for ids in new.chunks(batch) {
+        let mut rest = &new[..];
+        while !rest.is_empty() {
+            let n = crate::budget::batch_len(
+                rest.iter().map(|(_, size)| 2 * size),
+                batch,
+                crate::budget::METADATA_READ_BUDGET,
+            );
+            let (ids, later) = rest.split_at(n);
+            rest = later;
             let loaded: Vec<(IndexId, IndexSegment)> = ids
                 .par_iter()
+                .map(|(id, _)| id)
                 .filter_map(|id| match load_segment(backend, keys, id) {
                     Ok(seg) => Some((*id, seg)),
                     // Removed by prune since the listing (it rewrote the
@@ -532,20 +544,28 @@ pub struct SyncStats {
     pub rebuilt: bool,
 }
 
-/// Reads, authenticates and decodes one index segment. A local copy that
-/// fails to authenticate is dropped and the segment read again from the
-/// repository.
+/// Reads, authenticates and decodes one index segment, within the budget
+/// of metadata reads. A local copy that fails to authenticate is dropped
+/// and the segment read again from the repository.
 pub fn load_segment(backend: &dyn Backend, keys: &Keys, id: &IndexId) -> Result<IndexSegment> {
     let what = format!("index segment {}", FileType::Index.path(&id.to_hex()));
-    crate::backend::read_checked(backend, FileType::Index, &id.to_hex(), |sealed| {
-        let plain = envelope::open_named(keys, fmt::AAD, &sealed, &id.0, &what)?;
+    let (name, limit) = (id.to_hex(), fmt::MAX_SEGMENT_LEN);
+    crate::budget::load_sealed(backend, keys, FileType::Index, &name, (fmt::AAD, &id.0), limit, &what, |plain| {
         IndexSegment::decode(&plain, &what)
     })
 }
 
-/// Writes one index segment; returns its id.
+/// Writes one index segment; returns its id. A segment larger than
+/// readers accept is refused (the [`Indexer`] never makes one).
 pub fn save_segment(backend: &dyn Backend, keys: &Keys, seg: &IndexSegment) -> Result<IndexId> {
     let plain = seg.encode();
+    if plain.len() > fmt::MAX_SEGMENT_LEN {
+        return Err(Error::Invalid(format!(
+            "an index segment of {} bytes is more than readers accept ({} at most)",
+            plain.len(),
+            fmt::MAX_SEGMENT_LEN
+        )));
+    }
     let id = IndexId(keys.meta_id(&plain));
     let sealed = envelope::seal(keys, fmt::AAD, &plain);
     match backend.write_new(FileType::Index, &id.to_hex(), &sealed) {
@@ -560,6 +580,8 @@ pub fn save_segment(backend: &dyn Backend, keys: &Keys, seg: &IndexSegment) -> R
 pub struct Indexer {
     pending: Vec<IndexPack>,
     pending_blobs: usize,
+    /// Encoded length of the pending segment.
+    pending_len: usize,
     /// Segments written so far.
     pub written: Vec<IndexId>,
 }
@@ -576,12 +598,18 @@ impl Default for Indexer {
 impl Indexer {
     /// An empty indexer.
     pub fn new() -> Self {
-        Indexer { pending: Vec::new(), pending_blobs: 0, written: Vec::new() }
+        Indexer { pending: Vec::new(), pending_blobs: 0, pending_len: fmt::SEGMENT_HEAD_LEN, written: Vec::new() }
     }
 
     /// Records a pack that is safely stored. Writes a checkpoint segment
-    /// when enough blobs have accumulated.
+    /// when enough blobs have accumulated, and before one would grow past
+    /// what readers accept.
     pub fn add(&mut self, pack: IndexPack, backend: &dyn Backend, keys: &Keys, cache: &IndexCache) -> Result<()> {
+        let len = fmt::record_len(pack.blobs.len());
+        if self.pending_len + len > fmt::MAX_SEGMENT_LEN {
+            self.flush(backend, keys, cache)?;
+        }
+        self.pending_len += len;
         self.pending_blobs += pack.blobs.len();
         self.pending.push(pack);
         if self.pending_blobs >= CHECKPOINT_BLOBS {
@@ -597,6 +625,7 @@ impl Indexer {
         }
         let seg = IndexSegment { packs: std::mem::take(&mut self.pending) };
         self.pending_blobs = 0;
+        self.pending_len = fmt::SEGMENT_HEAD_LEN;
         let id = save_segment(backend, keys, &seg)?;
         cache.add_segment(id, &seg)?;
         self.written.push(id);

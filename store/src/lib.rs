@@ -16,6 +16,8 @@ pub mod archiver;
 #[cfg(feature = "repository")]
 pub mod backend;
 #[cfg(feature = "repository")]
+pub mod budget;
+#[cfg(feature = "repository")]
 pub mod checker;
 pub mod crypto;
 pub mod error;

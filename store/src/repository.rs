@@ -248,7 +248,7 @@ impl Repository {
             // The backend refuses a key object over 1 MiB before reading it
             // (`FileType::max_len`); a key file is tighter still.
             let res = backend.read(FileType::Key, name).map_err(Error::from).and_then(|b| {
-                if b.len() as u64 > MAX_KEY_FILE_LEN {
+                if b.len() > MAX_KEY_FILE_LEN {
                     let detail = format!("{} bytes, more than a key file can be ({MAX_KEY_FILE_LEN} at most)", b.len());
                     return Err(Error::corrupt(&what, detail));
                 }
@@ -315,8 +315,9 @@ impl Repository {
 
     /// The inverse of [`Self::sealed_config`]: header, envelope, JSON.
     fn open_config(keys: &Keys, bytes: &[u8]) -> Result<Config> {
-        let body = Config::split_header(bytes, "config")?;
-        let plain = envelope::open(keys, crate::format::config::AAD, body, "config")?;
+        let body = Config::split_header(bytes, "config")?.to_vec();
+        let limit = crate::format::config::MAX_CONFIG_JSON_LEN;
+        let plain = envelope::open(keys, crate::format::config::AAD, body, limit, "config")?;
         Config::decode(&plain, "config")
     }
 
@@ -431,9 +432,21 @@ impl Repository {
         Tree::decode(&data, &format!("tree {id}"))
     }
 
-    /// Writes a snapshot object; returns its id.
+    /// Writes a snapshot object; returns its id. One larger than readers
+    /// accept ([`snapshot::MAX_SNAPSHOT_LEN`]) is refused.
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
         let plain = snap.encode();
+        if plain.len() > snapshot::MAX_SNAPSHOT_LEN {
+            return Err(Error::Invalid(format!(
+                "the snapshot object would take {} bytes, more than readers accept ({} at most): \
+                 its lists of paths ({}), tags ({}) or excludes ({}) are too long",
+                plain.len(),
+                snapshot::MAX_SNAPSHOT_LEN,
+                snap.paths.len(),
+                snap.tags.len(),
+                snap.excludes.len()
+            )));
+        }
         let id = SnapshotId(self.keys.meta_id(&plain));
         let sealed = envelope::seal(&self.keys, snapshot::AAD, &plain);
         self.backend.write_new(FileType::Snapshot, &id.to_hex(), &sealed)?;
@@ -449,14 +462,17 @@ impl Repository {
     /// Loads one snapshot. A local copy that fails to authenticate is
     /// dropped and the snapshot read again from the repository.
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
-        Snapshot::decode(&self.load_snapshot_plain(id)?, &format!("snapshot {id}"))
+        Ok(self.load_snapshot_plain(id)?.0)
     }
 
-    /// A snapshot's plaintext, authenticated against its id.
-    fn load_snapshot_plain(&self, id: &SnapshotId) -> Result<Vec<u8>> {
+    /// A snapshot, decoded from its plaintext authenticated against its
+    /// id, and the plaintext; read within the budget of metadata reads.
+    fn load_snapshot_plain(&self, id: &SnapshotId) -> Result<(Snapshot, Vec<u8>)> {
         let what = format!("snapshot {id}");
-        crate::backend::read_checked(&*self.backend, FileType::Snapshot, &id.to_hex(), |sealed| {
-            envelope::open_named(&self.keys, snapshot::AAD, &sealed, &id.0, &what)
+        let (name, limit) = (id.to_hex(), snapshot::MAX_SNAPSHOT_LEN);
+        let aad = (snapshot::AAD, &id.0);
+        crate::budget::load_sealed(&*self.backend, &self.keys, FileType::Snapshot, &name, aad, limit, &what, |plain| {
+            Ok((Snapshot::decode(&plain, &what)?, plain))
         })
     }
 
@@ -526,8 +542,8 @@ impl Repository {
         if let Some(s) = copy.and_then(|c| self.open_copy(id, c)) {
             return Ok((s, None));
         }
-        let plain = self.load_snapshot_plain(id)?;
-        Ok((Snapshot::decode(&plain, &format!("snapshot {id}"))?, Some(plain)))
+        let (s, plain) = self.load_snapshot_plain(id)?;
+        Ok((s, Some(plain)))
     }
 
     /// The cache's copies of `ids`, or none when it can't be read (the

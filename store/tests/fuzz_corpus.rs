@@ -83,15 +83,16 @@ fn config_and_envelope_corpus() {
     for (p, data) in inputs("config") {
         let body = Config::decode(&data, "config");
         let file = Config::split_header(&data, "config")
-            .and_then(|b| envelope::open(&keys, config::AAD, b, "config"))
+            .and_then(|b| envelope::open(&keys, config::AAD, b.to_vec(), config::MAX_CONFIG_JSON_LEN, "config"))
             .and_then(|plain| Config::decode(&plain, "config"));
         if is_seed(&p) {
             assert!(body.is_ok() || file.is_ok(), "{}: {body:?} / {file:?}", p.display());
         }
     }
     for (p, data) in inputs("envelope") {
-        let opened =
-            ["config", "index", "snapshot"].iter().any(|aad| envelope::open(&keys, aad, &data, "envelope").is_ok());
+        let opened = ["config", "index", "snapshot"]
+            .iter()
+            .any(|aad| envelope::open(&keys, aad, data.clone(), 1 << 20, "envelope").is_ok());
         let _ = envelope::decompress_bounded(&data, 1 << 20);
         let name = p.file_name().unwrap().to_string_lossy();
         if name.starts_with("seed-") && name != "seed-zstd-frame" {

@@ -108,7 +108,7 @@ fn an_expensive_key_that_sorts_first_is_tried_after_the_cheap_one() {
 #[test]
 fn an_oversized_or_unparseable_key_file_is_skipped_and_named() {
     let (backend, real) = repository();
-    let big = vec![b' '; MAX_KEY_FILE_LEN as usize + 1];
+    let big = vec![b' '; MAX_KEY_FILE_LEN + 1];
     let big_name = "0".repeat(64);
     backend.write_new(FileType::Key, &big_name, &big).unwrap();
     let junk = put_key(&backend, b"{\"version\": 1,");

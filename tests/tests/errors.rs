@@ -93,6 +93,65 @@ fn oversized_snapshot_and_index_files_are_refused_by_size_and_named() {
     assert_eq!(fs::read(restored(&target, &src)).unwrap(), b"kept\n");
 }
 
+/// Nothing in the repository is read unless it is a regular file: a FIFO
+/// named like a snapshot hung `vault snapshots` in `open(2)` for good (no
+/// writer ever comes). It must be passed over at once, with a warning that
+/// names it, and `check` must report it.
+#[test]
+fn a_fifo_named_like_a_snapshot_is_named_and_hangs_nothing() {
+    let v = Vault::init();
+    let src = v.src("a.txt");
+    write(&src, b"kept\n");
+    v.snapshot(&[&src], &[]);
+    let fifo = v.repo.join("snapshots").join("ab".repeat(32));
+    mkfifo(&fifo);
+    let within = std::time::Duration::from_secs(20);
+    let out = v.cmd().arg("snapshots").spawn().wait_within(within).ok();
+    out.line_with_prefix_has(&["warning:"], &fifo.display().to_string())
+        .stderr_has("a FIFO, not a regular file")
+        .stderr_has("1 snapshots");
+    let out = v.cmd().arg("check").spawn().wait_within(within).code_is(1);
+    assert!(
+        out.stdout_str().lines().any(|l| l.starts_with("error:") && l.contains(&"ab".repeat(32)) && l.contains("FIFO")),
+        "check names the FIFO:\n{}",
+        out.explain()
+    );
+    // Nothing else suffers from it.
+    let target = v.path("target");
+    v.cmd().args(["restore", "latest", "--target"]).arg(&target).spawn().wait_within(within).ok();
+    assert_eq!(fs::read(restored(&target, &src)).unwrap(), b"kept\n");
+}
+
+/// A symbolic link to `/dev/zero` named like an index segment is never
+/// followed: an endless object is refused by what it is, not read until
+/// a size limit stops it, and the error names it.
+#[test]
+fn a_link_to_dev_zero_as_an_index_segment_is_refused_and_named() {
+    let v = Vault::init();
+    let src = v.src("a.txt");
+    write(&src, b"kept\n");
+    v.snapshot(&[&src], &[]);
+    let link = v.repo.join("index").join("cd".repeat(32));
+    std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+    v.drop_cache();
+    let within = std::time::Duration::from_secs(20);
+    // Skipped as an unusable segment; what the others list restores.
+    let target = v.path("target");
+    let out = v.cmd().args(["restore", "latest", "--target"]).arg(&target).spawn().wait_within(within).ok();
+    out.line_with_prefix_has(&["warning:"], &link.display().to_string())
+        .stderr_has("a symbolic link, not a regular file");
+    assert_eq!(fs::read(restored(&target, &src)).unwrap(), b"kept\n");
+    let out = v.cmd().arg("check").spawn().wait_within(within).code_is(1);
+    assert!(
+        out.stdout_str()
+            .lines()
+            .any(|l| l.starts_with("error:") && l.contains(&"cd".repeat(32)) && l.contains("symbolic link")),
+        "check names the link:\n{}",
+        out.explain()
+    );
+    assert_eq!(fs::read_link(&link).unwrap(), Path::new("/dev/zero"), "left as it was");
+}
+
 #[test]
 fn init_refuses_a_non_empty_directory() {
     let v = Vault::new();

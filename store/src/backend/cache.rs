@@ -130,25 +130,40 @@ impl CachedBackend {
     }
 
     /// A cached copy of a `t`, read once and checked the first time this
-    /// process uses it. `None` when there is no usable copy (a damaged one
-    /// is removed). A copy larger than any `t` can be is damage too, and
-    /// is never read into memory: local damage must not cost what the
-    /// backends' own size limits spare a reader of the repository.
-    fn read_copy(&self, t: FileType, path: &Path) -> Option<Vec<u8>> {
+    /// process uses it; `admit` is called with its size before its body is
+    /// read (see [`Backend::read_admitted`]). `None` when there is no
+    /// usable copy (a damaged one is removed). A copy larger than any `t`
+    /// can be is damage too, and is never read into memory: local damage
+    /// must not cost what the backends' own size limits spare a reader of
+    /// the repository. Nor is anything but a regular file read.
+    fn read_copy(&self, t: FileType, path: &Path, admit: &mut dyn FnMut(u64)) -> Option<Vec<u8>> {
         use std::io::Read;
-        let limit = HASH_LEN + t.max_len();
-        let f = fs::File::open(path).ok()?;
-        let mut all = Vec::new();
-        let fits = f.metadata().is_ok_and(|m| m.len() <= limit)
-            && f.take(limit + 1).read_to_end(&mut all).is_ok()
-            && all.len() as u64 <= limit;
-        if !fits || all.len() < HASH_LEN as usize {
+        let limit = t.max_len();
+        let (mut f, size) = match super::local::open_regular(path, 0) {
+            Ok(opened) => opened,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(_) => {
+                let _ = fs::remove_file(path);
+                return None;
+            }
+        };
+        let Some(len) = size.checked_sub(HASH_LEN).filter(|&len| len <= limit) else {
+            let _ = fs::remove_file(path);
+            return None;
+        };
+        admit(len);
+        // The hash apart, the body read straight into its own buffer.
+        let mut hash = [0u8; HASH_LEN as usize];
+        let mut body = Vec::with_capacity(len as usize);
+        let read = f.read_exact(&mut hash).is_ok()
+            && f.take(limit + 1).read_to_end(&mut body).is_ok()
+            && body.len() as u64 <= limit;
+        if !read {
             let _ = fs::remove_file(path);
             return None;
         }
-        let body = all.split_off(HASH_LEN as usize);
         if !self.verified().contains(path) {
-            if blake3::hash(&body).as_bytes() != all.as_slice() {
+            if blake3::hash(&body).as_bytes() != &hash {
                 let _ = fs::remove_file(path);
                 return None;
             }
@@ -165,9 +180,14 @@ impl CachedBackend {
             return false;
         }
         let tmp = dir.join(format!(".tmp-{}", hex::encode(crate::crypto::random_bytes::<8>())));
-        let mut body = blake3::hash(data).as_bytes().to_vec();
-        body.extend_from_slice(data);
-        if fs::write(&tmp, &body).is_ok() && fs::rename(&tmp, path).is_ok() {
+        // The hash, then the object as it is (no second copy of it in memory).
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(blake3::hash(data).as_bytes())?;
+            f.write_all(data)
+        };
+        if write().is_ok() && fs::rename(&tmp, path).is_ok() {
             self.verified().insert(path.to_path_buf());
             true
         } else {
@@ -180,25 +200,34 @@ impl CachedBackend {
         self.unkept.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The whole object, from the cache or else fetched and cached.
-    fn fetch(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
+    /// The whole object, from the cache or else fetched and cached;
+    /// `admit` as in [`Backend::read_admitted`].
+    fn fetch(&self, t: FileType, name: &str, admit: &mut dyn FnMut(u64)) -> BResult<Vec<u8>> {
         let path = self.file(t, name);
-        if let Some(buf) = self.read_copy(t, &path) {
+        if let Some(buf) = self.read_copy(t, &path, admit) {
             return Ok(buf);
         }
-        let lock = self.inflight.lock().unwrap_or_else(|p| p.into_inner()).entry(path.clone()).or_default().clone();
-        let _one_download = lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Tree packs, which many threads want at once during a walk, are
+        // downloaded once. (Not snapshots and segments: their readers wait
+        // in `admit` for a memory budget, and one that holds a share must
+        // wait for nothing else.)
+        let lock = t
+            .fanned_out()
+            .then(|| self.inflight.lock().unwrap_or_else(|p| p.into_inner()).entry(path.clone()).or_default().clone());
+        let _one_download = lock.as_ref().map(|l| l.lock().unwrap_or_else(|p| p.into_inner()));
         // Another thread may have fetched it while this one waited.
-        let res = match self.read_copy(t, &path) {
+        let res = match self.read_copy(t, &path, admit) {
             Some(buf) => Ok(buf),
-            None => self.inner.read(t, name).inspect(|data| {
+            None => self.inner.read_admitted(t, name, admit).inspect(|data| {
                 let intact = !t.fanned_out() || hex::encode(blake3::hash(data).as_bytes()) == name;
                 if !(intact && self.store(&path, data)) {
                     self.unkept().insert(path.clone());
                 }
             }),
         };
-        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&path);
+        if lock.is_some() {
+            self.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&path);
+        }
         res
     }
 
@@ -264,11 +293,14 @@ impl Backend for CachedBackend {
         self.inner.size(t, name)
     }
     fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
-        if cached(t) { self.fetch(t, name) } else { self.inner.read(t, name) }
+        if cached(t) { self.fetch(t, name, &mut |_| {}) } else { self.inner.read(t, name) }
+    }
+    fn read_admitted(&self, t: FileType, name: &str, admit: &mut dyn FnMut(u64)) -> BResult<Vec<u8>> {
+        if cached(t) { self.fetch(t, name, admit) } else { self.inner.read_admitted(t, name, admit) }
     }
     fn read_into(&self, t: FileType, name: &str, buf: &mut super::ReadBuf) -> BResult<()> {
         match cached(t) {
-            true => buf.set(self.fetch(t, name)?),
+            true => buf.set(self.fetch(t, name, &mut |_| {})?),
             false => self.inner.read_into(t, name, buf)?,
         }
         Ok(())
@@ -298,7 +330,7 @@ impl Backend for CachedBackend {
         if self.unkept().contains(&path) {
             return self.inner.read_range(t, name, offset, len);
         }
-        let whole = match self.fetch(t, name) {
+        let whole = match self.fetch(t, name, &mut |_| {}) {
             Ok(whole) => whole,
             Err(e) if e.is_not_found() => return Err(e),
             Err(_) => return self.inner.read_range(t, name, offset, len),

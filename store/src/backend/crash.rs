@@ -56,6 +56,15 @@ impl Backend for KillAfterWrites {
     fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
         self.inner.read(t, name)
     }
+    fn read_admitted(&self, t: FileType, name: &str, admit: &mut dyn FnMut(u64)) -> BResult<Vec<u8>> {
+        self.inner.read_admitted(t, name, admit)
+    }
+    fn read_into(&self, t: FileType, name: &str, buf: &mut super::ReadBuf) -> BResult<()> {
+        self.inner.read_into(t, name, buf)
+    }
+    fn list_names(&self, t: FileType) -> BResult<Vec<String>> {
+        self.inner.list_names(t)
+    }
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> BResult<Vec<u8>> {
         self.inner.read_range(t, name, offset, len)
     }

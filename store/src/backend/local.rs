@@ -4,6 +4,17 @@
 //! directory, is fsynced, then hard-linked to its final name (which fails if
 //! the name exists, so nothing is ever overwritten), and the directory is
 //! fsynced. A crash leaves at most a `.tmp-*` file, never a partial object.
+//! Removals fsync the directory too, so that an order of removals (prune:
+//! segments, then packs, then marks) survives a power cut as it was made.
+//!
+//! Objects are regular files, and nothing else is ever read: every object
+//! is opened with `O_NOFOLLOW | O_NONBLOCK` and checked with `fstat` before
+//! a byte is read, so a FIFO named like a snapshot can't hang a command and
+//! a symbolic link to `/dev/zero` can't be followed; both are refused with
+//! an error ([`BackendErrorKind::NotAFile`]) naming the path, which readers
+//! report as a damaged object. Listings include every entry that is not a
+//! directory, regular or not, so that `check` and the other readers name
+//! what is there instead of passing over it.
 
 use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
@@ -70,7 +81,6 @@ impl LocalBackend {
     }
 
     fn open_pack_io(&self, t: FileType, name: &str, direct: bool) -> io::Result<(Arc<File>, u64)> {
-        use std::os::unix::fs::OpenOptionsExt;
         let mut open = self.open_packs.lock().expect("no panics while locked");
         if let Some(i) = open.iter().position(|(ft, n, d, ..)| *ft == t && n == name && *d == direct) {
             let kept = open.remove(i);
@@ -80,9 +90,7 @@ impl LocalBackend {
         }
         drop(open);
         let p = self.path(t, name);
-        let flags = if direct { libc::O_DIRECT } else { 0 };
-        let f = OpenOptions::new().read(true).custom_flags(flags).open(&p)?;
-        let size = f.metadata()?.len();
+        let (f, size) = open_regular(&p, if direct { libc::O_DIRECT } else { 0 })?;
         let f = Arc::new(f);
         let mut open = self.open_packs.lock().expect("no panics while locked");
         if open.len() >= OPEN_PACKS {
@@ -133,8 +141,7 @@ impl LocalBackend {
     /// Opens an object for reading: its path, handle and size.
     fn open_sized(&self, t: FileType, name: &str) -> BResult<(PathBuf, File, u64)> {
         let p = self.path(t, name);
-        let f = File::open(&p).map_err(|e| self.err("reading", &p, &e))?;
-        let size = f.metadata().map_err(|e| self.err("reading", &p, &e))?.len();
+        let (f, size) = open_regular(&p, 0).map_err(|e| self.err("reading", &p, &e))?;
         Ok((p, f, size))
     }
 
@@ -157,14 +164,18 @@ impl LocalBackend {
     }
 
     fn err(&self, op: &'static str, path: &Path, e: &io::Error) -> BackendError {
-        BackendError::from_io(op, path.display().to_string(), e)
+        let mut be = BackendError::from_io(op, path.display().to_string(), e);
+        if e.get_ref().is_some_and(|inner| inner.is::<NotRegular>()) {
+            be.kind = BackendErrorKind::NotAFile;
+        }
+        be
     }
 
     /// Calls `f` with every object of a type and its metadata, one
     /// fan-out directory at a time (nothing is collected here).
     fn walk(&self, t: FileType, f: &mut dyn FnMut(&str, &fs::Metadata)) -> BResult<()> {
         if t == FileType::Config {
-            return match fs::metadata(self.root.join("config")) {
+            return match fs::symlink_metadata(self.root.join("config")) {
                 Ok(m) => {
                     f("config", &m);
                     Ok(())
@@ -374,6 +385,66 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// What stands where an object should be and is no regular file; carried
+/// inside an `io::Error` so that [`LocalBackend::err`] gives it its kind.
+#[derive(Debug)]
+struct NotRegular(&'static str);
+
+impl std::fmt::Display for NotRegular {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}, not a regular file: refused (objects are regular files; damaged or hostile repository?)", self.0)
+    }
+}
+
+impl std::error::Error for NotRegular {}
+
+/// What a file type is, for [`NotRegular`].
+fn describe(ft: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_symlink() {
+        "a symbolic link"
+    } else if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "a device"
+    } else {
+        "something else"
+    }
+}
+
+/// Opens the regular file at `p` for reading, with `flags` besides, and
+/// returns it with its size. Nothing else is opened through a link
+/// (`O_NOFOLLOW`) or waited for (`O_NONBLOCK`: a FIFO opens at once), and
+/// the open handle is checked with `fstat`, so what is read is what was
+/// checked: anything but a regular file is an error carrying
+/// [`NotRegular`].
+pub(super) fn open_regular(p: &Path, flags: i32) -> io::Result<(File, u64)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(flags | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(p);
+    let f = match opened {
+        Ok(f) => f,
+        // A link (ELOOP), a socket (ENXIO), ...: say what is there.
+        Err(e) => {
+            return Err(match fs::symlink_metadata(p) {
+                Ok(m) if !m.is_file() => io::Error::other(NotRegular(describe(m.file_type()))),
+                _ => e,
+            });
+        }
+    };
+    let m = f.metadata()?;
+    if !m.is_file() {
+        return Err(io::Error::other(NotRegular(describe(m.file_type()))));
+    }
+    Ok((f, m.len()))
+}
+
 impl Backend for LocalBackend {
     fn location(&self) -> String {
         self.root.display().to_string()
@@ -438,12 +509,21 @@ impl Backend for LocalBackend {
 
     fn size(&self, t: FileType, name: &str) -> BResult<u64> {
         let p = self.path(t, name);
-        fs::metadata(&p).map(|m| m.len()).map_err(|e| self.err("reading", &p, &e))
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_file() => Ok(m.len()),
+            Ok(m) => Err(self.err("reading", &p, &io::Error::other(NotRegular(describe(m.file_type()))))),
+            Err(e) => Err(self.err("reading", &p, &e)),
+        }
     }
 
     fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
+        self.read_admitted(t, name, &mut |_| {})
+    }
+
+    fn read_admitted(&self, t: FileType, name: &str, admit: &mut dyn FnMut(u64)) -> BResult<Vec<u8>> {
         use std::io::Read;
         let (p, f, size) = self.open_whole(t, name)?;
+        admit(size);
         // Bounded as well while reading: the file may grow meanwhile.
         let mut out = Vec::with_capacity(size as usize);
         f.take(t.max_len() + 1).read_to_end(&mut out).map_err(|e| self.err("reading", &p, &e))?;
@@ -460,9 +540,8 @@ impl Backend for LocalBackend {
         // kept handles of tree packs. Refused or short, the buffered read
         // below decides.
         if t == FileType::Data && size >= DIRECT_READ_MIN && self.direct.load(Ordering::Relaxed) {
-            use std::os::unix::fs::OpenOptionsExt;
-            let direct = match OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(&p) {
-                Ok(d) => self.direct_at(&d, &p, 0, size, buf)?,
+            let direct = match open_regular(&p, libc::O_DIRECT) {
+                Ok((d, _)) => self.direct_at(&d, &p, 0, size, buf)?,
                 Err(e) => self.direct_failed(&p, e)?,
             };
             if let Direct::Read = direct {
@@ -547,10 +626,19 @@ impl Backend for LocalBackend {
         sync_dir(&dir).map_err(|e| self.err("syncing", &dir, &e))
     }
 
+    /// Removes the object and syncs its directory, so that the removal is
+    /// durable before the caller's next step: prune removes segments, then
+    /// the packs they listed, then the marks, and a power cut must not
+    /// bring back a segment whose packs are gone.
     fn remove(&self, t: FileType, name: &str) -> BResult<()> {
         self.forget_open(t, name);
         let p = self.path(t, name);
-        fs::remove_file(&p).map_err(|e| self.err("removing", &p, &e))
+        fs::remove_file(&p).map_err(|e| self.err("removing", &p, &e))?;
+        let dir = p.parent().expect("object paths have a parent");
+        sync_dir(dir).map_err(|e| self.err("syncing", dir, &e))?;
+        #[cfg(test)]
+        tests::DIRS_SYNCED_AFTER_REMOVE.with_borrow_mut(|d| d.push(dir.to_path_buf()));
+        Ok(())
     }
 
     fn connections(&self) -> usize {
@@ -571,6 +659,104 @@ mod tests {
         pub(super) static DIRECT_READ_FAILS: std::cell::Cell<Option<i32>> = const { std::cell::Cell::new(None) };
         /// How many `read_direct` calls this thread made.
         pub(super) static DIRECT_READS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+        /// The directories this thread's removals synced, in order.
+        pub(super) static DIRS_SYNCED_AFTER_REMOVE: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Runs `f` on a thread of its own and returns what it returns, or
+    /// panics when it takes more than 20 s: a read that hangs on a FIFO
+    /// fails the test instead of hanging it.
+    fn within_20s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(f()));
+        rx.recv_timeout(std::time::Duration::from_secs(20)).expect("finished within 20 s instead of hanging")
+    }
+
+    #[test]
+    fn a_fifo_named_like_an_object_is_refused_at_once_and_named() {
+        let (dir, b) = new_backend();
+        let b = Arc::new(b);
+        let name = "ab".repeat(32);
+        let path = dir.path().join(FileType::Snapshot.path(&name));
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // Listed, so that every reader names it rather than passing over it.
+        assert_eq!(b.list_names(FileType::Snapshot).unwrap(), vec![name.clone()]);
+        assert_eq!(b.list(FileType::Snapshot).unwrap(), vec![(name.clone(), 0)]);
+        let reads = within_20s({
+            let (b, name) = (b.clone(), name.clone());
+            move || {
+                let mut buf = ReadBuf::new();
+                [
+                    b.read(FileType::Snapshot, &name).unwrap_err(),
+                    b.read_admitted(FileType::Snapshot, &name, &mut |_| panic!("nothing to admit")).unwrap_err(),
+                    b.read_range(FileType::Snapshot, &name, 0, 1).unwrap_err(),
+                    b.read_into(FileType::Snapshot, &name, &mut buf).unwrap_err(),
+                    b.size(FileType::Snapshot, &name).unwrap_err(),
+                ]
+            }
+        });
+        for e in reads {
+            assert_eq!(e.kind, BackendErrorKind::NotAFile, "{e}");
+            let msg = e.to_string();
+            assert!(msg.contains(&path.display().to_string()) && msg.contains("a FIFO, not a regular file"), "{msg}");
+        }
+        // As a pack, through the kept handles and around the page cache.
+        let pack = "cd".repeat(32);
+        nix::unistd::mkfifo(&dir.path().join(FileType::Data.path(&pack)), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let e = within_20s(move || b.read_range(FileType::Data, &pack, 0, 2 * DIRECT_READ_MIN).unwrap_err());
+        assert_eq!(e.kind, BackendErrorKind::NotAFile, "{e}");
+    }
+
+    #[test]
+    fn a_link_to_a_device_or_a_directory_is_never_read() {
+        let (dir, b) = new_backend();
+        let name = "ef".repeat(32);
+        let seg = dir.path().join(FileType::Index.path(&name));
+        std::os::unix::fs::symlink("/dev/zero", &seg).unwrap();
+        let cfg = dir.path().join("config");
+        std::os::unix::fs::symlink("/dev/zero", &cfg).unwrap();
+        let snap = dir.path().join(FileType::Snapshot.path(&name));
+        fs::create_dir(&snap).unwrap();
+        let cases = [
+            (FileType::Index, name.as_str(), &seg, "a symbolic link"),
+            (FileType::Config, "config", &cfg, "a symbolic link"),
+            (FileType::Snapshot, name.as_str(), &snap, "a directory"),
+        ];
+        for (t, n, p, what) in cases {
+            for e in [b.read(t, n).unwrap_err(), b.read_range(t, n, 0, 16).unwrap_err(), b.size(t, n).unwrap_err()] {
+                assert_eq!(e.kind, BackendErrorKind::NotAFile, "{e}");
+                let msg = e.to_string();
+                assert!(msg.contains(&p.display().to_string()) && msg.contains(what), "{msg}");
+            }
+        }
+        // The link is listed (with its own size, not the device's); the
+        // directory is not an object.
+        assert_eq!(b.list_names(FileType::Index).unwrap(), vec![name.clone()]);
+        assert_eq!(b.list(FileType::Config).unwrap().len(), 1);
+        assert!(b.list(FileType::Snapshot).unwrap().is_empty());
+        // A real object beside them reads as ever.
+        b.write_new(FileType::Index, &"01".repeat(32), b"segment").unwrap();
+        assert_eq!(b.read(FileType::Index, &"01".repeat(32)).unwrap(), b"segment");
+    }
+
+    #[test]
+    fn a_removal_syncs_the_directory_it_removed_from() {
+        let (dir, b) = new_backend();
+        let name = "ab".repeat(32);
+        for t in [FileType::Index, FileType::Data, FileType::Marks] {
+            b.write_new(t, &name, b"x").unwrap();
+        }
+        DIRS_SYNCED_AFTER_REMOVE.with_borrow_mut(Vec::clear);
+        for t in [FileType::Index, FileType::Data, FileType::Marks] {
+            b.remove(t, &name).unwrap();
+            assert!(b.read(t, &name).unwrap_err().is_not_found());
+        }
+        let synced = DIRS_SYNCED_AFTER_REMOVE.with_borrow(Clone::clone);
+        let root = dir.path();
+        assert_eq!(synced, vec![root.join("index"), root.join("data/ab"), root.join("marks")]);
+        let e = b.remove(FileType::Index, &name).unwrap_err();
+        assert!(e.is_not_found() && e.to_string().contains(&name), "{e}");
+        assert_eq!(DIRS_SYNCED_AFTER_REMOVE.with_borrow(Vec::len), 3, "nothing removed, nothing synced");
     }
 
     /// Drops a file's pages from the page cache (they are clean: written

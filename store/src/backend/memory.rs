@@ -101,7 +101,18 @@ impl Backend for MemoryBackend {
     }
 
     fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
+        self.read_admitted(t, name, &mut |_| {})
+    }
+
+    fn read_admitted(&self, t: FileType, name: &str, admit: &mut dyn FnMut(u64)) -> BResult<Vec<u8>> {
         let p = t.path(name);
+        // The size first, the copy once admitted (not under the lock: admitting may wait).
+        let len = |o: Option<&(Vec<u8>, SystemTime)>| o.map(|(d, _)| d.len() as u64);
+        let size = len(self.objects().get(&p)).ok_or_else(|| Self::missing("reading", p.clone()))?;
+        if size > t.max_len() {
+            return Err(t.too_large(format!("memory:{p}"), size));
+        }
+        admit(size);
         let objects = self.objects();
         let (d, _) = objects.get(&p).ok_or_else(|| Self::missing("reading", p.clone()))?;
         if d.len() as u64 > t.max_len() {

@@ -151,21 +151,26 @@ impl FileType {
         }
     }
 
-    /// The most bytes an object of this type can hold, with room to spare
-    /// (the limits of `docs/format.md`). A whole-object read of anything
-    /// larger is refused before memory is taken for it, so a damaged or
-    /// hostile repository (a sparse file of a terabyte named like a
-    /// snapshot) gets an error that names it, not an aborted process.
+    /// The most bytes an object of this type can hold (the limits of
+    /// `docs/format.md` section 1: what a legitimate object can reach, with
+    /// room to spare, and what vault never writes past). A whole-object
+    /// read of anything larger is refused before memory is taken for it, so
+    /// a damaged or hostile repository (a sparse file of a terabyte named
+    /// like a snapshot) gets an error that names it, not an aborted process.
     pub fn max_len(self) -> u64 {
-        match self {
+        use crate::format::{envelope::OVERHEAD, gc, index, snapshot};
+        let len = match self {
             // A few hundred bytes each.
-            FileType::Config | FileType::Key | FileType::Lock => 1 << 20,
-            // Sealed envelopes of at most MAX_METADATA_LEN plaintext.
-            FileType::Index | FileType::Snapshot | FileType::Marks => {
-                crate::format::envelope::MAX_METADATA_LEN as u64 + (1 << 20)
-            }
-            FileType::Data | FileType::Tree => crate::format::pack::MAX_PACK_LEN,
-        }
+            FileType::Config => crate::format::config::MAX_CONFIG_LEN,
+            FileType::Key => crate::crypto::MAX_KEY_FILE_LEN,
+            FileType::Lock => gc::MAX_LEASE_LEN + OVERHEAD,
+            // Sealed envelopes: the payload's limit and the envelope.
+            FileType::Index => index::MAX_SEGMENT_LEN + OVERHEAD,
+            FileType::Snapshot => snapshot::MAX_SNAPSHOT_LEN + OVERHEAD,
+            FileType::Marks => gc::MAX_MARKS_LEN + OVERHEAD,
+            FileType::Data | FileType::Tree => return crate::format::pack::MAX_PACK_LEN,
+        };
+        len as u64
     }
 
     /// The error for a whole-object read of `size` bytes past [`Self::max_len`].
@@ -233,8 +238,19 @@ pub trait Backend: Send + Sync {
     /// Size of one object.
     fn size(&self, t: FileType, name: &str) -> BResult<u64>;
 
-    /// A whole object.
+    /// A whole object: refused, before its body is read, when it is larger
+    /// than its type can be ([`FileType::max_len`]).
     fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>>;
+
+    /// [`Backend::read`], calling `admit` with the object's size once that
+    /// is known and before its body is read: a reader that shares a memory
+    /// budget with others ([`crate::budget`]) waits there until the budget
+    /// has room for the object. The default asks for the size first (one
+    /// more request); the backends learn it while opening the object.
+    fn read_admitted(&self, t: FileType, name: &str, admit: &mut dyn FnMut(u64)) -> BResult<Vec<u8>> {
+        admit(self.size(t, name)?.min(t.max_len()));
+        self.read(t, name)
+    }
 
     /// [`Backend::read`] into `buf` (replacing its content), so that a
     /// caller reading pack after pack reuses one buffer instead of faulting
@@ -298,25 +314,34 @@ pub trait Backend: Send + Sync {
 /// Reads an object and checks it with `check` (authenticate, decode). When
 /// that fails and the backend held a local copy, the copy is dropped and
 /// the object read again from the repository, so a damaged copy is never
-/// reported as damage of the repository.
+/// reported as damage of the repository. `admit` is called with the size
+/// before each read, as in [`Backend::read_admitted`].
 pub fn read_checked<T>(
     backend: &dyn Backend,
     t: FileType,
     name: &str,
+    admit: &mut dyn FnMut(u64),
     check: impl Fn(Vec<u8>) -> crate::Result<T>,
 ) -> crate::Result<T> {
-    use crate::error::{BackendErrorKind, Error};
-    // An object too large to be one of its type is damaged, like one that
-    // fails to authenticate: callers report it as such, they don't stop.
-    let read = || {
-        backend.read(t, name).map_err(|e| match e.kind {
-            BackendErrorKind::Oversized => Error::corrupt(format!("{} {}", t.noun(), e.location), e.message),
-            _ => e.into(),
-        })
-    };
+    use crate::error::Error;
+    let mut read = || backend.read_admitted(t, name, admit).map_err(|e| damage(t, e));
     match check(read()?) {
         Err(Error::Corrupt { .. } | Error::ChecksumMismatch { .. }) if backend.evict(t, name) => check(read()?),
         r => r,
+    }
+}
+
+/// A failed read of a `t` as an error of the store: an object too large to
+/// be one of its type, or no regular file, is damaged, like one that fails
+/// to authenticate, so callers report it as such and go on instead of
+/// stopping as for a failing backend.
+pub fn damage(t: FileType, e: BackendError) -> crate::error::Error {
+    use crate::error::BackendErrorKind;
+    match e.kind {
+        BackendErrorKind::Oversized | BackendErrorKind::NotAFile => {
+            crate::error::Error::corrupt(format!("{} {}", t.noun(), e.location), e.message)
+        }
+        _ => e.into(),
     }
 }
 

@@ -226,6 +226,19 @@ impl S3Backend {
         format!("s3://{}/{}", self.opts.bucket, key)
     }
 
+    /// A response body longer or shorter than its head said.
+    fn body_mismatch(&self, key: &OPath, got: u64, size: u64) -> BackendError {
+        BackendError {
+            kind: BackendErrorKind::Transient,
+            op: "reading",
+            location: self.url(key),
+            message: match got < size {
+                true => format!("the body ended after {got} of the {size} bytes its head said"),
+                false => format!("the body holds more than the {size} bytes its head said"),
+            },
+        }
+    }
+
     /// Maps an `object_store` error to one that says what to check.
     fn err(&self, op: &'static str, key: &OPath, e: object_store::Error) -> BackendError {
         classify(op, self.url(key), &self.opts.bucket, &self.endpoint, e)
@@ -461,19 +474,35 @@ impl Backend for S3Backend {
     }
 
     fn read(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
+        self.read_admitted(t, name, &mut |_| {})
+    }
+
+    /// The size is known from the response's head: an object larger than
+    /// its type can be is refused, and `admit` called, before its body is
+    /// taken in; the body is then read up to that size and no further.
+    fn read_admitted(&self, t: FileType, name: &str, admit: &mut dyn FnMut(u64)) -> BResult<Vec<u8>> {
         let key = self.object_key(t, name);
-        // The size is known from the response's head: an object larger than
-        // its type can be is refused before its body is taken in.
-        let got = self
-            .block_on(async {
-                let r = self.store.get(&key).await?;
-                if r.meta.size > t.max_len() {
-                    return Ok(Err(r.meta.size));
+        let r = self.block_on(self.store.get(&key)).map_err(|e| self.err("reading", &key, e))?;
+        let size = r.meta.size;
+        if size > t.max_len() {
+            return Err(t.too_large(self.url(&key), size));
+        }
+        // Outside the runtime: admitting may wait for other readers.
+        admit(size);
+        self.block_on(async {
+            // At most the type's limit, which fits a usize.
+            let mut out = Vec::with_capacity(size as usize);
+            let mut body = r.into_stream();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk?;
+                if (out.len() + chunk.len()) as u64 > size {
+                    return Ok(Err(self.body_mismatch(&key, (out.len() + chunk.len()) as u64, size)));
                 }
-                r.bytes().await.map(Ok)
-            })
-            .map_err(|e| self.err("reading", &key, e))?;
-        got.map(Vec::from).map_err(|size| t.too_large(self.url(&key), size))
+                out.extend_from_slice(&chunk);
+            }
+            Ok(if out.len() as u64 == size { Ok(out) } else { Err(self.body_mismatch(&key, out.len() as u64, size)) })
+        })
+        .map_err(|e| self.err("reading", &key, e))?
     }
 
     /// The body streamed into `buf`'s own memory: no second copy of the
@@ -481,15 +510,7 @@ impl Backend for S3Backend {
     /// pack through a few buffers).
     fn read_into(&self, t: FileType, name: &str, buf: &mut super::ReadBuf) -> BResult<()> {
         let key = self.object_key(t, name);
-        let mismatch = |got: u64, size: u64| BackendError {
-            kind: BackendErrorKind::Transient,
-            op: "reading",
-            location: self.url(&key),
-            message: match got < size {
-                true => format!("the body ended after {got} of the {size} bytes its head said"),
-                false => format!("the body holds more than the {size} bytes its head said"),
-            },
-        };
+        let mismatch = |got: u64, size: u64| self.body_mismatch(&key, got, size);
         let got = self
             .block_on(async {
                 let r = self.store.get(&key).await?;

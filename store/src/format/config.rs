@@ -14,6 +14,11 @@ pub const MAGIC: &[u8; 8] = b"VAULTCFG";
 pub const AAD: &str = "config";
 /// Garbage-collection protocol this build follows.
 pub const GC_PROTOCOL: u32 = 2;
+/// Largest `config` file a reader accepts, header and envelope included
+/// (docs/format.md section 1); the JSON is a few hundred bytes.
+pub const MAX_CONFIG_LEN: usize = 64 << 10;
+/// Largest config JSON: what fits [`MAX_CONFIG_LEN`].
+pub const MAX_CONFIG_JSON_LEN: usize = MAX_CONFIG_LEN - 12 - super::envelope::OVERHEAD;
 
 /// FastCDC parameters, fixed for the repository's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

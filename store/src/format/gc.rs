@@ -7,6 +7,17 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::id::PackId;
 
+/// Largest lease JSON a reader accepts: the sealed lease, like every
+/// object under `locks/`, is at most 64 KiB (docs/format.md section 1).
+pub const MAX_LEASE_LEN: usize = (64 << 10) - super::envelope::OVERHEAD;
+/// Largest mark list JSON a reader accepts (docs/format.md section 1):
+/// about a million packs, so that the single marks an older prune wrote
+/// for all its unused packs still read.
+pub const MAX_MARKS_LEN: usize = 64 << 20;
+/// Packs a writer lists in one mark object at most (each takes 67 bytes:
+/// 6.7 MB); more unused packs are listed in several marks.
+pub const PACKS_PER_MARK: usize = 100_000;
+
 /// What a lease says of its holder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeaseInfo {

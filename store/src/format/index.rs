@@ -17,6 +17,21 @@ const MAGIC: &[u8; 4] = b"VIX1";
 pub const AAD: &str = "index";
 /// Encoded length of a pack record without its entries.
 const PACK_RECORD_LEN: usize = 32 + 1 + 8 + 32 + 4;
+/// Largest segment plaintext a reader accepts (docs/format.md section 1).
+/// Writers close a segment before a pack record would take it past this
+/// ([`record_len`]); one record of a full pack (`MAX_BLOBS_PER_PACK`
+/// entries, 45 MiB) always fits.
+pub const MAX_SEGMENT_LEN: usize = 64 << 20;
+/// Bytes of the segment header (magic and pack count).
+pub const SEGMENT_HEAD_LEN: usize = 8;
+// A writer can always close a segment with the pack it has: the record of
+// a full pack fits an empty segment.
+const _: () = assert!(SEGMENT_HEAD_LEN + PACK_RECORD_LEN + MAX_BLOBS_PER_PACK as usize * ENTRY_LEN <= MAX_SEGMENT_LEN);
+
+/// Encoded length of the record of a pack with `blobs` entries.
+pub fn record_len(blobs: usize) -> usize {
+    PACK_RECORD_LEN + blobs * ENTRY_LEN
+}
 
 /// One pack as an index segment records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,8 +58,8 @@ pub struct IndexSegment {
 impl IndexSegment {
     /// Plaintext encoding.
     pub fn encode(&self) -> Vec<u8> {
-        let n: usize = self.packs.iter().map(|p| PACK_RECORD_LEN + p.blobs.len() * ENTRY_LEN).sum();
-        let mut out = Vec::with_capacity(8 + n);
+        let n: usize = self.packs.iter().map(|p| record_len(p.blobs.len())).sum();
+        let mut out = Vec::with_capacity(SEGMENT_HEAD_LEN + n);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&(self.packs.len() as u32).to_le_bytes());
         for p in &self.packs {

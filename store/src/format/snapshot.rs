@@ -11,6 +11,10 @@ use crate::id::{BlobId, SnapshotId};
 pub const SNAPSHOT_VERSION: u32 = 1;
 /// The envelope type of snapshots.
 pub const AAD: &str = "snapshot";
+/// Largest snapshot JSON a reader accepts (docs/format.md section 1):
+/// snapshots are a few KiB; long lists of paths, tags or excludes fit many
+/// times over. Writers refuse to store a larger one.
+pub const MAX_SNAPSHOT_LEN: usize = 16 << 20;
 
 /// What a snapshot run did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

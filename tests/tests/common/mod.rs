@@ -275,16 +275,22 @@ impl Running {
         self.child.id()
     }
 
-    pub fn wait(mut self) -> Out {
+    pub fn wait(self) -> Out {
+        self.wait_within(COMMAND_TIMEOUT)
+    }
+
+    /// [`Running::wait`], killing the command and failing the test when it
+    /// takes longer than `limit` (for a command that must not hang).
+    pub fn wait_within(mut self, limit: Duration) -> Out {
         let start = Instant::now();
         let status = loop {
             if let Some(st) = self.child.try_wait().expect("waiting for a child") {
                 break st;
             }
-            if start.elapsed() > COMMAND_TIMEOUT {
+            if start.elapsed() > limit {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                panic!("`{}` did not finish within {:?}", self.desc, COMMAND_TIMEOUT);
+                panic!("`{}` did not finish within {:?}", self.desc, limit);
             }
             std::thread::sleep(Duration::from_millis(5));
         };
