@@ -1,7 +1,7 @@
 //! The `vault` command-line tool. `main` parses arguments, runs one
 //! command, prints the error chain and maps error kinds to exit codes
-//! (restic's: 1 error, 3 incomplete snapshot, 10 no repository, 12 wrong
-//! password). A broken pipe on stdout counts as success.
+//! (restic's: 1 error, 3 incomplete snapshot or restore, 10 no repository,
+//! 12 wrong password). A broken pipe on stdout counts as success.
 
 /// `eprintln!` that never panics. With stderr closed (`vault restore 2>&1 |
 /// head`) `eprintln!` panics and the exit status becomes 101; the messages
