@@ -89,8 +89,9 @@ pub struct RestoreStats {
     pub others: u64,
     /// Content bytes restored.
     pub bytes: u64,
-    /// Every path that could not be restored (fully), and why.
-    pub errors: Vec<(String, String)>,
+    /// Every path that could not be restored (fully), and why. The path
+    /// is kept as it is (not always UTF-8) for the caller to print.
+    pub errors: Vec<(PathBuf, String)>,
     /// Files whose content was re-hashed with `verify`.
     pub verified: u64,
 }
@@ -166,7 +167,7 @@ struct Restorer<'a, 's> {
 
 impl Restorer<'_, '_> {
     fn error(&mut self, path: &Path, msg: impl Into<String>) {
-        self.stats.errors.push((path.display().to_string(), msg.into()));
+        self.stats.errors.push((path.to_path_buf(), msg.into()));
     }
 
     /// Whether an entry is restored: `None` when excluded, else whether it
@@ -370,14 +371,14 @@ struct BatchOutcome {
     files: u64,
     verified: u64,
     others: u64,
-    errors: Vec<(String, String)>,
+    errors: Vec<(PathBuf, String)>,
     /// Multiply-linked files that failed (their other links are not made).
     failed_links: Vec<PathBuf>,
 }
 
 impl BatchOutcome {
     fn error(&mut self, path: &Path, msg: impl Into<String>) {
-        self.errors.push((path.display().to_string(), msg.into()));
+        self.errors.push((path.to_path_buf(), msg.into()));
     }
 }
 
@@ -470,14 +471,14 @@ fn restore_batch(ctx: &BatchCtx<'_>, batch: Batch) -> BatchOutcome {
             outcome.error(&files[i].path, format!("verification failed: {e}"));
         }
     }
-    let meta_errors: Vec<(String, String)> = files
+    let meta_errors: Vec<(PathBuf, String)> = files
         .par_iter()
         .zip(handles.into_par_iter())
         .enumerate()
         .filter(|(i, _)| !failed.contains_key(i))
         .filter_map(|(_, (f, h))| {
             let h = h?;
-            apply_metadata(MetaTarget::File(&h), &f.node, opts.owner).err().map(|e| (f.path.display().to_string(), e))
+            apply_metadata(MetaTarget::File(&h), &f.node, opts.owner).err().map(|e| (f.path.clone(), e))
         })
         .collect();
     outcome.errors.extend(meta_errors);

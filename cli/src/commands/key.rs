@@ -6,6 +6,7 @@ use vault_store::crypto::KdfParams;
 
 use crate::args::{KeyCommand, NewPassword};
 use crate::context::{Ctx, print_json, read_password_file};
+use crate::util::escape;
 
 fn new_password(a: &NewPassword) -> Result<Vec<u8>> {
     if let Some(f) = &a.new_password_file {
@@ -46,9 +47,13 @@ pub fn run(ctx: &Ctx, k: KeyCommand) -> Result<u8> {
                 for (id, kf) in &keys {
                     let mark = if *id == repo.current_key() { "*" } else { " " };
                     match kf {
-                        Ok(kf) => {
-                            crate::out!("{mark} {:<8}  {:<12}  {:<14}  {}", id.short(), kf.user, kf.host, kf.created)?
-                        }
+                        Ok(kf) => crate::out!(
+                            "{mark} {:<8}  {:<12}  {:<14}  {}",
+                            id.short(),
+                            escape(&kf.user),
+                            escape(&kf.host),
+                            escape(&kf.created)
+                        )?,
                         Err(e) => crate::out!("{mark} {:<8}  damaged: {e}", id.short())?,
                     }
                 }

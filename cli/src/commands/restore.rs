@@ -10,7 +10,7 @@ use vault_store::restorer::{self, RestoreOptions, RestoreProgress, find_node};
 use crate::args::RestoreArgs;
 use crate::context::{Ctx, Exit, print_json};
 use crate::progress::{Display, wanted};
-use crate::util::human_bytes;
+use crate::util::{escape, human_bytes};
 
 /// The exit status of a restore that finished but left paths out (each one
 /// named on stderr): 3, as for a snapshot that could not read some files.
@@ -54,7 +54,7 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
     drop(display);
     let secs = started.elapsed().as_secs_f64();
     for (path, why) in &stats.errors {
-        crate::say!("error: {path}: {why}");
+        crate::say!("error: {}: {why}", escape(path));
     }
     if ctx.global.json {
         print_json(&serde_json::json!({
