@@ -1,15 +1,21 @@
 //! The `vault` command-line tool. `main` parses arguments, runs one
 //! command, prints the error chain and maps error kinds to exit codes
-//! (restic's: 1 error, 3 incomplete snapshot, 10 no repository, 12 wrong
-//! password). A broken pipe on stdout counts as success.
+//! (restic's: 1 error, 3 incomplete snapshot or restore, 10 no repository,
+//! 12 wrong password). A broken pipe on stdout counts as success.
 
 /// `eprintln!` that never panics. With stderr closed (`vault restore 2>&1 |
 /// head`) `eprintln!` panics and the exit status becomes 101; the messages
 /// are lost either way, but the status must still say what happened.
+///
+/// Each message is one line: control characters in it (from a name that
+/// reached a message unescaped) are escaped ([`util::escape_text`]), so
+/// nothing can forge a line or drive the terminal. Names themselves are
+/// escaped where they are printed ([`util::escape`]).
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        let line = format!($($arg)*);
+        let _ = writeln!(std::io::stderr(), "{}", $crate::util::escape_text(&line));
     }};
 }
 pub(crate) use say;
@@ -18,10 +24,13 @@ pub(crate) use say;
 /// for a closed stdout (`vault forget ... | head -1`): that is no error, so
 /// the command still does all its work and keeps its own exit status (1 for
 /// a check that found damage, 3 for an incomplete snapshot).
+///
+/// Lines are made safe as [`say!`] makes them.
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        $crate::ignore_broken_pipe(writeln!(std::io::stdout(), $($arg)*))
+        let line = format!($($arg)*);
+        $crate::ignore_broken_pipe(writeln!(std::io::stdout(), "{}", $crate::util::escape_text(&line)))
     }};
 }
 pub(crate) use out;

@@ -85,12 +85,13 @@ pub struct RestoreStats {
     pub files: u64,
     /// Directories restored.
     pub dirs: u64,
-    /// Other entries (symlinks, fifos, devices).
+    /// Other entries (symlinks, fifos, devices, sockets).
     pub others: u64,
     /// Content bytes restored.
     pub bytes: u64,
-    /// Every path that could not be restored (fully), and why.
-    pub errors: Vec<(String, String)>,
+    /// Every path that could not be restored (fully), and why. The path
+    /// is kept as it is (not always UTF-8) for the caller to print.
+    pub errors: Vec<(PathBuf, String)>,
     /// Files whose content was re-hashed with `verify`.
     pub verified: u64,
 }
@@ -166,7 +167,7 @@ struct Restorer<'a, 's> {
 
 impl Restorer<'_, '_> {
     fn error(&mut self, path: &Path, msg: impl Into<String>) {
-        self.stats.errors.push((path.display().to_string(), msg.into()));
+        self.stats.errors.push((path.to_path_buf(), msg.into()));
     }
 
     /// Whether an entry is restored: `None` when excluded, else whether it
@@ -370,14 +371,14 @@ struct BatchOutcome {
     files: u64,
     verified: u64,
     others: u64,
-    errors: Vec<(String, String)>,
+    errors: Vec<(PathBuf, String)>,
     /// Multiply-linked files that failed (their other links are not made).
     failed_links: Vec<PathBuf>,
 }
 
 impl BatchOutcome {
     fn error(&mut self, path: &Path, msg: impl Into<String>) {
-        self.errors.push((path.display().to_string(), msg.into()));
+        self.errors.push((path.to_path_buf(), msg.into()));
     }
 }
 
@@ -470,14 +471,14 @@ fn restore_batch(ctx: &BatchCtx<'_>, batch: Batch) -> BatchOutcome {
             outcome.error(&files[i].path, format!("verification failed: {e}"));
         }
     }
-    let meta_errors: Vec<(String, String)> = files
+    let meta_errors: Vec<(PathBuf, String)> = files
         .par_iter()
         .zip(handles.into_par_iter())
         .enumerate()
         .filter(|(i, _)| !failed.contains_key(i))
         .filter_map(|(_, (f, h))| {
             let h = h?;
-            apply_metadata(MetaTarget::File(&h), &f.node, opts.owner).err().map(|e| (f.path.display().to_string(), e))
+            apply_metadata(MetaTarget::File(&h), &f.node, opts.owner).err().map(|e| (f.path.clone(), e))
         })
         .collect();
     outcome.errors.extend(meta_errors);
@@ -494,14 +495,13 @@ fn restore_batch(ctx: &BatchCtx<'_>, batch: Batch) -> BatchOutcome {
     // symlink's path replaces it (`make_dir`) and a symlink never
     // replaces a directory, so no write passes through one.
     for (path, node) in others {
-        match make_special(&path, &node, opts.owner, ctx.began) {
-            Ok(true) => {
+        match make_special(&path, &node, ctx.began) {
+            Ok(()) => {
                 outcome.others += 1;
                 if let Err(e) = apply_metadata(MetaTarget::Path(&path), &node, opts.owner) {
                     outcome.error(&path, e);
                 }
             }
-            Ok(false) => {}
             Err(e) => outcome.error(&path, e),
         }
     }
@@ -1006,10 +1006,17 @@ fn verify_file(repo: &Repository, path: &Path, node: &Node) -> std::result::Resu
     Ok(())
 }
 
-/// Creates a symlink, fifo or device. `Ok(false)` when skipped (sockets;
-/// devices when not root).
-fn make_special(path: &Path, node: &Node, owner: bool, began: SystemTime) -> std::result::Result<bool, String> {
-    use nix::sys::stat::{Mode, SFlag, mknod};
+/// Creates a symlink, fifo, device or socket. Nothing is skipped: what
+/// can't be made (a device without root or `CAP_MKNOD`, say) is an error
+/// naming the reason, so the restore reports the path and exits 3.
+///
+/// A socket is made with `mknod(S_IFSOCK)`, which needs no privilege on
+/// Linux (as `cp -a` and `rsync -a` recreate them): the tree comes back
+/// whole, and the socket is inert, like the stale one a server leaves when
+/// it stops and removes when it starts. Binding one instead would be
+/// limited to 108-byte paths.
+fn make_special(path: &Path, node: &Node, began: SystemTime) -> std::result::Result<(), String> {
+    use nix::sys::stat::{Mode, SFlag, major, minor, mknod};
     match clear_the_way(path, began) {
         Ok(false) => {}
         Ok(true) => return Err(DIR_IN_THE_WAY.into()),
@@ -1018,16 +1025,27 @@ fn make_special(path: &Path, node: &Node, owner: bool, began: SystemTime) -> std
     let mode = Mode::from_bits_truncate(node.mode & 0o7777);
     match node.kind {
         NodeKind::Symlink => std::os::unix::fs::symlink(OsStr::from_bytes(&node.target), path)
-            .map(|()| true)
             .map_err(|e| format!("cannot create symlink: {e}")),
-        NodeKind::Fifo => {
-            nix::unistd::mkfifo(path, mode).map(|()| true).map_err(|e| format!("cannot create fifo: {e}"))
+        NodeKind::Fifo => nix::unistd::mkfifo(path, mode).map_err(|e| format!("cannot create fifo: {e}")),
+        NodeKind::CharDevice | NodeKind::BlockDevice => {
+            let (kind, what) = if node.kind == NodeKind::CharDevice {
+                (SFlag::S_IFCHR, "character device")
+            } else {
+                (SFlag::S_IFBLK, "block device")
+            };
+            mknod(path, kind, mode, node.rdev).map_err(|e| {
+                let (maj, min) = (major(node.rdev), minor(node.rdev));
+                let hint = if e == nix::errno::Errno::EPERM {
+                    " (creating device nodes needs root with CAP_MKNOD)"
+                } else {
+                    ""
+                };
+                format!("cannot create {what} {maj}:{min}: {e}{hint}")
+            })
         }
-        NodeKind::CharDevice | NodeKind::BlockDevice if owner => {
-            let kind = if node.kind == NodeKind::CharDevice { SFlag::S_IFCHR } else { SFlag::S_IFBLK };
-            mknod(path, kind, mode, node.rdev).map(|()| true).map_err(|e| format!("cannot create device: {e}"))
-        }
-        _ => Ok(false),
+        NodeKind::Socket => mknod(path, SFlag::S_IFSOCK, mode, 0).map_err(|e| format!("cannot create socket: {e}")),
+        // `visit` sends files and directories elsewhere.
+        NodeKind::File | NodeKind::Dir => Err("not a special file".into()),
     }
 }
 

@@ -145,7 +145,7 @@ fn init_rejects_bad_options_and_creates_nothing() {
 /// Scripts cut output short (`vault snapshots | head -1`). With stdout
 /// closed a command still does all its work and exits with its own status,
 /// never a panic (101): a check that found damage exits 1, a forget removes
-/// what it lists; a restore that failed files exits 1 when its stderr is
+/// what it lists; a restore that failed files exits 3 when its stderr is
 /// closed.
 #[test]
 fn closed_stdout_or_stderr_keeps_the_exit_status() {
@@ -169,7 +169,7 @@ fn closed_stdout_or_stderr_keeps_the_exit_status() {
     assert_eq!(status.code(), Some(1), "check --json found damage: {err}");
     let target = v.path("target");
     let (status, out) = v.cmd().args(["restore", "latest", "--target"]).arg(&target).run_closed(false);
-    assert_eq!(status.code(), Some(1), "the restore failed a.bin: {out}");
+    assert_eq!(status.code(), Some(3), "the restore failed a.bin: {out}");
     // A command that prints as it works still does all of it.
     let (status, err) = v.cmd().args(["forget", "--keep-last", "1"]).run_closed(true);
     assert_eq!(status.code(), Some(0), "{err}");

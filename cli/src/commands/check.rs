@@ -10,7 +10,7 @@ use vault_store::checker::{self, CheckOptions, CheckProgress, DataSubset, Report
 use crate::args::CheckArgs;
 use crate::context::{Ctx, Exit, print_json};
 use crate::progress::{Display, wanted};
-use crate::util::human_bytes;
+use crate::util::{escape, human_bytes};
 
 /// Paths shown per snapshot per finding in the text report.
 const SHOWN_PATHS: usize = 20;
@@ -51,7 +51,7 @@ fn print_report(ctx: &Ctx, r: &Report) -> Result<()> {
             Severity::Error => "error",
             Severity::Notice => "notice",
         };
-        let line = format!("{label}: {}: {}", f.object, f.message);
+        let line = format!("{label}: {}: {}", escape(&f.object), f.message);
         match f.severity {
             Severity::Error => crate::out!("{line}")?,
             Severity::Notice => {
@@ -62,9 +62,9 @@ fn print_report(ctx: &Ctx, r: &Report) -> Result<()> {
         }
         for a in &f.affected {
             let short = a.snapshot.get(..8).unwrap_or(&a.snapshot);
-            crate::out!("  affects snapshot {short} ({}, host {}):", a.time, a.host)?;
+            crate::out!("  affects snapshot {short} ({}, host {}):", escape(&a.time), escape(&a.host))?;
             for p in a.paths.iter().take(SHOWN_PATHS) {
-                crate::out!("    {p}")?;
+                crate::out!("    {}", escape(p))?;
             }
             let more = a.paths.len().saturating_sub(SHOWN_PATHS) as u64 + a.paths_omitted;
             if more > 0 {

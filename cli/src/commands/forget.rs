@@ -9,7 +9,7 @@ use vault_store::{Repository, SnapshotId};
 
 use crate::args::ForgetArgs;
 use crate::context::{Ctx, print_json_seq};
-use crate::util::local_time;
+use crate::util::{escape, join_escaped, local_time};
 
 fn policy(a: &ForgetArgs) -> Policy {
     Policy {
@@ -124,13 +124,13 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<u8> {
             if !ctx.global.json && !ctx.global.quiet {
                 let mut what = Vec::new();
                 if let Some(h) = &g.host {
-                    what.push(format!("host {h}"));
+                    what.push(format!("host {}", escape(h)));
                 }
                 if let Some(p) = &g.paths {
-                    what.push(format!("paths [{}]", p.join(", ")));
+                    what.push(format!("paths [{}]", join_escaped(p, ", ")));
                 }
                 if let Some(t) = &g.tags {
-                    what.push(format!("tags [{}]", t.join(", ")));
+                    what.push(format!("tags [{}]", join_escaped(t, ", ")));
                 }
                 crate::out!("snapshots of {}:", if what.is_empty() { "all".into() } else { what.join(", ") })?;
                 crate::out!("keep {} snapshots:", g.keep.len())?;

@@ -7,6 +7,7 @@ use zeroize::Zeroizing;
 
 use crate::args::{KeyCommand, NewPassword};
 use crate::context::{Ctx, print_json, read_password_file};
+use crate::util::escape;
 
 /// The new password, wiped when dropped.
 fn new_password(a: &NewPassword) -> Result<Zeroizing<Vec<u8>>> {
@@ -48,9 +49,13 @@ pub fn run(ctx: &Ctx, k: KeyCommand) -> Result<u8> {
                 for (id, kf) in &keys {
                     let mark = if *id == repo.current_key() { "*" } else { " " };
                     match kf {
-                        Ok(kf) => {
-                            crate::out!("{mark} {:<8}  {:<12}  {:<14}  {}", id.short(), kf.user, kf.host, kf.created)?
-                        }
+                        Ok(kf) => crate::out!(
+                            "{mark} {:<8}  {:<12}  {:<14}  {}",
+                            id.short(),
+                            escape(&kf.user),
+                            escape(&kf.host),
+                            escape(&kf.created)
+                        )?,
                         Err(e) => crate::out!("{mark} {:<8}  damaged: {e}", id.short())?,
                     }
                 }

@@ -11,7 +11,7 @@ use vault_store::restorer::find_node;
 
 use crate::args::LsArgs;
 use crate::context::Ctx;
-use crate::util::local_time;
+use crate::util::{escape, local_time};
 
 pub fn kind_name(k: NodeKind) -> &'static str {
     match k {
@@ -53,28 +53,31 @@ struct Lister<'a> {
 }
 
 impl Lister<'_> {
+    /// One line per entry. Text output escapes names ([`escape`]), so a
+    /// name holding a newline or a terminal escape can't forge a line;
+    /// `--json` keeps them as they are (as UTF-8, lossily), JSON escaping
+    /// them itself.
     fn print(&mut self, path: &Path, n: &Node) -> Result<()> {
-        let p = path.to_string_lossy();
         if self.json {
             let mtime =
                 jiff::Timestamp::new(n.mtime.secs, n.mtime.nanos as i32).map(|t| t.to_string()).unwrap_or_default();
             serde_json::to_writer(
                 &mut self.out,
-                &json!({"path": p, "type": kind_name(n.kind), "mode": n.mode, "uid": n.uid, "gid": n.gid, "size": n.size, "mtime": mtime}),
+                &json!({"path": path.to_string_lossy(), "type": kind_name(n.kind), "mode": n.mode, "uid": n.uid, "gid": n.gid, "size": n.size, "mtime": mtime}),
             )?;
             writeln!(self.out)?;
         } else if self.long {
             let t =
                 jiff::Timestamp::new(n.mtime.secs, n.mtime.nanos as i32).map(|t| local_time(&t)).unwrap_or_default();
-            let user = n.user.clone().unwrap_or_else(|| n.uid.to_string());
-            let group = n.group.clone().unwrap_or_else(|| n.gid.to_string());
-            let mut line = format!("{} {user:>8} {group:>8} {:>12} {t} {p}", mode_string(n), n.size);
+            let user = n.user.as_deref().map_or_else(|| n.uid.to_string(), |u| escape(u).into_owned());
+            let group = n.group.as_deref().map_or_else(|| n.gid.to_string(), |g| escape(g).into_owned());
+            let mut line = format!("{} {user:>8} {group:>8} {:>12} {t} {}", mode_string(n), n.size, escape(path));
             if n.kind == NodeKind::Symlink {
-                line.push_str(&format!(" -> {}", String::from_utf8_lossy(&n.target)));
+                line.push_str(&format!(" -> {}", escape(&n.target)));
             }
             writeln!(self.out, "{line}")?;
         } else {
-            writeln!(self.out, "{p}")?;
+            writeln!(self.out, "{}", escape(path))?;
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ use vault_store::repair;
 use crate::args::RepairCommand;
 use crate::context::{Ctx, print_json};
 use crate::progress::{Display, wanted};
+use crate::util::escape;
 
 pub fn run(ctx: &Ctx, cmd: RepairCommand) -> Result<u8> {
     match cmd {
@@ -29,7 +30,7 @@ fn index(ctx: &Ctx) -> Result<u8> {
         print_json(&r)?;
     } else {
         for (pack, why) in &r.unreadable {
-            crate::say!("warning: {pack}: header unreadable, not indexed from it: {why}");
+            crate::say!("warning: {}: header unreadable, not indexed from it: {why}", escape(pack));
         }
         if r.carried_over > 0 {
             crate::say!(
@@ -65,7 +66,7 @@ fn snapshots_cmd(ctx: &Ctx, forget: bool, dry_run: bool, specs: &[String]) -> Re
     for r in &results {
         crate::out!("snapshot {}:", r.snapshot.short())?;
         for (path, why) in &r.dropped {
-            crate::out!("  dropped {path}: {why}")?;
+            crate::out!("  dropped {}: {why}", escape(path))?;
         }
         match (&r.new, &r.unrepairable) {
             (_, Some(why)) => crate::out!("  not repaired: {why}")?,

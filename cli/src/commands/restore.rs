@@ -10,7 +10,11 @@ use vault_store::restorer::{self, RestoreOptions, RestoreProgress, find_node};
 use crate::args::RestoreArgs;
 use crate::context::{Ctx, Exit, print_json};
 use crate::progress::{Display, wanted};
-use crate::util::human_bytes;
+use crate::util::{escape, human_bytes};
+
+/// The exit status of a restore that finished but left paths out (each one
+/// named on stderr): 3, as for a snapshot that could not read some files.
+const INCOMPLETE: u8 = 3;
 
 pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
     let repo = ctx.open()?;
@@ -50,7 +54,7 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
     drop(display);
     let secs = started.elapsed().as_secs_f64();
     for (path, why) in &stats.errors {
-        crate::say!("error: {path}: {why}");
+        crate::say!("error: {}: {why}", escape(path));
     }
     if ctx.global.json {
         print_json(&serde_json::json!({
@@ -76,8 +80,10 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<u8> {
         ));
     }
     if !stats.errors.is_empty() {
+        // As a snapshot that could not read some files: the run finished,
+        // everything else is in place, and each path missing is listed.
         crate::say!("error: {} paths could not be restored (see above)", stats.errors.len());
-        return Err(Exit(1).into());
+        return Err(Exit(INCOMPLETE).into());
     }
     Ok(0)
 }

@@ -13,7 +13,7 @@ use vault_store::prescan::Prescan;
 use crate::args::SnapshotArgs;
 use crate::context::{Ctx, print_json};
 use crate::progress::{Display, wanted};
-use crate::util::human_bytes;
+use crate::util::{escape, human_bytes};
 
 fn read_exclude_files(a: &SnapshotArgs) -> Result<Vec<String>> {
     let mut out = a.excludes.clone();
@@ -154,7 +154,7 @@ fn report(ctx: &Ctx, r: &SnapshotResult) -> Result<()> {
         crate::say!("warning: {w}");
     }
     for e in &r.errors {
-        crate::say!("error: {}: {}", e.path.display(), e.message);
+        crate::say!("error: {}: {}", escape(&e.path), e.message);
     }
     let s = r.snapshot.summary.clone().unwrap_or_default();
     if ctx.global.json {

@@ -7,7 +7,7 @@ use vault_store::{Repository, SnapshotId};
 
 use crate::args::{SnapshotFilter, SnapshotsArgs};
 use crate::context::{Ctx, print_json_seq};
-use crate::util::{human_bytes, local_time};
+use crate::util::{escape, human_bytes, join_escaped, local_time};
 
 /// The snapshots matching a filter, oldest first (by time, then id), as
 /// they are printed; damaged ones are reported. Where the cache keeps
@@ -99,10 +99,10 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<u8> {
             "{:<8}  {:<19}  {:<14}  {:<16}  {:>10}  {}",
             id.short(),
             local_time(&s.time),
-            s.host,
-            s.tags.join(","),
+            escape(&s.host),
+            join_escaped(&s.tags, ","),
             size,
-            s.paths.join(" ")
+            join_escaped(&s.paths, " ")
         )?;
     }
     ctx.info(format!("{listed} snapshots"));

@@ -190,8 +190,14 @@ impl Cmd {
     /// The same command run under `prlimit` with at most `n` open files
     /// (soft and hard limit), to see how it copes with a low limit.
     pub fn with_open_file_limit(self, n: u64) -> Self {
-        let mut c = Command::new("prlimit");
-        c.arg(format!("--nofile={n}:{n}")).arg(self.cmd.get_program()).args(self.cmd.get_args());
+        self.run_under("prlimit", &[&format!("--nofile={n}:{n}")])
+    }
+
+    /// The same command run by `program ARGS...` (`prlimit`, `setpriv`),
+    /// with the same environment and working directory.
+    pub fn run_under(self, program: &str, args: &[&str]) -> Self {
+        let mut c = Command::new(program);
+        c.args(args).arg(self.cmd.get_program()).args(self.cmd.get_args());
         for (k, v) in self.cmd.get_envs() {
             match v {
                 Some(v) => c.env(k, v),
@@ -201,7 +207,7 @@ impl Cmd {
         if let Some(d) = self.cmd.get_current_dir() {
             c.current_dir(d);
         }
-        Cmd { cmd: c, stdin: self.stdin, desc: format!("prlimit --nofile={n} {}", self.desc) }
+        Cmd { cmd: c, stdin: self.stdin, desc: format!("{program} {} {}", args.join(" "), self.desc) }
     }
 
     /// Starts the command; finish it with [`Running::wait`].
