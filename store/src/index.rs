@@ -134,6 +134,9 @@ fn db_options() -> Options {
     o.set_max_log_file_size(1 << 20);
     o.set_write_buffer_size(8 << 20);
     o.increase_parallelism(2);
+    // The manifest of a cache this size stays a few KiB: RocksDB's default
+    // preallocates 4 MiB for it, which on a tmpfs is memory.
+    o.set_manifest_preallocation_size(64 << 10);
     o
 }
 
@@ -214,6 +217,11 @@ impl IndexCache {
     fn open_shared(path: &Path, wait: Duration) -> std::result::Result<DB, String> {
         std::fs::create_dir_all(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         let layout = path.join(CACHE_LAYOUT);
+        // A new cache is of the current layout: say so before the first open,
+        // which then needs no second one to start afresh.
+        if std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_none()) {
+            std::fs::write(&layout, b"").map_err(|e| format!("cannot write {}: {e}", layout.display()))?;
+        }
         let deadline = Instant::now() + wait;
         loop {
             match open_db(path) {

@@ -172,6 +172,7 @@ impl DiskSet {
         let mut o = rocksdb::Options::default();
         o.create_if_missing(true);
         o.set_write_buffer_size(16 << 20);
+        o.set_manifest_preallocation_size(64 << 10);
         let mut bo = rocksdb::BlockBasedOptions::default();
         bo.set_bloom_filter(10.0, false);
         o.set_block_based_table_factory(&bo);
