@@ -833,6 +833,29 @@ pub fn run_snapshot(
     before_commit: impl FnOnce() -> Result<()>,
 ) -> Result<SnapshotResult> {
     let started = Instant::now();
+    let time = opts.time.unwrap_or_else(jiff::Timestamp::now);
+    let paths: Vec<String> = match &source {
+        Source::Stream { name, .. } => vec![format!("/{}", name.trim_start_matches('/'))],
+        paths => paths.paths().iter().map(|p| p.to_string_lossy().into_owned()).collect(),
+    };
+    // The snapshot object, but for what the run finds out. Lists of paths,
+    // tags or excludes too long for it are refused now, not once the data
+    // is stored (the tree, the parent and the summary take < 1 KiB).
+    let mut snapshot = Snapshot {
+        version: SNAPSHOT_VERSION,
+        time,
+        host: opts.host.clone(),
+        user: opts.user.clone(),
+        paths,
+        tags: opts.tags.clone(),
+        tree: BlobId([0; 32]),
+        parent: None,
+        excludes: opts.excludes.clone(),
+        program_version: concat!("vault ", env!("CARGO_PKG_VERSION")).to_string(),
+        original: None,
+        summary: Some(SnapshotSummary::default()),
+    };
+    crate::repository::encode_snapshot_within_limit(&snapshot, 1024)?;
     // W1: the marks, before the index view they qualify.
     let (marked, mark_names) = crate::gc::marked_packs(repo.backend(), repo.keys())?;
     // W2: the index as it is now, not as it was when the repository was
@@ -847,11 +870,6 @@ pub fn run_snapshot(
             format!("index segment index/{id} is unusable, blobs it lists are unknown and are stored again: {why}")
         })
         .collect();
-    let time = opts.time.unwrap_or_else(jiff::Timestamp::now);
-    let paths: Vec<String> = match &source {
-        Source::Stream { name, .. } => vec![format!("/{}", name.trim_start_matches('/'))],
-        paths => paths.paths().iter().map(|p| p.to_string_lossy().into_owned()).collect(),
-    };
     let (source, prescan) = match source {
         Source::Paths(paths) => {
             // A scan that can't start (no thread to be had) only costs speed.
@@ -865,7 +883,7 @@ pub fn run_snapshot(
         }
         stream => (stream, None),
     };
-    let mut parent = find_parent(repo, opts, &paths)?;
+    let mut parent = find_parent(repo, opts, &snapshot.paths)?;
     // A parent that can't be read only costs speed: read everything instead.
     let parent_root = match &parent {
         Some((id, s)) => match repo.load_tree(&s.tree) {
@@ -980,20 +998,9 @@ pub fn run_snapshot(
     summary.bytes_added = shared.bytes_added.load(Ordering::Relaxed);
     summary.bytes_added_raw += shared.bytes_added_raw.load(Ordering::Relaxed);
     summary.duration_secs = started.elapsed().as_secs_f64();
-    let snapshot = Snapshot {
-        version: SNAPSHOT_VERSION,
-        time,
-        host: opts.host.clone(),
-        user: opts.user.clone(),
-        paths,
-        tags: opts.tags.clone(),
-        tree,
-        parent: parent.map(|(id, _)| id),
-        excludes: opts.excludes.clone(),
-        program_version: concat!("vault ", env!("CARGO_PKG_VERSION")).to_string(),
-        original: None,
-        summary: Some(summary),
-    };
+    snapshot.tree = tree;
+    snapshot.parent = parent.map(|(id, _)| id);
+    snapshot.summary = Some(summary);
     let id = repo.save_snapshot(&snapshot)?;
     // The next run may trust this snapshot's blobs to be indexed. Failing to
     // note that only costs the next run its lookups.

@@ -93,6 +93,25 @@ pub struct Repository {
     snapshot_copies: bool,
 }
 
+/// A snapshot's plaintext, unless it (with `reserve` bytes more, for what a
+/// run fills in at its end) is larger than readers accept
+/// ([`snapshot::MAX_SNAPSHOT_LEN`]): refused, naming the lists that make it so.
+pub fn encode_snapshot_within_limit(snap: &Snapshot, reserve: usize) -> Result<Vec<u8>> {
+    let plain = snap.encode();
+    if plain.len() + reserve > snapshot::MAX_SNAPSHOT_LEN {
+        return Err(Error::Invalid(format!(
+            "the snapshot object would take {} bytes, more than readers accept ({} at most): \
+             its lists of paths ({}), tags ({}) or excludes ({}) are too long",
+            plain.len() + reserve,
+            snapshot::MAX_SNAPSHOT_LEN,
+            snap.paths.len(),
+            snap.tags.len(),
+            snap.excludes.len()
+        )));
+    }
+    Ok(plain)
+}
+
 /// Snapshots read at a time by [`Repository::snapshots`].
 const SNAPSHOT_RUN: usize = 1024;
 
@@ -435,18 +454,7 @@ impl Repository {
     /// Writes a snapshot object; returns its id. One larger than readers
     /// accept ([`snapshot::MAX_SNAPSHOT_LEN`]) is refused.
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
-        let plain = snap.encode();
-        if plain.len() > snapshot::MAX_SNAPSHOT_LEN {
-            return Err(Error::Invalid(format!(
-                "the snapshot object would take {} bytes, more than readers accept ({} at most): \
-                 its lists of paths ({}), tags ({}) or excludes ({}) are too long",
-                plain.len(),
-                snapshot::MAX_SNAPSHOT_LEN,
-                snap.paths.len(),
-                snap.tags.len(),
-                snap.excludes.len()
-            )));
-        }
+        let plain = encode_snapshot_within_limit(snap, 0)?;
         let id = SnapshotId(self.keys.meta_id(&plain));
         let sealed = envelope::seal(&self.keys, snapshot::AAD, &plain);
         self.backend.write_new(FileType::Snapshot, &id.to_hex(), &sealed)?;

@@ -201,3 +201,27 @@ fn marks_are_written_in_parts_that_each_read_and_an_old_oversized_one_names_its_
         "{e}"
     );
 }
+
+#[test]
+fn a_snapshot_run_with_lists_too_long_for_its_object_stores_nothing() {
+    use vault_store::archiver::{self, Progress, SnapshotOptions, Source};
+    let mem: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    Repository::init(mem.clone(), b"pw", &fast_init()).unwrap();
+    let mut repo = Repository::open(mem.clone(), b"pw", &Default::default()).unwrap();
+    let before: usize = [FileType::Data, FileType::Tree, FileType::Index, FileType::Snapshot]
+        .iter()
+        .map(|t| mem.list(*t).unwrap().len())
+        .sum();
+    // Excludes read from a file can be long; this many can't be stored, and
+    // the run says so before it reads or stores anything.
+    let opts = SnapshotOptions { excludes: vec!["x".repeat(1000); MAX_SNAPSHOT_LEN / 1000 + 1], ..Default::default() };
+    let data = vec![7u8; 1 << 20];
+    let source = Source::Stream { name: "f".into(), reader: Box::new(std::io::Cursor::new(data)) };
+    let e = archiver::run_snapshot(&mut repo, source, &opts, &Progress::default(), || Ok(())).unwrap_err().to_string();
+    assert!(e.contains("more than readers accept") && e.contains("excludes (16778)"), "{e}");
+    let after: usize = [FileType::Data, FileType::Tree, FileType::Index, FileType::Snapshot]
+        .iter()
+        .map(|t| mem.list(*t).unwrap().len())
+        .sum();
+    assert_eq!(before, after, "no pack, segment or snapshot was stored");
+}
