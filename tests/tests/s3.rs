@@ -399,3 +399,31 @@ fn s3_check_fetches_each_tree_pack_once_and_keeps_no_copy() {
         );
     }
 }
+
+/// A real S3 implementation honours `If-None-Match: *`: `init` finds the
+/// maintenance lease usable (no warning), and prune takes the lease,
+/// deletes what a forgotten snapshot alone used, and leaves the rest whole.
+#[test]
+fn s3_init_finds_exclusive_creates_and_prune_runs() {
+    let server = S3Server::start();
+    server.create_bucket(BUCKET);
+    let v = on_s3(&server, "repo");
+    let out = v.cmd().args(["init", "--kdf-memory", "1024"]).run().ok();
+    assert!(!out.stderr_str().contains("conditional writes"), "{}", out.explain());
+    let src = v.src("tree");
+    build_tree(&src);
+    let gone = v.src("gone");
+    write(&gone.join("only-here.bin"), &random_bytes(21, 3 << 20));
+    v.snapshot(&[&gone], &[]);
+    v.snapshot(&[&src], &[]);
+    let first = v.snapshot_ids()[0].clone();
+    v.cmd().args(["forget", &first]).run().ok();
+    let out = v.cmd().args(["--json", "prune", "--grace", "0"]).run().ok();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["packs_deleted"].as_u64().unwrap() >= 1, "{report}");
+    assert!(
+        fs::read_dir(server.root().join(BUCKET).join("repo/locks")).map_or(0, |d| d.count()) == 0,
+        "no lease, probe or break marker is left behind"
+    );
+    assert_checks_and_restores(&v, &src);
+}
