@@ -698,12 +698,14 @@ fn interleavings_of_one_snapshot_run_and_one_prune() {
     );
 }
 
-/// Two writers (one reusing X, one adding new data), a prune that runs
-/// twice (marking, then deleting once the clock has jumped past the grace
-/// period) and a second prune competing for the lease, with clock jumps.
+/// Two writers (one reusing X, whose packs are marked and due, one adding
+/// new data), a prune that runs twice and a second prune competing for the
+/// lease, with a clock jump: the first prune to run deletes X's packs, and
+/// a jump past the grace period lets a later one delete what an earlier
+/// one marked within the same schedule.
 #[test]
 fn interleavings_of_two_snapshot_runs_and_two_prunes() {
-    let s = start(false);
+    let s = start(true);
     let x = s.x.clone();
     let actors = move || -> Vec<Work> {
         let x = x.clone();
