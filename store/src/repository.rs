@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::backend::{Backend, FileType};
-use crate::crypto::{KdfParams, KeyFile, Keys, MAX_KEY_FILE_LEN, NONCE_LEN, TAG_LEN, sort_for_unlock};
+use crate::crypto::{KdfParams, KeyFile, Keys, NONCE_LEN, TAG_LEN, sort_for_unlock};
 use crate::error::{BackendErrorKind, Error, Result};
 use crate::format::config::{ChunkerParams, Config, GC_PROTOCOL};
 use crate::format::snapshot::{self, Snapshot};
@@ -264,15 +264,9 @@ impl Repository {
         let mut candidates = Vec::with_capacity(list.len());
         for (name, _) in &list {
             let what = format!("key file keys/{name}");
-            // The backend refuses a key object over 1 MiB before reading it
-            // (`FileType::max_len`); a key file is tighter still.
-            let res = backend.read(FileType::Key, name).map_err(Error::from).and_then(|b| {
-                if b.len() > MAX_KEY_FILE_LEN {
-                    let detail = format!("{} bytes, more than a key file can be ({MAX_KEY_FILE_LEN} at most)", b.len());
-                    return Err(Error::corrupt(&what, detail));
-                }
-                Ok(b)
-            });
+            // The backend refuses a key object over `MAX_KEY_FILE_LEN` before
+            // reading it (`FileType::max_len`), naming it and its size.
+            let res = backend.read(FileType::Key, name).map_err(Error::from);
             match res.and_then(|b| KeyFile::decode(&b, &what)) {
                 Ok(kf) => candidates.push((name.as_str(), kf)),
                 Err(e) => damaged.push(e),
