@@ -17,11 +17,13 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, Args, Clone)]
 pub struct Global {
-    /// Repository location: a directory path, file:///path, s3:BUCKET/PREFIX or s3://BUCKET/PREFIX
+    /// Repository location: a directory path, file:///path, s3:BUCKET/PREFIX, s3://BUCKET/PREFIX,
+    /// or a vault server's rest:https://HOST:PORT/NAME
     #[arg(short = 'r', long = "repo", env = "VAULT_REPOSITORY", global = true, value_name = "REPO")]
     pub repo: Option<String>,
     /// Backend option (repeatable): s3.endpoint=URL, s3.region=R, s3.path-style=true|false,
-    /// s3.storage-class=CLASS (data packs), s3.connections=N, s3.retries=N, s3.timeout=SECONDS
+    /// s3.storage-class=CLASS (data packs), s3.connections=N, s3.retries=N, s3.timeout=SECONDS;
+    /// rest.connections=N, rest.retries=N, rest.timeout=SECONDS
     #[arg(short = 'o', long = "option", global = true, value_name = "KEY=VALUE")]
     pub options: Vec<String>,
     /// Read the password from this file (first line)
@@ -30,6 +32,15 @@ pub struct Global {
     /// Run this shell command and use its first line of output as the password
     #[arg(long, env = "VAULT_PASSWORD_COMMAND", global = true, value_name = "CMD")]
     pub password_command: Option<String>,
+    /// Read the access token for a vault server (rest: repositories) from this file [default: $VAULT_TOKEN]
+    #[arg(long, env = "VAULT_TOKEN_FILE", global = true, value_name = "FILE", conflicts_with = "token_command")]
+    pub token_file: Option<PathBuf>,
+    /// Run this shell command and use its first line of output as the access token
+    #[arg(long, env = "VAULT_TOKEN_COMMAND", global = true, value_name = "CMD")]
+    pub token_command: Option<String>,
+    /// Trust the CA certificates in this PEM file (instead of the system's) for a vault server over HTTPS
+    #[arg(long, env = "VAULT_CACERT", global = true, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
     /// Directory of the local index cache [default: $XDG_CACHE_HOME/vault]
     #[arg(long, env = "VAULT_CACHE_DIR", global = true, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -78,6 +89,47 @@ pub enum Command {
     Repair(RepairCommand),
     /// Print a shell completion script
     Completion(CompletionArgs),
+    /// Serve repositories over HTTP(S) with per-token roles (read, append, admin)
+    Server(ServerArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = false)]
+pub struct ServerArgs {
+    /// The server's configuration (vault-server.toml)
+    #[arg(long, global = true, value_name = "FILE", env = "VAULT_SERVER_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<ServerCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Manage the access tokens of the server
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a new token; it is printed once, alone on the last line, and only its hash is kept
+    Add {
+        /// The repository (a [[repository]] name of the config) the token opens
+        #[arg(long, value_name = "NAME")]
+        repo: String,
+        /// What the token may do: read (list and read), append (also add backups), admin (everything)
+        #[arg(long, value_name = "ROLE")]
+        role: String,
+        /// A name for the token (for logs and revoking), e.g. the host that uses it
+        name: String,
+    },
+    /// List the tokens (names, repositories, roles; never the tokens)
+    List,
+    /// Revoke a token: it stops working at once, also on a running server
+    Revoke {
+        /// The token's name
+        name: String,
+    },
 }
 
 /// `init --kdf-memory`: what a reader accepts of a key file with one lane.

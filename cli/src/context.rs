@@ -29,7 +29,14 @@ impl std::error::Error for Exit {}
 /// The variables vault reads the repository password from: the password,
 /// or where to find it (a file path or a command is not itself secret, but
 /// it leads to the secret, and no other program needs it).
-const PASSWORD_VARS: &[&str] = &["VAULT_PASSWORD", "VAULT_PASSWORD_FILE", "VAULT_PASSWORD_COMMAND"];
+const PASSWORD_VARS: &[&str] = &[
+    "VAULT_PASSWORD",
+    "VAULT_PASSWORD_FILE",
+    "VAULT_PASSWORD_COMMAND",
+    "VAULT_TOKEN",
+    "VAULT_TOKEN_FILE",
+    "VAULT_TOKEN_COMMAND",
+];
 
 /// Removes vault's own secrets from the environment of a command vault
 /// runs for the user's data (`snapshot --stdin-from-command`): the
@@ -67,12 +74,36 @@ impl Ctx {
             bail!("no repository given: use --repo or set VAULT_REPOSITORY");
         };
         let options = backend::BackendOptions::parse(&self.global.options)?;
-        let be = backend::open_url(repo, &options)?;
+        let access = if repo.starts_with("rest:") { self.access()? } else { backend::Access::default() };
+        let be = backend::open_url_with(repo, &options, &access)?;
         // Crash tests only: die by SIGKILL before the (N+1)-th write.
         if let Some(n) = std::env::var("VAULT_TEST_KILL_AFTER_WRITES").ok().and_then(|v| v.parse().ok()) {
             return Ok(Arc::new(backend::crash::KillAfterWrites::new(be, n)));
         }
         Ok(be.into())
+    }
+
+    /// The token and CA for a vault server: the token from --token-file or
+    /// --token-command (else the backend reads VAULT_TOKEN).
+    fn access(&self) -> Result<backend::Access> {
+        let utf8 = |t: Zeroizing<Vec<u8>>, what: &str| -> Result<Zeroizing<String>> {
+            let s = std::str::from_utf8(&t).with_context(|| format!("the token from {what} is not UTF-8"))?;
+            Ok(Zeroizing::new(s.trim().to_string()))
+        };
+        let token = if let Some(f) = &self.global.token_file {
+            let what = format!("token file {}", f.display());
+            let mut file = std::fs::File::open(f).with_context(|| format!("reading {what}"))?;
+            let t = utf8(read_first_line(&mut file, &what)?, &what)?;
+            if t.is_empty() {
+                bail!("{what} is empty");
+            }
+            Some(t)
+        } else if let Some(cmd) = &self.global.token_command {
+            Some(utf8(first_line_of_command(cmd, "token", &["VAULT_TOKEN"])?, &format!("token command {cmd:?}"))?)
+        } else {
+            None
+        };
+        Ok(backend::Access { token, cacert: self.global.cacert.clone() })
     }
 
     /// The password: --password-file, --password-command (or their
@@ -88,32 +119,7 @@ impl Ctx {
             // the S3 credentials to fetch the password from a secret
             // store), but not another password: VAULT_PASSWORD is ignored
             // when a command is given, so the command has no use for it.
-            let mut child = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(cmd)
-                .env_remove("VAULT_PASSWORD")
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::inherit())
-                .spawn()
-                .with_context(|| format!("running password command {cmd:?}"))?;
-            let mut stdout = child.stdout.take().expect("stdout was piped");
-            let first = read_first_line(&mut stdout, &format!("password command {cmd:?}"));
-            // The rest is no password: read it, so that the command isn't
-            // stopped by a full pipe, and let it go.
-            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-            let status = child.wait().with_context(|| format!("running password command {cmd:?}"))?;
-            if !status.success() {
-                bail!("password command {cmd:?} failed with {status}");
-            }
-            let mut first = first?;
-            if first.last() == Some(&b'\r') {
-                first.pop();
-            }
-            if first.is_empty() {
-                bail!("password command {cmd:?} printed no password");
-            }
-            return Ok(first);
+            return first_line_of_command(cmd, "password", &["VAULT_PASSWORD"]);
         }
         // As bytes: a password is bytes (docs/format.md section 5.2), and
         // `env::var` refuses what is not UTF-8.
@@ -189,6 +195,39 @@ impl Ctx {
         }
         Ok(repo)
     }
+}
+
+/// Runs `cmd` with `sh -c` (without the variables `remove`) and returns
+/// the first line it prints, the `what` (password, token) it gives.
+fn first_line_of_command(cmd: &str, what: &str, remove: &[&str]) -> Result<Zeroizing<Vec<u8>>> {
+    let mut command = std::process::Command::new("sh");
+    command.arg("-c").arg(cmd);
+    for var in remove {
+        command.env_remove(var);
+    }
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("running {what} command {cmd:?}"))?;
+    let mut stdout = child.stdout.take().expect("stdout was piped");
+    let first = read_first_line(&mut stdout, &format!("{what} command {cmd:?}"));
+    // The rest is no secret: read it, so that the command isn't stopped by
+    // a full pipe, and let it go.
+    let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+    let status = child.wait().with_context(|| format!("running {what} command {cmd:?}"))?;
+    if !status.success() {
+        bail!("{what} command {cmd:?} failed with {status}");
+    }
+    let mut first = first?;
+    if first.last() == Some(&b'\r') {
+        first.pop();
+    }
+    if first.is_empty() {
+        bail!("{what} command {cmd:?} printed no {what}");
+    }
+    Ok(first)
 }
 
 /// The longest first line read as a password from a file or a command.

@@ -11,6 +11,7 @@ mod ls;
 mod prune;
 mod repair;
 mod restore;
+mod server;
 mod snapshot;
 mod snapshots;
 
@@ -36,6 +37,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Config(a) => config::run(&ctx, a),
         Command::Repair(c) => repair::run(&ctx, c),
         Command::Completion(a) => completion::run(a),
+        Command::Server(a) => server::run(&ctx, a),
     }
 }
 

@@ -18,7 +18,7 @@
 
 use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -606,6 +606,48 @@ impl Backend for LocalBackend {
             }
         }
         let tmp = write_temp(&dir, data, &self.direct).map_err(|e| self.err("writing", &p, &e))?;
+        let res = fs::hard_link(&tmp, &p);
+        let _ = fs::remove_file(&tmp);
+        res.map_err(|e| self.err("writing", &p, &e))?;
+        sync_dir(&dir).map_err(|e| self.err("syncing", &dir, &e))
+    }
+
+    /// Streamed through the temporary file in pieces of 1 MiB, synced and
+    /// linked in as [`Backend::write_new`] does, so memory stays at one
+    /// piece whatever the size.
+    fn write_new_from(&self, t: FileType, name: &str, len: u64, src: &mut dyn Read) -> BResult<()> {
+        let p = self.path(t, name);
+        let dir = p.parent().expect("object paths have a parent").to_path_buf();
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(|e| self.err("creating", &dir, &e))?;
+        }
+        let tmp = dir.join(format!(".tmp-{}", hex::encode(crate::crypto::random_bytes::<8>())));
+        let mut copy = || -> io::Result<()> {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut piece = vec![0u8; 1 << 20];
+            let mut got = 0u64;
+            loop {
+                let n = match src.read(&mut piece) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                got += n as u64;
+                if got > len {
+                    return Err(super::length_mismatch(got, len));
+                }
+                f.write_all(&piece[..n])?;
+            }
+            if got != len {
+                return Err(super::length_mismatch(got, len));
+            }
+            f.sync_all()
+        };
+        if let Err(e) = copy() {
+            let _ = fs::remove_file(&tmp);
+            return Err(self.err("writing", &p, &e));
+        }
         let res = fs::hard_link(&tmp, &p);
         let _ = fs::remove_file(&tmp);
         res.map_err(|e| self.err("writing", &p, &e))?;

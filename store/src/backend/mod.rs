@@ -6,6 +6,7 @@ pub mod cache;
 pub mod crash;
 pub mod local;
 pub mod memory;
+pub mod rest;
 pub mod s3;
 
 use crate::error::BackendError;
@@ -282,6 +283,20 @@ pub trait Backend: Send + Sync {
         self.write_new(t, name, &data)
     }
 
+    /// [`Backend::write_new`] of the `len` bytes `src` gives, for a
+    /// caller that holds no copy of them (the server, passing an upload
+    /// on): `src` is read to its end, and an error from it (at any point,
+    /// its end included, where a reader that checks what it passed on
+    /// says whether that was right) leaves nothing stored. A `src` that
+    /// ends before `len` bytes, or goes on past them, is refused the same
+    /// way. The default collects the bytes and writes them whole; the
+    /// local backend streams them through its temporary file.
+    fn write_new_from(&self, t: FileType, name: &str, len: u64, src: &mut dyn std::io::Read) -> BResult<()> {
+        let location = || format!("{} {}", self.location(), t.path(name));
+        let data = read_exactly(src, len).map_err(|e| BackendError::from_io("writing", location(), &e))?;
+        self.write_new_owned(t, name, data)
+    }
+
     /// Replaces an object atomically: readers see the old or the new
     /// content, never a mix or nothing. Only for the few mutable objects
     /// (`config`, the maintenance lease).
@@ -309,6 +324,27 @@ pub trait Backend: Send + Sync {
     fn is_remote(&self) -> bool {
         false
     }
+}
+
+/// Reads `src` to its end, which must come after exactly `len` bytes.
+pub fn read_exactly(src: &mut dyn std::io::Read, len: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let cap = usize::try_from(len).map_err(|_| std::io::Error::other(format!("{len} bytes do not fit in memory")))?;
+    let mut data = Vec::with_capacity(cap);
+    src.take(len.saturating_add(1)).read_to_end(&mut data)?;
+    if data.len() as u64 != len {
+        return Err(length_mismatch(data.len() as u64, len));
+    }
+    Ok(data)
+}
+
+/// The error for a stream of `got` bytes where `len` were announced.
+pub fn length_mismatch(got: u64, len: u64) -> std::io::Error {
+    let msg = match got < len {
+        true => format!("the body ended after {got} of the {len} bytes announced"),
+        false => format!("the body went on past the {len} bytes announced"),
+    };
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
 }
 
 /// Reads an object and checks it with `check` (authenticate, decode). When
@@ -361,6 +397,9 @@ pub const OPTION_HELP: &[(&str, &str)] = &[
     ("s3.connections", "concurrent requests (default 8)"),
     ("s3.retries", "retries of a failing request (default 8)"),
     ("s3.timeout", "how long a request may wait for the server, e.g. 120s (default)"),
+    ("rest.connections", "concurrent requests to a vault server (default 8)"),
+    ("rest.retries", "retries of a failing request to a vault server (default 8)"),
+    ("rest.timeout", "how long a request may wait for a vault server, e.g. 120s (default)"),
 ];
 
 impl BackendOptions {
@@ -414,18 +453,52 @@ pub fn parse_s3_url(url: &str) -> Option<Result<s3::S3Options, crate::error::Err
     Some(Ok(o))
 }
 
+fn bad_option(k: &str, v: &str, want: &str) -> crate::error::Error {
+    crate::error::Error::Invalid(format!("option {k}={v:?}: {want}"))
+}
+
+/// A whole number in `range` (a trailing unit `s` allowed for times).
+fn option_number(
+    k: &str,
+    v: &str,
+    range: std::ops::RangeInclusive<u64>,
+    unit: &str,
+) -> Result<u64, crate::error::Error> {
+    v.strip_suffix(unit)
+        .filter(|_| !unit.is_empty())
+        .unwrap_or(v)
+        .parse::<u64>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| bad_option(k, v, &format!("expected a number from {} to {}{unit}", range.start(), range.end())))
+}
+
+fn apply_rest_options(o: &mut rest::RestOptions, opts: &BackendOptions) -> Result<(), crate::error::Error> {
+    if let Some((k, _)) = opts.0.iter().find(|(k, _)| !k.starts_with("rest.")) {
+        return Err(crate::error::Error::Invalid(format!(
+            "option {k} applies to S3 repositories (s3:BUCKET/PREFIX), not to a vault server (rest:…)"
+        )));
+    }
+    if let Some(v) = opts.get("rest.connections") {
+        o.connections = option_number("rest.connections", v, 1..=256, "")? as usize;
+    }
+    if let Some(v) = opts.get("rest.retries") {
+        o.retries = option_number("rest.retries", v, 0..=100, "")? as usize;
+    }
+    if let Some(v) = opts.get("rest.timeout") {
+        o.timeout = std::time::Duration::from_secs(option_number("rest.timeout", v, 1..=3600, "s")?);
+    }
+    Ok(())
+}
+
 fn apply_s3_options(o: &mut s3::S3Options, opts: &BackendOptions) -> Result<(), crate::error::Error> {
-    let bad = |k: &str, v: &str, want: &str| crate::error::Error::Invalid(format!("option {k}={v:?}: {want}"));
-    // A whole number in `range` (a trailing unit `s` allowed for times).
-    let number = |k: &str, v: &str, range: std::ops::RangeInclusive<u64>, unit: &str| {
-        v.strip_suffix(unit)
-            .filter(|_| !unit.is_empty())
-            .unwrap_or(v)
-            .parse::<u64>()
-            .ok()
-            .filter(|n| range.contains(n))
-            .ok_or_else(|| bad(k, v, &format!("expected a number from {} to {}{unit}", range.start(), range.end())))
-    };
+    if let Some((k, _)) = opts.0.iter().find(|(k, _)| !k.starts_with("s3.")) {
+        return Err(crate::error::Error::Invalid(format!(
+            "option {k} applies to a vault server (rest:…), not to S3 repositories"
+        )));
+    }
+    let bad = bad_option;
+    let number = option_number;
     if let Some(v) = opts.get("s3.endpoint") {
         if !(v.starts_with("http://") || v.starts_with("https://")) {
             return Err(bad("s3.endpoint", v, "give a URL starting with http:// or https://"));
@@ -460,9 +533,37 @@ fn apply_s3_options(o: &mut s3::S3Options, opts: &BackendOptions) -> Result<(), 
     Ok(())
 }
 
+/// Who is calling and whom to trust, for a `rest:` repository (a vault
+/// server); the other backends take their credentials from elsewhere.
+#[derive(Clone, Default)]
+pub struct Access {
+    /// The access token (else `VAULT_TOKEN`).
+    pub token: Option<zeroize::Zeroizing<String>>,
+    /// PEM file of the CA certificates to trust instead of the system's.
+    pub cacert: Option<std::path::PathBuf>,
+}
+
 /// Opens the backend a repository URL names: `/path`, `file:///path`, a
-/// relative path, or an S3 bucket and prefix (see [`parse_s3_url`]).
+/// relative path, an S3 bucket and prefix (see [`parse_s3_url`]), or a
+/// repository on a vault server (`rest:https://host:port/NAME`), which
+/// gets its token from `VAULT_TOKEN`.
 pub fn open_url(url: &str, opts: &BackendOptions) -> Result<Box<dyn Backend>, crate::error::Error> {
+    open_url_with(url, opts, &Access::default())
+}
+
+/// [`open_url`] with the token and CA for a `rest:` repository.
+pub fn open_url_with(
+    url: &str,
+    opts: &BackendOptions,
+    access: &Access,
+) -> Result<Box<dyn Backend>, crate::error::Error> {
+    if let Some(r) = rest::parse_url(url) {
+        let mut o = r?;
+        apply_rest_options(&mut o, opts)?;
+        o.token = access.token.clone();
+        o.cacert = access.cacert.clone();
+        return Ok(Box::new(rest::RestBackend::new(o)?));
+    }
     if let Some(s3) = parse_s3_url(url) {
         let mut o = s3?;
         apply_s3_options(&mut o, opts)?;
@@ -470,7 +571,7 @@ pub fn open_url(url: &str, opts: &BackendOptions) -> Result<Box<dyn Backend>, cr
     }
     if let Some((k, _)) = opts.0.first() {
         return Err(crate::error::Error::Invalid(format!(
-            "option {k} applies to S3 repositories (s3:BUCKET/PREFIX), not to {url:?}"
+            "option {k} applies to S3 (s3:BUCKET/PREFIX) or vault server (rest:…) repositories, not to {url:?}"
         )));
     }
     if let Some(p) = url.strip_prefix("file://") {
@@ -480,7 +581,7 @@ pub fn open_url(url: &str, opts: &BackendOptions) -> Result<Box<dyn Backend>, cr
         && !scheme.contains('/')
     {
         return Err(crate::error::Error::Invalid(format!(
-            "repository {url:?}: the {scheme}:// backend is not supported (supported: a local path, file://PATH, s3:BUCKET/PREFIX)"
+            "repository {url:?}: the {scheme}:// backend is not supported (supported: a local path, file://PATH, s3:BUCKET/PREFIX, rest:https://HOST:PORT/NAME)"
         )));
     }
     Ok(Box::new(local::LocalBackend::new(url)))

@@ -822,3 +822,198 @@ pub fn assert_no_new_blobs(summary: &Value, before: &AncestorStamp, after: &Ance
          directories are expected: before {before:?}, after {after:?}): {summary}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// A `vault server` under test
+
+/// A `vault server` process on 127.0.0.1 with its own config and state
+/// directory; killed when dropped.
+pub struct ServerProc {
+    pub dir: TempDir,
+    pub config: PathBuf,
+    /// `127.0.0.1:PORT`, known once it listens.
+    pub addr: String,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    env: Vec<(&'static str, String)>,
+    child: Option<Child>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl ServerProc {
+    /// A server for `repos` (name, url) with `extra` TOML after `listen`
+    /// and `state-dir` (`[tls]`, `[limits]`, options), started.
+    pub fn start(repos: &[(&str, &str)], extra: &str, env: Vec<(&'static str, String)>) -> Self {
+        let dir = TempDir::new().expect("tempdir");
+        let config = dir.path().join("vault-server.toml");
+        let mut text =
+            format!("listen = \"127.0.0.1:0\"\nstate-dir = \"{}\"\n{extra}\n", dir.path().join("state").display());
+        for (name, url) in repos {
+            text.push_str(&format!("[[repository]]\nname = \"{name}\"\nurl = \"{url}\"\n"));
+        }
+        fs::write(&config, text).unwrap();
+        let scheme = if extra.contains("[tls]") { "https" } else { "http" };
+        let mut s = ServerProc { dir, config, addr: String::new(), scheme, env, child: None, log: Default::default() };
+        s.spawn();
+        s
+    }
+
+    /// Starts the process (again, on the same port once it has one).
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "the server runs already");
+        if !self.addr.is_empty() {
+            let text = fs::read_to_string(&self.config).unwrap();
+            fs::write(
+                &self.config,
+                text.replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"{}\"", self.addr), 1),
+            )
+            .unwrap();
+        }
+        self.log.lock().unwrap().clear();
+        let mut cmd = Command::new(BIN);
+        for (k, _) in std::env::vars_os() {
+            if k.as_bytes().starts_with(b"VAULT_") || k.as_bytes().starts_with(b"AWS_") {
+                cmd.env_remove(&k);
+            }
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        let mut child = cmd
+            .args(["server", "--config"])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting vault server");
+        let mut err = child.stderr.take().unwrap();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                log.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        self.child = Some(child);
+        let start = Instant::now();
+        let marker = format!("on {}://", self.scheme);
+        loop {
+            let text = self.log();
+            if let Some(at) = text.find(&marker) {
+                let rest = &text[at + marker.len()..];
+                self.addr = rest.split_whitespace().next().unwrap().to_string();
+                return;
+            }
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("vault server exited with {st} at start:\n{text}");
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "vault server did not start:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What the server wrote to standard error (its access log).
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the log holds `needle`; false after `limit`.
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    /// Sends `signal` and waits for the process to end (at most 30 s).
+    pub fn stop(&mut self, signal: i32) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the server runs");
+        // SAFETY-free: kill(2) through libc with a pid we own.
+        let pid = child.id() as libc::pid_t;
+        #[allow(unsafe_code)]
+        // SAFETY: sends a signal to our own child; no memory is touched.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+        let start = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                panic!("vault server did not stop within 30 s of signal {signal}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// `vault server token add`: the new token.
+    pub fn token(&self, repo: &str, role: &str, name: &str) -> String {
+        let out = Cmd::vault()
+            .args(["server", "token", "add", "--config"])
+            .arg(&self.config)
+            .args(["--repo", repo, "--role", role, name])
+            .run()
+            .ok();
+        out.stdout_str().lines().last().expect("a token").to_string()
+    }
+
+    /// The repository URL of `repo` on this server.
+    pub fn url(&self, repo: &str) -> String {
+        format!("rest:{}://{}/{repo}", self.scheme, self.addr)
+    }
+
+    /// A [`Vault`] on `repo` of this server with `token`.
+    pub fn vault(&self, repo: &str, token: &str) -> Vault {
+        let mut v = Vault::new();
+        v.location = Some(self.url(repo));
+        v.env = vec![
+            ("VAULT_TOKEN", token.to_string()),
+            ("NO_PROXY", "127.0.0.1,localhost".to_string()),
+            ("no_proxy", "127.0.0.1,localhost".to_string()),
+        ];
+        v
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One plain-HTTP request on its own connection (`Connection: close`):
+/// the status and the body as text. `head` is the request line and
+/// headers, without the blank line.
+pub fn http(addr: &str, head: &str, body: &[u8]) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connecting");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let req = format!("{head}\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", body.len());
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}

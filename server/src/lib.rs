@@ -1,0 +1,29 @@
+//! `vault server`: serves repositories over HTTP(S) to clients that use
+//! `--repo rest:https://host:port/NAME`, with a role per access token.
+//!
+//! A production host gets an `append` token: it can add packs, index
+//! segments and snapshots, and read everything, but never delete, replace,
+//! add a key, mark packs or take the maintenance lease. Pruning and
+//! forgetting run elsewhere with an `admin` token. The server holds no
+//! repository key and decrypts nothing; what it can check without one (a
+//! pack's name is the hash of its bytes, names and sizes fit their type)
+//! it checks.
+//!
+//! The server keeps no state beyond its config and token list: several
+//! processes may serve one S3 repository behind a load balancer, and the
+//! repository's own guarantees (create-only writes, the lease, two-phase
+//! prune) hold through them because every request maps to one backend
+//! operation.
+//!
+//! - [`config`]: `vault-server.toml`.
+//! - [`tokens`]: the token list and its roles.
+//! - `routes`: the HTTP API (documented in `docs/server.md`).
+//! - [`serve`]: listening, TLS, limits and graceful shutdown.
+
+pub mod config;
+mod routes;
+pub mod serve;
+pub mod tokens;
+
+pub use routes::State;
+pub use serve::{main, run};

@@ -1,0 +1,764 @@
+//! The HTTP API (`docs/server.md`), version 1, over the store's backend
+//! trait:
+//!
+//! | request | what it does | role |
+//! |---|---|---|
+//! | `GET /health` | the process is alive | none |
+//! | `GET /ready` | every repository's storage answers | none |
+//! | `GET /v1/repos/R` | `{"repository", "role", "empty"}` | read |
+//! | `POST /v1/repos/R` | create the repository's structure | admin |
+//! | `GET /v1/repos/R/TYPE/` | listing: one JSON object a line | read |
+//! | `HEAD /v1/repos/R/TYPE/NAME` | the size, as `Content-Length` | read |
+//! | `GET /v1/repos/R/TYPE/NAME` | the object, or a `Range: bytes=` of it | read |
+//! | `PUT …` with `If-None-Match: *` | create; `412` when it exists | append (packs, index, snapshots), admin |
+//! | `PUT …` without it | replace (`config`, `locks/` only) | admin |
+//! | `DELETE /v1/repos/R/TYPE/NAME` | remove | admin |
+//!
+//! `TYPE` is a repository directory (`data`, `tree`, `index`, `snapshots`,
+//! `keys`, `locks`, `marks`); the config is `/v1/repos/R/config`. Bodies
+//! stream both ways in pieces of at most [`PIECE`]: an upload goes through
+//! a bounded channel to the backend's `write_new_from`, a download comes
+//! from `read_range` piece by piece, so a pack of any size never sits
+//! whole in the server's memory.
+//!
+//! What the server checks without the key: the token and its role; that a
+//! name has its type's shape (64 hex digits for content-addressed objects);
+//! that a pack's name is the BLAKE3 hash of its bytes (checked as they
+//! stream, before the object becomes visible); that a body announces its
+//! length and stays within its type's limit.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::sync::{Semaphore, mpsc};
+use vault_store::backend::{Backend, FileType, ReadBuf};
+use vault_store::error::{BackendError, BackendErrorKind};
+
+use crate::config::Limits;
+use crate::tokens::{Entry, Refused, Role, TokenStore};
+
+/// Bytes per piece of a streamed body.
+pub const PIECE: usize = 1 << 20;
+/// Pieces a stream may run ahead of its reader.
+const AHEAD: usize = 2;
+
+/// A response body.
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// What every request handler shares.
+pub struct State {
+    /// The repositories by name.
+    pub repos: HashMap<String, Arc<dyn Backend>>,
+    /// The token list.
+    pub tokens: TokenStore,
+    /// Limits and timeouts.
+    pub limits: Limits,
+    /// Requests in flight per token name.
+    inflight: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl State {
+    /// State serving `repos` to the holders of `tokens`.
+    pub fn new(repos: HashMap<String, Arc<dyn Backend>>, tokens: TokenStore, limits: Limits) -> Self {
+        State { repos, tokens, limits, inflight: Mutex::new(HashMap::new()) }
+    }
+
+    fn permits(&self, token: &str) -> Arc<Semaphore> {
+        let mut m = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(token.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.limits.max_requests_per_token)))
+            .clone()
+    }
+}
+
+/// A finished answer, before logging.
+struct Answer {
+    resp: Response<Body>,
+    /// The token's name, for the log.
+    who: Option<String>,
+    /// Body bytes received.
+    received: u64,
+}
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
+    let mut msg = msg.into();
+    msg.push('\n');
+    let mut r = Response::new(Full::new(Bytes::from(msg)).map_err(|n| match n {}).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+fn bytes_body(status: StatusCode, content_type: &'static str, b: Bytes) -> Response<Body> {
+    let mut r = Response::new(Full::new(b).map_err(|n| match n {}).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()).map_err(|n| match n {}).boxed());
+    *r.status_mut() = status;
+    r
+}
+
+/// What a request addresses.
+#[derive(Debug, PartialEq, Eq)]
+enum Target<'a> {
+    Repo(&'a str),
+    List(&'a str, FileType),
+    Object(&'a str, FileType, &'a str),
+}
+
+/// Parses `/v1/repos/R[/TYPE/[NAME]]`. Paths are taken as they come, not
+/// percent-decoded: no valid name needs escaping, so `%`, `..` and empty
+/// segments are refused, not interpreted.
+fn parse_path(path: &str) -> Result<Target<'_>, String> {
+    let rest = path
+        .strip_prefix("/v1/repos/")
+        .ok_or_else(|| format!("no such path {path:?} (the API is under /v1/repos/)"))?;
+    let mut parts = rest.split('/');
+    let repo = parts.next().unwrap_or_default();
+    if !vault_store::backend::rest::valid_repo_name(repo) {
+        return Err(format!("{repo:?} is not a repository name"));
+    }
+    let Some(dir) = parts.next() else {
+        return Ok(Target::Repo(repo));
+    };
+    let name = parts.next();
+    if parts.next().is_some() {
+        return Err(format!("path {path:?} is too deep (…/TYPE/NAME)"));
+    }
+    match (dir, name) {
+        ("", None) => Ok(Target::Repo(repo)),
+        ("config", None) => Ok(Target::Object(repo, FileType::Config, "config")),
+        (dir, name) => {
+            let t = FileType::ALL.into_iter().find(|t| *t != FileType::Config && t.dir() == dir).ok_or_else(|| {
+                format!("{dir:?} is not an object type (data, tree, index, snapshots, keys, locks, marks)")
+            })?;
+            match name {
+                None | Some("") => Ok(Target::List(repo, t)),
+                Some(n) if valid_name(t, n) => Ok(Target::Object(repo, t, n)),
+                Some(n) => Err(format!("{n:?} is not the name of an object in {dir}/")),
+            }
+        }
+    }
+}
+
+/// Whether `name` has the shape of a name of type `t`: 64 lower-case hex
+/// digits for the content-addressed and keyed-hash names, a plain word for
+/// the lease's and prune's objects.
+fn valid_name(t: FileType, name: &str) -> bool {
+    match t {
+        FileType::Config => name == "config",
+        FileType::Lock | FileType::Marks => {
+            !name.is_empty()
+                && name.len() <= 128
+                && !name.starts_with('.')
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        }
+        _ => name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+    }
+}
+
+/// The role a request needs, and what it is, for the refusal.
+fn needs(method: &Method, target: &Target<'_>, create: bool) -> (Role, String) {
+    match (method, target) {
+        (&Method::GET | &Method::HEAD, _) => (Role::Read, "reading".into()),
+        (&Method::POST, _) => (Role::Admin, "creating the repository".into()),
+        (&Method::PUT, Target::Object(_, t, name)) if create => match t {
+            FileType::Data | FileType::Tree | FileType::Index | FileType::Snapshot => {
+                (Role::Append, format!("creating {}", t.path(name)))
+            }
+            _ => (Role::Admin, format!("creating {}", t.path(name))),
+        },
+        (&Method::PUT, Target::Object(_, t, name)) => (Role::Admin, format!("replacing {}", t.path(name))),
+        (&Method::DELETE, Target::Object(_, t, name)) => (Role::Admin, format!("deleting {}", t.path(name))),
+        _ => (Role::Admin, format!("{method}")),
+    }
+}
+
+/// The status and words for a failed backend operation on `what` (a path
+/// relative to the repository: the server's own paths stay its own).
+fn backend_failure(what: &str, e: &BackendError) -> Response<Body> {
+    let msg = format!("{} {what}: {}", e.op, e.message);
+    match e.kind {
+        BackendErrorKind::NotFound => text(StatusCode::NOT_FOUND, format!("{what}: no such object")),
+        BackendErrorKind::AlreadyExists => text(StatusCode::PRECONDITION_FAILED, format!("{what} exists already")),
+        BackendErrorKind::Transient => {
+            let mut r = text(StatusCode::SERVICE_UNAVAILABLE, msg);
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+        _ if e.message.contains("No space left") || e.message.contains("Disk quota") => {
+            text(StatusCode::INSUFFICIENT_STORAGE, msg)
+        }
+        _ => text(StatusCode::INTERNAL_SERVER_ERROR, msg),
+    }
+}
+
+/// Runs a backend call on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("backend calls do not panic")
+}
+
+/// Answers one request and writes its access-log line.
+pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let a = answer(&state, req).await;
+    let status = a.resp.status().as_u16();
+    let sent = a.resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let bytes = if method == Method::PUT { a.received } else { sent.unwrap_or(0) };
+    crate::serve::log(&format!(
+        "{peer} {} {method} {} {status} {bytes} {}ms",
+        a.who.as_deref().unwrap_or("-"),
+        path,
+        start.elapsed().as_millis()
+    ));
+    a.resp
+}
+
+async fn answer(state: &Arc<State>, req: Request<Incoming>) -> Answer {
+    let plain = |resp| Answer { resp, who: None, received: 0 };
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::GET | &Method::HEAD, "/health") => return plain(text(StatusCode::OK, "ok")),
+        (&Method::GET | &Method::HEAD, "/ready") => return plain(ready(state).await),
+        _ => {}
+    }
+    if !path.starts_with("/v1/") {
+        return plain(text(StatusCode::NOT_FOUND, format!("no such path {path:?} (the API is under /v1/repos/)")));
+    }
+    // Who is asking comes first: nothing about repositories or objects is
+    // told to a caller without a token.
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let entry = match state.tokens.check(token) {
+        Ok(e) => e,
+        Err(Refused::Unknown) => {
+            let mut r = text(
+                StatusCode::UNAUTHORIZED,
+                if token.is_some() { "unknown access token" } else { "no access token (Authorization: Bearer …)" },
+            );
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"vault\""));
+            return plain(r);
+        }
+        Err(Refused::Unavailable(why)) => {
+            crate::serve::log(&format!("the token list can't be read, refusing every request: {why}"));
+            return plain(text(StatusCode::SERVICE_UNAVAILABLE, "the server can't read its token list"));
+        }
+    };
+    let who = Some(entry.name.clone());
+    let permits = state.permits(&entry.name);
+    let Ok(_permit) = permits.try_acquire_owned() else {
+        let mut r = text(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "token {:?} has {} requests in flight, the most allowed: retry later",
+                entry.name, state.limits.max_requests_per_token
+            ),
+        );
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Answer { resp: r, who, received: 0 };
+    };
+    let mut received = 0;
+    let resp = authorized(state, &entry, req, &mut received).await;
+    Answer { resp, who, received }
+}
+
+async fn ready(state: &Arc<State>) -> Response<Body> {
+    let mut failed = Vec::new();
+    for (name, be) in &state.repos {
+        let be = be.clone();
+        let probe = tokio::time::timeout(Duration::from_secs(10), blocking(move || be.list(FileType::Config))).await;
+        match probe {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => failed.push(format!("{name}: {}", e.message)),
+            Err(_) => failed.push(format!("{name}: no answer within 10 s")),
+        }
+    }
+    if failed.is_empty() {
+        text(StatusCode::OK, "ready")
+    } else {
+        failed.sort();
+        crate::serve::log(&format!("not ready: {}", failed.join("; ")));
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {} of {} repositories unreachable", failed.len(), state.repos.len()),
+        )
+    }
+}
+
+async fn authorized(state: &Arc<State>, entry: &Entry, req: Request<Incoming>, received: &mut u64) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let target = match parse_path(&path) {
+        Ok(t) => t,
+        Err(why) => return text(StatusCode::BAD_REQUEST, why),
+    };
+    let repo = match &target {
+        Target::Repo(r) | Target::List(r, _) | Target::Object(r, _, _) => *r,
+    };
+    if entry.repo != repo {
+        return text(StatusCode::FORBIDDEN, format!("token {:?} is not for repository {repo:?}", entry.name));
+    }
+    let Some(backend) = state.repos.get(repo).cloned() else {
+        return text(StatusCode::NOT_FOUND, format!("this server has no repository {repo:?}"));
+    };
+    let create = req.headers().get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == b"*");
+    let method = req.method().clone();
+    let (need, what) = needs(&method, &target, create);
+    if entry.role < need {
+        return text(
+            StatusCode::FORBIDDEN,
+            format!(
+                "token {:?} has the {} role for repository {repo:?}; {what} needs the {} role",
+                entry.name,
+                entry.role.name(),
+                need.name()
+            ),
+        );
+    }
+    match (&method, target) {
+        (&Method::GET, Target::Repo(_)) => {
+            let be = backend.clone();
+            match blocking(move || be.is_empty()).await {
+                Ok(empty) => {
+                    let info = serde_json::json!({"repository": repo, "role": entry.role.name(), "empty": empty});
+                    bytes_body(StatusCode::OK, "application/json", Bytes::from(info.to_string()))
+                }
+                Err(e) => backend_failure("", &e),
+            }
+        }
+        (&Method::POST, Target::Repo(_)) => match blocking(move || backend.create()).await {
+            Ok(()) => empty(StatusCode::NO_CONTENT),
+            Err(e) => backend_failure("", &e),
+        },
+        (&Method::GET, Target::List(_, t)) => list(backend, t).await,
+        (&Method::HEAD, Target::Object(_, t, name)) => {
+            let n = name.to_string();
+            match blocking(move || backend.size(t, &n)).await {
+                Ok(size) => {
+                    let mut r = empty(StatusCode::OK);
+                    r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+                    r
+                }
+                Err(e) => backend_failure(&t.path(name), &e),
+            }
+        }
+        (&Method::GET, Target::Object(_, t, name)) => get(backend, t, name, req.headers().get(header::RANGE)).await,
+        (&Method::PUT, Target::Object(_, t, name)) => put(state, backend, t, name, create, req, received).await,
+        (&Method::DELETE, Target::Object(_, t, name)) => {
+            let n = name.to_string();
+            match blocking(move || backend.remove(t, &n)).await {
+                Ok(()) => empty(StatusCode::NO_CONTENT),
+                Err(e) => backend_failure(&t.path(name), &e),
+            }
+        }
+        (m, _) => {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, format!("{m} is not served at {path:?}"));
+            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, PUT, DELETE, POST"));
+            r
+        }
+    }
+}
+
+/// The listing, a JSON object a line.
+async fn list(backend: Arc<dyn Backend>, t: FileType) -> Response<Body> {
+    match blocking(move || backend.list_times(t)).await {
+        Ok(items) => {
+            let mut out = Vec::with_capacity(items.len() * 110);
+            for (name, size, mtime) in items {
+                let mtime_ns = mtime.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+                let e = vault_store::backend::rest::ListEntry { name, size, mtime_ns };
+                serde_json::to_writer(&mut out, &e).expect("entries serialize");
+                out.push(b'\n');
+            }
+            bytes_body(StatusCode::OK, "application/x-ndjson", Bytes::from(out))
+        }
+        Err(e) => backend_failure(&format!("{}/", t.dir()), &e),
+    }
+}
+
+/// A `Range: bytes=A-B`, `bytes=A-` or `bytes=-N` of an object of `size`
+/// bytes: `Ok(None)` without a header, `Err` with the answer for a range
+/// that is malformed (400) or past the end (416).
+fn parse_range(h: Option<&HeaderValue>, size: u64) -> Result<Option<(u64, u64)>, Response<Body>> {
+    let Some(h) = h else { return Ok(None) };
+    let bad = |why: &str| text(StatusCode::BAD_REQUEST, format!("Range {h:?}: {why}"));
+    let spec = h.to_str().ok().and_then(|s| s.strip_prefix("bytes=")).ok_or_else(|| bad("expected bytes=START-END"))?;
+    if spec.contains(',') {
+        return Err(bad("one range at a time"));
+    }
+    let (a, b) = spec.split_once('-').ok_or_else(|| bad("expected bytes=START-END"))?;
+    let num = |s: &str| s.trim().parse::<u64>().map_err(|_| bad("not a number"));
+    let (start, end) = match (a.trim().is_empty(), b.trim().is_empty()) {
+        (true, true) => return Err(bad("expected bytes=START-END")),
+        (true, false) => {
+            let n = num(b)?;
+            (size.saturating_sub(n), size.saturating_sub(1))
+        }
+        (false, true) => (num(a)?, size.saturating_sub(1)),
+        (false, false) => (num(a)?, num(b)?.min(size.saturating_sub(1))),
+    };
+    if start >= size || end < start {
+        let mut r = text(StatusCode::RANGE_NOT_SATISFIABLE, format!("Range {h:?}: the object holds {size} bytes"));
+        r.headers_mut()
+            .insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii"));
+        return Err(r);
+    }
+    Ok(Some((start, end - start + 1)))
+}
+
+async fn get(backend: Arc<dyn Backend>, t: FileType, name: &str, range: Option<&HeaderValue>) -> Response<Body> {
+    let what = t.path(name);
+    let n = name.to_string();
+    let be = backend.clone();
+    let size = match blocking(move || be.size(t, &n)).await {
+        Ok(s) => s,
+        Err(e) => return backend_failure(&what, &e),
+    };
+    let (start, len, partial) = match parse_range(range, size) {
+        Ok(Some((start, len))) => (start, len, true),
+        Ok(None) => (0, size, false),
+        Err(r) => return r,
+    };
+    let mut resp = if !t.fanned_out() {
+        // Small objects (within their type's limit): whole.
+        let n = name.to_string();
+        let whole = match blocking(move || backend.read(t, &n)).await {
+            Ok(b) => b,
+            Err(e) => return backend_failure(&what, &e),
+        };
+        let Some(part) = whole.get(start as usize..(start + len) as usize) else {
+            return text(StatusCode::SERVICE_UNAVAILABLE, format!("{what} changed while it was read: retry"));
+        };
+        bytes_body(StatusCode::OK, "application/octet-stream", Bytes::copy_from_slice(part))
+    } else {
+        let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(AHEAD);
+        let n = name.to_string();
+        let piece = if backend.is_remote() { 4 * PIECE } else { PIECE } as u64;
+        tokio::task::spawn_blocking(move || {
+            let mut buf = ReadBuf::new();
+            let mut at = start;
+            while at < start + len {
+                let k = piece.min(start + len - at);
+                let item = match backend.read_range_into(t, &n, at, k, &mut buf) {
+                    Ok(()) => Ok(Bytes::copy_from_slice(&buf)),
+                    Err(e) => Err(std::io::Error::other(e.to_string())),
+                };
+                let failed = item.is_err();
+                if tx.blocking_send(item).is_err() || failed {
+                    return;
+                }
+                at += k;
+            }
+        });
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item.map(Frame::data), rx))
+        });
+        let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        r
+    };
+    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    resp.headers_mut().insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if partial {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let cr = format!("bytes {start}-{}/{size}", start + len - 1);
+        resp.headers_mut().insert(header::CONTENT_RANGE, HeaderValue::from_str(&cr).expect("ascii"));
+    }
+    resp
+}
+
+/// Why an upload's body was not what it should be.
+#[derive(Debug, Clone)]
+enum BodyFailure {
+    /// Nothing arrived for the body timeout.
+    Stalled(Duration),
+    /// The connection broke or the framing was wrong.
+    Broken(String),
+    /// A pack whose bytes don't hash to its name.
+    NotItsHash(String),
+}
+
+/// The upload as a `Read` for the backend, fed by the connection's task
+/// through a bounded channel; a pack's bytes are hashed as they pass and
+/// checked against its name when the body ends (before the backend makes
+/// the object visible).
+struct BodyReader {
+    rx: mpsc::Receiver<Result<Bytes, BodyFailure>>,
+    cur: Bytes,
+    expect: Option<(blake3::Hasher, blake3::Hash)>,
+    failure: Arc<Mutex<Option<BodyFailure>>>,
+}
+
+impl BodyReader {
+    fn fail(&self, f: BodyFailure) -> std::io::Error {
+        let e = std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{f:?}"));
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
+        e
+    }
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => {
+                    if let Some((h, _)) = &mut self.expect {
+                        h.update(&b);
+                    }
+                    self.cur = b;
+                }
+                Some(Err(f)) => return Err(self.fail(f)),
+                None => {
+                    if let Some((h, want)) = self.expect.take() {
+                        let got = h.finalize();
+                        if got != want {
+                            return Err(self.fail(BodyFailure::NotItsHash(got.to_hex().to_string())));
+                        }
+                    }
+                    return Ok(0);
+                }
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        self.cur = self.cur.slice(n..);
+        Ok(n)
+    }
+}
+
+/// Passes the body's frames to `tx` (or drops them once the reader is
+/// gone: the body is always read to its end, so the answer reaches a
+/// client that is still sending); counts them into `received`.
+async fn pump(
+    mut body: Incoming,
+    idle: Duration,
+    tx: Option<mpsc::Sender<Result<Bytes, BodyFailure>>>,
+    received: &mut u64,
+) -> Result<(), BodyFailure> {
+    let mut tx = tx;
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => {
+                let f = BodyFailure::Stalled(idle);
+                if let Some(tx) = &tx {
+                    let _ = tx.send(Err(f.clone())).await;
+                }
+                return Err(f);
+            }
+            Ok(None) => return Ok(()),
+            Ok(Some(Err(e))) => {
+                let f = BodyFailure::Broken(e.to_string());
+                if let Some(tx) = &tx {
+                    let _ = tx.send(Err(f.clone())).await;
+                }
+                return Err(f);
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            *received += data.len() as u64;
+            if let Some(t) = &tx
+                && t.send(Ok(data)).await.is_err()
+            {
+                tx = None;
+            }
+        }
+    }
+}
+
+async fn put(
+    state: &Arc<State>,
+    backend: Arc<dyn Backend>,
+    t: FileType,
+    name: &str,
+    create: bool,
+    req: Request<Incoming>,
+    received: &mut u64,
+) -> Response<Body> {
+    let what = t.path(name);
+    let idle = state.limits.body_timeout;
+    let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) else {
+        return close(text(StatusCode::LENGTH_REQUIRED, format!("{what}: an upload must say its Content-Length")));
+    };
+    if len > t.max_len() {
+        return close(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{what}: {len} bytes, more than any {} can hold ({} at most)", t.noun(), t.max_len()),
+        ));
+    }
+    let body = req.into_body();
+    if !create {
+        if !matches!(t, FileType::Config | FileType::Lock) {
+            let _ = pump(body, idle, None, received).await;
+            return text(
+                StatusCode::CONFLICT,
+                format!("{what}: a {} is never replaced (create it with If-None-Match: *)", t.noun()),
+            );
+        }
+        let (tx, rx) = mpsc::channel(AHEAD);
+        let failure = Arc::new(Mutex::new(None));
+        let mut reader = BodyReader { rx, cur: Bytes::new(), expect: None, failure: failure.clone() };
+        let n = name.to_string();
+        let write = tokio::task::spawn_blocking(move || {
+            let data = vault_store::backend::read_exactly(&mut reader, len)
+                .map_err(|e| BackendError::from_io("writing", String::new(), &e))?;
+            backend.replace(t, &n, &data)
+        });
+        let pumped = pump(body, idle, Some(tx), received).await;
+        let res = write.await.expect("backend calls do not panic");
+        return match (pumped, res) {
+            (Err(f), _) => body_failure(&what, f),
+            (_, Ok(())) => empty(StatusCode::NO_CONTENT),
+            (_, Err(e)) => backend_failure(&what, &e),
+        };
+    }
+    // Create-only: an object that exists already is answered at once (the
+    // backend's own create stays the guard against a race).
+    let (be, n) = (backend.clone(), name.to_string());
+    match blocking(move || be.size(t, &n)).await {
+        Ok(_) => {
+            let _ = pump(body, idle, None, received).await;
+            return text(StatusCode::PRECONDITION_FAILED, format!("{what} exists already"));
+        }
+        Err(e) if e.is_not_found() => {}
+        Err(e) => {
+            let _ = pump(body, idle, None, received).await;
+            return backend_failure(&what, &e);
+        }
+    }
+    let expect = if t.fanned_out() {
+        let mut h = [0u8; 32];
+        hex::decode_to_slice(name, &mut h).expect("pack names are checked to be 64 hex digits");
+        Some((blake3::Hasher::new(), blake3::Hash::from_bytes(h)))
+    } else {
+        None
+    };
+    let (tx, rx) = mpsc::channel(AHEAD);
+    let failure = Arc::new(Mutex::new(None));
+    let mut reader = BodyReader { rx, cur: Bytes::new(), expect, failure: failure.clone() };
+    let n = name.to_string();
+    let write = tokio::task::spawn_blocking(move || backend.write_new_from(t, &n, len, &mut reader));
+    let pumped = pump(body, idle, Some(tx), received).await;
+    let res = write.await.expect("backend calls do not panic");
+    let failed = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match (pumped, failed, res) {
+        (Err(f), _, _) | (_, Some(f), _) => body_failure(&what, f),
+        (_, None, Ok(())) => empty(StatusCode::CREATED),
+        (_, None, Err(e)) => backend_failure(&what, &e),
+    }
+}
+
+fn body_failure(what: &str, f: BodyFailure) -> Response<Body> {
+    match f {
+        BodyFailure::Stalled(d) => close(text(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("{what}: nothing of the body arrived for {d:?}; nothing was stored"),
+        )),
+        BodyFailure::Broken(why) => {
+            close(text(StatusCode::BAD_REQUEST, format!("{what}: the body broke off ({why}); nothing was stored")))
+        }
+        BodyFailure::NotItsHash(got) => text(
+            StatusCode::BAD_REQUEST,
+            format!("{what}: the bytes hash to {got}, not to the pack's name; a pack is named by its BLAKE3 hash"),
+        ),
+    }
+}
+
+/// Marks an answer as the connection's last.
+fn close(mut r: Response<Body>) -> Response<Body> {
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_parsed_strictly() {
+        let h = "ab".repeat(32);
+        assert_eq!(parse_path("/v1/repos/db1").unwrap(), Target::Repo("db1"));
+        assert_eq!(parse_path("/v1/repos/db1/").unwrap(), Target::Repo("db1"));
+        assert_eq!(parse_path("/v1/repos/db1/config").unwrap(), Target::Object("db1", FileType::Config, "config"));
+        assert_eq!(parse_path("/v1/repos/db1/data/").unwrap(), Target::List("db1", FileType::Data));
+        assert_eq!(
+            parse_path(&format!("/v1/repos/db1/snapshots/{h}")).unwrap(),
+            Target::Object("db1", FileType::Snapshot, &h)
+        );
+        assert_eq!(
+            parse_path("/v1/repos/db1/locks/maintenance").unwrap(),
+            Target::Object("db1", FileType::Lock, "maintenance")
+        );
+        for bad in [
+            "/v1/repos/",
+            "/v1/repos/../etc",
+            "/v1/repos/db1/data/..",
+            "/v1/repos/db1/data/AB",
+            "/v1/repos/db1/data/%2e%2e",
+            "/v1/repos/db1/nothing/",
+            "/v1/repos/db1/data/ab/abcd",
+            "/v1/repos/db1/locks/.hidden",
+            "/v1/repos/db1/config/x",
+            "/v2/repos/db1",
+        ] {
+            assert!(parse_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn roles_are_what_the_issue_says() {
+        let h = "ab".repeat(32);
+        let obj = |t| Target::Object("r", t, "x");
+        let _ = h;
+        let role = |m: Method, t: FileType, create: bool| needs(&m, &obj(t), create).0;
+        for t in FileType::ALL {
+            assert_eq!(role(Method::GET, t, false), Role::Read);
+            assert_eq!(role(Method::HEAD, t, false), Role::Read);
+            assert_eq!(role(Method::DELETE, t, false), Role::Admin);
+            assert_eq!(role(Method::PUT, t, false), Role::Admin, "replacing");
+        }
+        for t in [FileType::Data, FileType::Tree, FileType::Index, FileType::Snapshot] {
+            assert_eq!(role(Method::PUT, t, true), Role::Append);
+        }
+        for t in [FileType::Key, FileType::Config, FileType::Lock, FileType::Marks] {
+            assert_eq!(role(Method::PUT, t, true), Role::Admin);
+        }
+        assert_eq!(needs(&Method::POST, &Target::Repo("r"), false).0, Role::Admin);
+        assert!(Role::Read < Role::Append && Role::Append < Role::Admin);
+    }
+
+    #[test]
+    fn ranges() {
+        let v = |s: &str| HeaderValue::from_str(s).unwrap();
+        assert_eq!(parse_range(None, 10).ok().unwrap(), None);
+        assert_eq!(parse_range(Some(&v("bytes=0-3")), 10).ok().unwrap(), Some((0, 4)));
+        assert_eq!(parse_range(Some(&v("bytes=5-")), 10).ok().unwrap(), Some((5, 5)));
+        assert_eq!(parse_range(Some(&v("bytes=-3")), 10).ok().unwrap(), Some((7, 3)));
+        assert_eq!(parse_range(Some(&v("bytes=8-100")), 10).ok().unwrap(), Some((8, 2)));
+        let status = |s: &str| parse_range(Some(&v(s)), 10).err().unwrap().status();
+        assert_eq!(status("bytes=10-11"), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(status("bytes=18446744073709551615-"), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(status("bytes=5-2"), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(status("bytes=a-b"), StatusCode::BAD_REQUEST);
+        assert_eq!(status("bytes=0-1,3-4"), StatusCode::BAD_REQUEST);
+        assert_eq!(status("items=0-1"), StatusCode::BAD_REQUEST);
+    }
+}
