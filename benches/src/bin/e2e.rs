@@ -20,6 +20,8 @@ use anyhow::{Context, Result, bail};
 
 #[path = "../measure.rs"]
 mod measure;
+#[path = "../server.rs"]
+mod server;
 use measure::{Measured, measure_child, run_measured};
 
 struct Bench {
@@ -238,6 +240,7 @@ fn main() -> Result<()> {
     let mut work = PathBuf::from("/tmp/vault-bench");
     let mut skip_gc = false;
     let mut skip_s3 = false;
+    let mut skip_server = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -246,7 +249,8 @@ fn main() -> Result<()> {
             "--work" => work = it.next().context("--work needs a value")?.into(),
             "--skip-gc" => skip_gc = true,
             "--skip-s3" => skip_s3 = true,
-            _ => bail!("usage: e2e [--size 2G] [--source DIR] [--work DIR] [--skip-gc] [--skip-s3]"),
+            "--skip-server" => skip_server = true,
+            _ => bail!("usage: e2e [--size 2G] [--source DIR] [--work DIR] [--skip-gc] [--skip-s3] [--skip-server]"),
         }
     }
     let vault = std::env::current_exe()?.with_file_name("vault");
@@ -395,6 +399,9 @@ fn main() -> Result<()> {
     if !skip_s3 {
         s3_steps(&mut b, &work, &src, src_bytes)?;
     }
+    if !skip_server {
+        server_steps(&mut b, &work, &src, src_bytes)?;
+    }
 
     println!();
     println!(
@@ -448,6 +455,42 @@ fn one_percent_step(b: &mut Bench, src: &Path, work: &Path) -> Result<String> {
 /// The tree's snapshot and restore again, to a repository on an S3 server
 /// (s3s-fs over `<work>/s3`, on 127.0.0.1, in this process), beside the
 /// local figures: the S3 issue asks for at least 70 % of the local speed.
+/// The first steps again through `vault server` on loopback, a local
+/// repository behind it: what the HTTP hop costs against the local steps.
+fn server_steps(b: &mut Bench, work: &Path, src: &Path, src_bytes: u64) -> Result<()> {
+    let root = work.join("server");
+    let _ = fs::remove_dir_all(&root);
+    let srv = server::Server::start(&b.vault, &root, &root.join("repo"), "")?;
+    let cache = work.join("cache-server");
+    let _ = fs::remove_dir_all(&cache);
+    let mut sb = Bench {
+        vault: b.vault.clone(),
+        repo: root.join("repo"),
+        cache,
+        location: srv.url.clone().into(),
+        env: srv.env(),
+        rows: Vec::new(),
+    };
+    let s = src.to_string_lossy().into_owned();
+    sb.run("server: init", 0, &["init", "-q"], None, false)?;
+    sb.run("server: snapshot, first", src_bytes, &["snapshot", "-q", &s], None, false)?;
+    sb.run("server: snapshot, unchanged", src_bytes, &["snapshot", "-q", &s], None, false)?;
+    sb.restore_to_tmpfs("server: restore to tmpfs", src_bytes)?;
+    let repo_bytes = du(&sb.repo);
+    sb.run("server: check --read-data (the tree only)", repo_bytes, &["check", "-q", "--read-data"], None, false)?;
+    eprintln!("server: peak RSS of the server process {:.0} MiB", srv.peak_rss_mib());
+    drop(srv);
+    let _ = fs::remove_dir_all(&root);
+    for (name, bytes, m) in sb.rows {
+        let local = name.trim_start_matches("server: ");
+        if let Some((_, _, lm)) = b.rows.iter().find(|(n, _, _)| n == local) {
+            eprintln!("{name}: {:.0} % of the local speed", 100.0 * lm.secs / m.secs);
+        }
+        b.rows.push((name, bytes, m));
+    }
+    Ok(())
+}
+
 fn s3_steps(b: &mut Bench, work: &Path, src: &Path, src_bytes: u64) -> Result<()> {
     let root = work.join("s3");
     let _ = fs::remove_dir_all(&root);
