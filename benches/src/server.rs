@@ -117,4 +117,3 @@ pub fn quantile(v: &mut [u64], q: f64) -> u64 {
     v.sort_unstable();
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
-

@@ -15,10 +15,10 @@
 //! prune) hold through them because every request maps to one backend
 //! operation.
 //!
-//! - [`config`]: `vault-server.toml`.
-//! - [`tokens`]: the token list and its roles.
+//! - `config`: `vault-server.toml`.
+//! - `tokens`: the token list and its roles.
 //! - `routes`: the HTTP API (documented in `docs/server.md`).
-//! - [`serve`]: listening, TLS, limits and graceful shutdown.
+//! - `serve`: listening, TLS, limits and graceful shutdown.
 
 pub mod config;
 mod routes;

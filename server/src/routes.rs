@@ -218,7 +218,12 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr)
     let path = req.uri().path().to_string();
     let a = answer(&state, req).await;
     let status = a.resp.status().as_u16();
-    let sent = a.resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let sent = a
+        .resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .or_else(|| hyper::body::Body::size_hint(a.resp.body()).exact());
     let bytes = if method == Method::PUT { a.received } else { sent.unwrap_or(0) };
     crate::serve::log(&format!(
         "{peer} {} {method} {} {status} {bytes} {}ms",
@@ -394,12 +399,20 @@ async fn list(backend: Arc<dyn Backend>, t: FileType) -> Response<Body> {
     }
 }
 
+/// Why a `Range` header can't be served.
+#[derive(Debug, PartialEq, Eq)]
+enum BadRange {
+    /// Not a single `bytes=` range (400).
+    Malformed(String),
+    /// Past the end of the object (416).
+    Unsatisfiable,
+}
+
 /// A `Range: bytes=A-B`, `bytes=A-` or `bytes=-N` of an object of `size`
-/// bytes: `Ok(None)` without a header, `Err` with the answer for a range
-/// that is malformed (400) or past the end (416).
-fn parse_range(h: Option<&HeaderValue>, size: u64) -> Result<Option<(u64, u64)>, Response<Body>> {
+/// bytes as (start, length); `Ok(None)` without a header.
+fn parse_range(h: Option<&HeaderValue>, size: u64) -> Result<Option<(u64, u64)>, BadRange> {
     let Some(h) = h else { return Ok(None) };
-    let bad = |why: &str| text(StatusCode::BAD_REQUEST, format!("Range {h:?}: {why}"));
+    let bad = |why: &str| BadRange::Malformed(format!("Range {h:?}: {why}"));
     let spec = h.to_str().ok().and_then(|s| s.strip_prefix("bytes=")).ok_or_else(|| bad("expected bytes=START-END"))?;
     if spec.contains(',') {
         return Err(bad("one range at a time"));
@@ -416,12 +429,22 @@ fn parse_range(h: Option<&HeaderValue>, size: u64) -> Result<Option<(u64, u64)>,
         (false, false) => (num(a)?, num(b)?.min(size.saturating_sub(1))),
     };
     if start >= size || end < start {
-        let mut r = text(StatusCode::RANGE_NOT_SATISFIABLE, format!("Range {h:?}: the object holds {size} bytes"));
-        r.headers_mut()
-            .insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii"));
-        return Err(r);
+        return Err(BadRange::Unsatisfiable);
     }
     Ok(Some((start, end - start + 1)))
+}
+
+fn range_refused(what: &str, e: BadRange, size: u64) -> Response<Body> {
+    match e {
+        BadRange::Malformed(why) => text(StatusCode::BAD_REQUEST, format!("{what}: {why}")),
+        BadRange::Unsatisfiable => {
+            let mut r =
+                text(StatusCode::RANGE_NOT_SATISFIABLE, format!("{what}: the range is not within its {size} bytes"));
+            r.headers_mut()
+                .insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii"));
+            r
+        }
+    }
 }
 
 async fn get(backend: Arc<dyn Backend>, t: FileType, name: &str, range: Option<&HeaderValue>) -> Response<Body> {
@@ -435,7 +458,7 @@ async fn get(backend: Arc<dyn Backend>, t: FileType, name: &str, range: Option<&
     let (start, len, partial) = match parse_range(range, size) {
         Ok(Some((start, len))) => (start, len, true),
         Ok(None) => (0, size, false),
-        Err(r) => return r,
+        Err(e) => return range_refused(&what, e, size),
     };
     let mut resp = if !t.fanned_out() {
         // Small objects (within their type's limit): whole.
@@ -725,9 +748,7 @@ mod tests {
 
     #[test]
     fn roles_are_what_the_issue_says() {
-        let h = "ab".repeat(32);
         let obj = |t| Target::Object("r", t, "x");
-        let _ = h;
         let role = |m: Method, t: FileType, create: bool| needs(&m, &obj(t), create).0;
         for t in FileType::ALL {
             assert_eq!(role(Method::GET, t, false), Role::Read);
@@ -745,15 +766,44 @@ mod tests {
         assert!(Role::Read < Role::Append && Role::Append < Role::Admin);
     }
 
+    proptest::proptest! {
+        /// Any path is parsed without a panic, and what is accepted names
+        /// a repository and an object the store could have written there.
+        #[test]
+        fn any_path_parses_or_is_refused(path in "(/v1/repos/)?[a-z0-9./%_-]{0,80}") {
+            if let Ok(t) = parse_path(&path) {
+                let (repo, name) = match t {
+                    Target::Repo(r) | Target::List(r, _) => (r, None),
+                    Target::Object(r, t, n) => (r, Some((t, n))),
+                };
+                proptest::prop_assert!(vault_store::backend::rest::valid_repo_name(repo));
+                if let Some((t, n)) = name {
+                    proptest::prop_assert!(valid_name(t, n) && !n.contains('/') && n != ".." && !n.starts_with('.'));
+                }
+            }
+        }
+
+        /// Any range header is answered without a panic, and an accepted
+        /// range lies within the object.
+        #[test]
+        fn any_range_is_within_the_object_or_refused(spec in "bytes=[0-9-]{0,25}", size in 0u64..1 << 40) {
+            if let Ok(v) = HeaderValue::from_str(&spec)
+                && let Ok(Some((start, len))) = parse_range(Some(&v), size)
+            {
+                proptest::prop_assert!(len > 0 && start.checked_add(len).is_some_and(|end| end <= size));
+            }
+        }
+    }
+
     #[test]
     fn ranges() {
         let v = |s: &str| HeaderValue::from_str(s).unwrap();
-        assert_eq!(parse_range(None, 10).ok().unwrap(), None);
-        assert_eq!(parse_range(Some(&v("bytes=0-3")), 10).ok().unwrap(), Some((0, 4)));
-        assert_eq!(parse_range(Some(&v("bytes=5-")), 10).ok().unwrap(), Some((5, 5)));
-        assert_eq!(parse_range(Some(&v("bytes=-3")), 10).ok().unwrap(), Some((7, 3)));
-        assert_eq!(parse_range(Some(&v("bytes=8-100")), 10).ok().unwrap(), Some((8, 2)));
-        let status = |s: &str| parse_range(Some(&v(s)), 10).err().unwrap().status();
+        assert_eq!(parse_range(None, 10), Ok(None));
+        assert_eq!(parse_range(Some(&v("bytes=0-3")), 10), Ok(Some((0, 4))));
+        assert_eq!(parse_range(Some(&v("bytes=5-")), 10), Ok(Some((5, 5))));
+        assert_eq!(parse_range(Some(&v("bytes=-3")), 10), Ok(Some((7, 3))));
+        assert_eq!(parse_range(Some(&v("bytes=8-100")), 10), Ok(Some((8, 2))));
+        let status = |s: &str| range_refused("x", parse_range(Some(&v(s)), 10).err().unwrap(), 10).status();
         assert_eq!(status("bytes=10-11"), StatusCode::RANGE_NOT_SATISFIABLE);
         assert_eq!(status("bytes=18446744073709551615-"), StatusCode::RANGE_NOT_SATISFIABLE);
         assert_eq!(status("bytes=5-2"), StatusCode::RANGE_NOT_SATISFIABLE);

@@ -957,7 +957,7 @@ struct Reads {
 /// overlap without waiting for each other: with readers that read and
 /// then verified in turn, packs that finished verifying together were
 /// read together, and the cores waited for the disk about a third of the
-/// time (benches/README.md, session 15).
+/// time (`benches/README.md`; the measurements are in git history).
 fn read_packs(
     repo: &Repository,
     packs: &[PackRec],

@@ -823,7 +823,7 @@ const MAX_READ: u64 = 16 << 20;
 const MIN_READ: u64 = 4 << 20;
 /// Largest single read from a local pack. Small ranges, read and restored
 /// in parallel, keep each thread's buffer small (16 MiB ranges held 5-8 MiB
-/// more at peak and were no faster; benches/README.md, session 8). A blob
+/// more at peak and were no faster; measured in git history of `benches/README.md`). A blob
 /// larger than this is read alone.
 const LOCAL_READ: u64 = 256 << 10;
 /// Bytes of pack reads in flight at once, over all threads.

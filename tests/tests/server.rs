@@ -59,7 +59,8 @@ fn commands_work_through_the_server_and_roles_decide_what_each_token_may_do() {
     build_tree(&src);
     let first = host.snapshot(&[&src], &["--tag", "files"]);
     let dump = random_bytes(7, 2 << 20);
-    let out = host.cmd().args(["snapshot", "--json", "--stdin", "--stdin-name", "db.sql"]).stdin(dump.clone()).run().ok();
+    let out =
+        host.cmd().args(["snapshot", "--json", "--stdin", "--stdin-name", "db.sql"]).stdin(dump.clone()).run().ok();
     let stream_id = out.json()["snapshot_id"].as_str().unwrap().to_string();
     write(&src.join("etc/app.conf"), b"listen = 0.0.0.0\n");
     host.snapshot(&[&src], &[]);
@@ -286,7 +287,11 @@ fn plain_http_is_refused_off_loopback_and_bad_configs_are_named() {
         Cmd::vault().args(["server", "--config"]).arg(&cfg).run().failed()
     };
     let out = run(&format!("listen = \"0.0.0.0:0\"\nstate-dir = \"{}\"\n", dir.path().display()));
-    assert!(out.stderr_str().contains("in the clear") && out.stderr_str().contains("insecure-http"), "{}", out.explain());
+    assert!(
+        out.stderr_str().contains("in the clear") && out.stderr_str().contains("insecure-http"),
+        "{}",
+        out.explain()
+    );
     let out = run(&format!("listen = \"127.0.0.1:0\"\nstate-dir = \"{}\"\nlisten-port = 3\n", dir.path().display()));
     assert!(out.stderr_str().contains("listen-port"), "{}", out.explain());
     let out = run(&format!(
@@ -385,7 +390,8 @@ fn limits_hold_and_bad_requests_get_clear_answers() {
         v.snapshot(&[&src], &[]);
         v.snapshot_ids()[0].clone()
     };
-    let limits = "[limits]\nmax-connections = 3\nmax-requests-per-token = 1\nheader-timeout = \"1s\"\nbody-timeout = \"1s\"\n";
+    let limits =
+        "[limits]\nmax-connections = 3\nmax-requests-per-token = 1\nheader-timeout = \"1s\"\nbody-timeout = \"1s\"\n";
     let server = ServerProc::start(&[("db1", dir.path().join("db1").to_str().unwrap())], limits, vec![]);
     let admin = server.token("db1", "admin", "ops");
     let addr = server.addr.clone();
@@ -485,4 +491,34 @@ fn limits_hold_and_bad_requests_get_clear_answers() {
     assert_eq!(http(&addr, "GET /health HTTP/1.1", b"").0, 200);
     assert_eq!(http(&addr, "GET /ready HTTP/1.1", b"").0, 200);
     plain.vault("db1", &plain_admin).cmd().args(["check", "--read-data"]).run().ok();
+}
+
+#[test]
+fn tokens_come_from_a_file_or_a_command_and_a_bad_one_is_named() {
+    let (server, dir, admin) = local_server("");
+    let like = server.vault("db1", &admin);
+    let mut v = server.vault("db1", "unused");
+    v.password = like.password.clone();
+    v.env.retain(|(k, _)| *k != "VAULT_TOKEN");
+    let file = dir.path().join("token");
+    fs::write(&file, format!("{admin}\n")).unwrap();
+    v.cmd().arg("--token-file").arg(&file).arg("snapshots").run().ok();
+    v.cmd().args(["--token-command", &format!("cat {}", file.display()), "snapshots"]).run().ok();
+    // No token at all, a wrong one, a failing command: each says what to fix.
+    let out = v.cmd().arg("snapshots").run().failed();
+    assert!(out.stderr_str().contains("401") && out.stderr_str().contains("VAULT_TOKEN"), "{}", out.explain());
+    fs::write(&file, "vt1_wrong\n").unwrap();
+    let out = v.cmd().arg("--token-file").arg(&file).arg("snapshots").run().failed();
+    assert!(out.stderr_str().contains("unknown access token"), "{}", out.explain());
+    let out = v.cmd().args(["--token-command", "exit 3", "snapshots"]).run().failed();
+    assert!(out.stderr_str().contains("token command") && out.stderr_str().contains("exit 3"), "{}", out.explain());
+    // rest: options are checked; S3 options are refused for a server.
+    let out = v.cmd().arg("--token-file").arg(&file).args(["-o", "s3.connections=4", "snapshots"]).run().failed();
+    assert!(out.stderr_str().contains("s3.connections"), "{}", out.explain());
+    let out = v.cmd().arg("--token-file").arg(&file).args(["-o", "rest.connections=0", "snapshots"]).run().failed();
+    assert!(out.stderr_str().contains("rest.connections"), "{}", out.explain());
+    // A malformed URL is named.
+    let out =
+        Cmd::vault().args(["--repo", "rest:ftp://host/db1", "snapshots"]).env("VAULT_PASSWORD", "x").run().failed();
+    assert!(out.stderr_str().contains("rest:ftp://host/db1"), "{}", out.explain());
 }

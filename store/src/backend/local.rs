@@ -327,7 +327,7 @@ fn write_direct(path: &Path, data: &[u8]) -> io::Result<()> {
 /// Smaller ones go through it: a restore's 256 KiB ranges and `dump`'s
 /// blobs are read in pack order, where readahead keeps the disk ahead of
 /// the threads, and direct reads of that size cost a calm machine more
-/// than they save (benches/README.md, session 10). Tree packs, which walks
+/// than they save (`benches/README.md`; the measurements are in git history). Tree packs, which walks
 /// read in small pieces again and again, always go through it.
 const DIRECT_READ_MIN: u64 = 1 << 20;
 /// Bytes per `O_DIRECT` read (on the benchmark VM, 4 MiB reads ran at 1.8
