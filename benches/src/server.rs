@@ -93,7 +93,7 @@ impl Server {
             .iter()
             .filter_map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
-                if f.len() != 8 || !f[7].ends_with("ms") {
+                if f.len() < 8 || !f[7].ends_with("ms") {
                     return None;
                 }
                 Some((f[5].parse().ok()?, f[7].trim_end_matches("ms").parse().ok()?))

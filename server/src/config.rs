@@ -103,7 +103,7 @@ mod duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         match Raw::deserialize(d)? {
-            Raw::Secs(s) => Ok(Duration::from_secs(s)),
+            Raw::Secs(s) => super::parse_duration(&s.to_string()).map_err(D::Error::custom),
             Raw::Text(t) => super::parse_duration(&t).map_err(D::Error::custom),
         }
     }
@@ -115,14 +115,19 @@ pub fn parse_duration(t: &str) -> std::result::Result<Duration, String> {
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (n, unit) = t.split_at(split);
     let n: u64 = n.parse().map_err(|_| format!("{t:?} is no duration (e.g. \"500ms\", \"10s\", \"2m\")"))?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" | "" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+    let d = match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" | "" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
         _ => return Err(format!("{t:?}: unknown unit {unit:?} (ms, s, m, h)")),
-    })
+    };
+    d.filter(|d| *d <= MAX_DURATION).ok_or_else(|| format!("{t:?}: longer than a day"))
 }
+
+/// The longest timeout taken: longer ones are mistakes (and would
+/// overflow the timers).
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 impl Config {
     /// Reads and checks the file.
@@ -258,5 +263,7 @@ options = { "s3.endpoint" = "http://127.0.0.1:9000" }
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("3d").is_err());
+        assert!(parse_duration("18446744073709551615h").is_err());
+        assert!(parse_duration("25h").is_err());
     }
 }

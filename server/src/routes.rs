@@ -39,7 +39,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use vault_store::backend::{Backend, FileType, ReadBuf};
 use vault_store::error::{BackendError, BackendErrorKind};
 
@@ -64,12 +64,38 @@ pub struct State {
     pub limits: Limits,
     /// Requests in flight per token name.
     inflight: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Uploads in flight: each holds a thread of the blocking pool while
+    /// its body arrives, so they are capped below the pool's size.
+    uploads: Arc<Semaphore>,
+    /// Memory uploads may hold at once, in KiB: what a backend gathers
+    /// before it writes (S3: up to 32 MiB an upload; a local directory: a
+    /// few pieces).
+    upload_kib: Arc<Semaphore>,
+    /// The last readiness probe: when, and its answer.
+    ready: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
 }
+
+/// Uploads in flight at once (the blocking pool has 128 threads).
+pub const MAX_UPLOADS: usize = 64;
+/// Memory all uploads may hold at once.
+const UPLOAD_MEMORY_KIB: usize = 512 << 10;
+/// How long an upload waits for memory before it is answered 503.
+const UPLOAD_MEMORY_WAIT: Duration = Duration::from_secs(30);
+/// How long a readiness answer is reused.
+const READY_FOR: Duration = Duration::from_secs(2);
 
 impl State {
     /// State serving `repos` to the holders of `tokens`.
     pub fn new(repos: HashMap<String, Arc<dyn Backend>>, tokens: TokenStore, limits: Limits) -> Self {
-        State { repos, tokens, limits, inflight: Mutex::new(HashMap::new()) }
+        State {
+            repos,
+            tokens,
+            limits,
+            inflight: Mutex::new(HashMap::new()),
+            uploads: Arc::new(Semaphore::new(MAX_UPLOADS)),
+            upload_kib: Arc::new(Semaphore::new(UPLOAD_MEMORY_KIB)),
+            ready: tokio::sync::Mutex::new(None),
+        }
     }
 
     fn permits(&self, token: &str) -> Arc<Semaphore> {
@@ -87,6 +113,72 @@ struct Answer {
     who: Option<String>,
     /// Body bytes received.
     received: u64,
+    /// The token's request slot, held until the answer's body is sent.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// The answer's body, counting what it sends; it writes the request's
+/// access-log line when it ends or is dropped (a download cut short is
+/// logged as such, with the bytes that went out), and holds the token's
+/// request slot until then.
+struct Logged {
+    inner: Body,
+    line: Option<String>,
+    start: Instant,
+    sent: u64,
+    /// Bytes the answer should carry.
+    expect: u64,
+    /// Bytes to log instead of `sent` (an upload's).
+    received: Option<u64>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Logged {
+    fn finish(&mut self) {
+        if let Some(line) = self.line.take() {
+            let bytes = self.received.unwrap_or(self.sent);
+            let cut = if self.sent < self.expect { " cut" } else { "" };
+            crate::serve::log(&format!("{line} {bytes} {}ms{cut}", self.start.elapsed().as_millis()));
+        }
+    }
+}
+
+impl hyper::body::Body for Logged {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &r {
+            std::task::Poll::Ready(Some(Ok(f))) => {
+                let n = f.data_ref().map_or(0, |d| d.len() as u64);
+                self.sent += n;
+                if self.sent >= self.expect && self.inner.is_end_stream() {
+                    self.finish();
+                }
+            }
+            std::task::Poll::Ready(_) => self.finish(),
+            std::task::Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
@@ -190,7 +282,12 @@ fn needs(method: &Method, target: &Target<'_>, create: bool) -> (Role, String) {
 /// The status and words for a failed backend operation on `what` (a path
 /// relative to the repository: the server's own paths stay its own).
 fn backend_failure(what: &str, e: &BackendError) -> Response<Body> {
-    let msg = format!("{} {what}: {}", e.op, e.message);
+    if !matches!(e.kind, BackendErrorKind::NotFound | BackendErrorKind::AlreadyExists) {
+        // The details (S3 endpoints, buckets, keys, local paths) go to the
+        // log, not to the client.
+        crate::serve::log(&format!("storage error: {e}"));
+    }
+    let msg = format!("the server's storage failed {} {what} (details in the server's log)", e.op);
     match e.kind {
         BackendErrorKind::NotFound => text(StatusCode::NOT_FOUND, format!("{what}: no such object")),
         BackendErrorKind::AlreadyExists => text(StatusCode::PRECONDITION_FAILED, format!("{what} exists already")),
@@ -199,9 +296,10 @@ fn backend_failure(what: &str, e: &BackendError) -> Response<Body> {
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             r
         }
-        _ if e.message.contains("No space left") || e.message.contains("Disk quota") => {
-            text(StatusCode::INSUFFICIENT_STORAGE, msg)
-        }
+        _ if e.message.contains("No space left") || e.message.contains("Disk quota") => text(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!("the server's storage is full: {} {what} failed", e.op),
+        ),
         _ => text(StatusCode::INTERNAL_SERVER_ERROR, msg),
     }
 }
@@ -211,31 +309,38 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.expect("backend calls do not panic")
 }
 
-/// Answers one request and writes its access-log line.
+/// Answers one request; its access-log line is written when the answer's
+/// body has gone out (see [`Logged`]).
 pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let a = answer(&state, req).await;
-    let status = a.resp.status().as_u16();
-    let sent = a
-        .resp
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .or_else(|| hyper::body::Body::size_hint(a.resp.body()).exact());
-    let bytes = if method == Method::PUT { a.received } else { sent.unwrap_or(0) };
-    crate::serve::log(&format!(
-        "{peer} {} {method} {} {status} {bytes} {}ms",
-        a.who.as_deref().unwrap_or("-"),
-        path,
-        start.elapsed().as_millis()
-    ));
-    a.resp
+    let (parts, inner) = a.resp.into_parts();
+    let expect = match method {
+        Method::HEAD => 0,
+        _ => parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .or_else(|| hyper::body::Body::size_hint(&inner).exact())
+            .unwrap_or(0),
+    };
+    let line = format!("{peer} {} {method} {path} {}", a.who.as_deref().unwrap_or("-"), parts.status.as_u16());
+    let body = Logged {
+        inner,
+        line: Some(line),
+        start,
+        sent: 0,
+        expect,
+        received: (method == Method::PUT).then_some(a.received),
+        _permit: a.permit,
+    };
+    Response::from_parts(parts, BodyExt::boxed(body))
 }
 
 async fn answer(state: &Arc<State>, req: Request<Incoming>) -> Answer {
-    let plain = |resp| Answer { resp, who: None, received: 0 };
+    let plain = |resp| Answer { resp, who: None, received: 0, permit: None };
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
         (&Method::GET | &Method::HEAD, "/health") => return plain(text(StatusCode::OK, "ok")),
@@ -270,7 +375,7 @@ async fn answer(state: &Arc<State>, req: Request<Incoming>) -> Answer {
     };
     let who = Some(entry.name.clone());
     let permits = state.permits(&entry.name);
-    let Ok(_permit) = permits.try_acquire_owned() else {
+    let Ok(permit) = permits.try_acquire_owned() else {
         let mut r = text(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
@@ -279,14 +384,61 @@ async fn answer(state: &Arc<State>, req: Request<Incoming>) -> Answer {
             ),
         );
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return Answer { resp: r, who, received: 0 };
+        return Answer { resp: r, who, received: 0, permit: None };
     };
     let mut received = 0;
-    let resp = authorized(state, &entry, req, &mut received).await;
-    Answer { resp, who, received }
+    let (parts, body) = req.into_parts();
+    let mut body = Some(body);
+    let mut resp = authorized(state, &entry, &parts, &mut body, &mut received).await;
+    if let Some(left) = body {
+        // Refused before its body was read: read it (up to a bound), so
+        // that the client, still sending, gets the answer and not a reset.
+        resp = drain_refused(left, &parts, resp, state.limits.body_timeout, &mut received).await;
+    }
+    Answer { resp, who, received, permit: Some(permit) }
 }
 
+/// The most of a refused upload's body that is read so that its answer
+/// reaches the client; above it the connection is closed instead.
+const DRAIN_LIMIT: u64 = 64 << 20;
+
+async fn drain_refused(
+    body: Incoming,
+    parts: &hyper::http::request::Parts,
+    resp: Response<Body>,
+    idle: Duration,
+    received: &mut u64,
+) -> Response<Body> {
+    let announced = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match announced {
+        Some(0) => resp,
+        Some(n) if n <= DRAIN_LIMIT => {
+            let _ = pump(body, idle, None, received).await;
+            resp
+        }
+        _ => close(resp),
+    }
+}
+
+/// Readiness, probed at most every [`READY_FOR`] and by one request at a
+/// time (the probe has no token in front of it).
 async fn ready(state: &Arc<State>) -> Response<Body> {
+    let mut cached = state.ready.lock().await;
+    let answer = match &*cached {
+        Some((at, answer)) if at.elapsed() < READY_FOR => answer.clone(),
+        _ => {
+            let answer = probe(state).await;
+            *cached = Some((Instant::now(), answer.clone()));
+            answer
+        }
+    };
+    match answer {
+        Ok(()) => text(StatusCode::OK, "ready"),
+        Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+}
+
+async fn probe(state: &Arc<State>) -> Result<(), String> {
     let mut failed = Vec::new();
     for (name, be) in &state.repos {
         let be = be.clone();
@@ -298,19 +450,24 @@ async fn ready(state: &Arc<State>) -> Response<Body> {
         }
     }
     if failed.is_empty() {
-        text(StatusCode::OK, "ready")
+        Ok(())
     } else {
         failed.sort();
         crate::serve::log(&format!("not ready: {}", failed.join("; ")));
-        text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {} of {} repositories unreachable", failed.len(), state.repos.len()),
-        )
+        Err(format!("not ready: {} of {} repositories unreachable", failed.len(), state.repos.len()))
     }
 }
 
-async fn authorized(state: &Arc<State>, entry: &Entry, req: Request<Incoming>, received: &mut u64) -> Response<Body> {
-    let path = req.uri().path().to_string();
+/// Serves a request whose token is known. An upload's body is taken from
+/// `body` only when it is read; what is left there was refused unread.
+async fn authorized(
+    state: &Arc<State>,
+    entry: &Entry,
+    req: &hyper::http::request::Parts,
+    body: &mut Option<Incoming>,
+    received: &mut u64,
+) -> Response<Body> {
+    let path = req.uri.path().to_string();
     let target = match parse_path(&path) {
         Ok(t) => t,
         Err(why) => return text(StatusCode::BAD_REQUEST, why),
@@ -324,8 +481,8 @@ async fn authorized(state: &Arc<State>, entry: &Entry, req: Request<Incoming>, r
     let Some(backend) = state.repos.get(repo).cloned() else {
         return text(StatusCode::NOT_FOUND, format!("this server has no repository {repo:?}"));
     };
-    let create = req.headers().get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == b"*");
-    let method = req.method().clone();
+    let create = req.headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == b"*");
+    let method = req.method.clone();
     let (need, what) = needs(&method, &target, create);
     if entry.role < need {
         return text(
@@ -365,8 +522,10 @@ async fn authorized(state: &Arc<State>, entry: &Entry, req: Request<Incoming>, r
                 Err(e) => backend_failure(&t.path(name), &e),
             }
         }
-        (&Method::GET, Target::Object(_, t, name)) => get(backend, t, name, req.headers().get(header::RANGE)).await,
-        (&Method::PUT, Target::Object(_, t, name)) => put(state, backend, t, name, create, req, received).await,
+        (&Method::GET, Target::Object(_, t, name)) => {
+            get(backend, t, name, req.headers.get(header::RANGE), state.limits.body_timeout).await
+        }
+        (&Method::PUT, Target::Object(_, t, name)) => put(state, backend, t, name, create, req, body, received).await,
         (&Method::DELETE, Target::Object(_, t, name)) => {
             let n = name.to_string();
             match blocking(move || backend.remove(t, &n)).await {
@@ -382,18 +541,27 @@ async fn authorized(state: &Arc<State>, entry: &Entry, req: Request<Incoming>, r
     }
 }
 
-/// The listing, a JSON object a line.
+/// The listing, a JSON object a line, serialized as it is sent in pieces
+/// of about 64 KiB (the backend's list is the only copy held whole).
 async fn list(backend: Arc<dyn Backend>, t: FileType) -> Response<Body> {
     match blocking(move || backend.list_times(t)).await {
         Ok(items) => {
-            let mut out = Vec::with_capacity(items.len() * 110);
-            for (name, size, mtime) in items {
-                let mtime_ns = mtime.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-                let e = vault_store::backend::rest::ListEntry { name, size, mtime_ns };
-                serde_json::to_writer(&mut out, &e).expect("entries serialize");
-                out.push(b'\n');
-            }
-            bytes_body(StatusCode::OK, "application/x-ndjson", Bytes::from(out))
+            let pieces = futures_util::stream::unfold(items.into_iter(), |mut items| async move {
+                let mut out = Vec::with_capacity(64 << 10);
+                for (name, size, mtime) in items.by_ref() {
+                    let mtime_ns = mtime.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+                    let e = vault_store::backend::rest::ListEntry { name, size, mtime_ns };
+                    serde_json::to_writer(&mut out, &e).expect("entries serialize");
+                    out.push(b'\n');
+                    if out.len() >= 64 << 10 {
+                        break;
+                    }
+                }
+                (!out.is_empty()).then(|| (Ok(Frame::data(Bytes::from(out))), items))
+            });
+            let mut r = Response::new(BodyExt::boxed(StreamBody::new(pieces)));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+            r
         }
         Err(e) => backend_failure(&format!("{}/", t.dir()), &e),
     }
@@ -418,7 +586,13 @@ fn parse_range(h: Option<&HeaderValue>, size: u64) -> Result<Option<(u64, u64)>,
         return Err(bad("one range at a time"));
     }
     let (a, b) = spec.split_once('-').ok_or_else(|| bad("expected bytes=START-END"))?;
-    let num = |s: &str| s.trim().parse::<u64>().map_err(|_| bad("not a number"));
+    let num = |s: &str| {
+        let s = s.trim();
+        if !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("not a number"));
+        }
+        s.parse::<u64>().map_err(|_| bad("not a number"))
+    };
     let (start, end) = match (a.trim().is_empty(), b.trim().is_empty()) {
         (true, true) => return Err(bad("expected bytes=START-END")),
         (true, false) => {
@@ -426,7 +600,14 @@ fn parse_range(h: Option<&HeaderValue>, size: u64) -> Result<Option<(u64, u64)>,
             (size.saturating_sub(n), size.saturating_sub(1))
         }
         (false, true) => (num(a)?, size.saturating_sub(1)),
-        (false, false) => (num(a)?, num(b)?.min(size.saturating_sub(1))),
+        (false, false) => {
+            let (start, end) = (num(a)?, num(b)?);
+            if end < start {
+                // Invalid, so ignored (RFC 9110, 14.2): the whole object.
+                return Ok(None);
+            }
+            (start, end.min(size.saturating_sub(1)))
+        }
     };
     if start >= size || end < start {
         return Err(BadRange::Unsatisfiable);
@@ -447,65 +628,88 @@ fn range_refused(what: &str, e: BadRange, size: u64) -> Response<Body> {
     }
 }
 
-async fn get(backend: Arc<dyn Backend>, t: FileType, name: &str, range: Option<&HeaderValue>) -> Response<Body> {
+async fn get(
+    backend: Arc<dyn Backend>,
+    t: FileType,
+    name: &str,
+    range: Option<&HeaderValue>,
+    stall: Duration,
+) -> Response<Body> {
     let what = t.path(name);
     let n = name.to_string();
+    if !t.fanned_out() {
+        // Small objects (within their type's limit): read once, whole, and
+        // the range taken from what was read (a `config` or lease replaced
+        // meanwhile is answered whole and consistent, old or new).
+        let whole = match blocking(move || backend.read(t, &n)).await {
+            Ok(b) => Bytes::from(b),
+            Err(e) => return backend_failure(&what, &e),
+        };
+        let size = whole.len() as u64;
+        return match parse_range(range, size) {
+            Ok(Some((start, len))) => {
+                let part = whole.slice(start as usize..(start + len) as usize);
+                partial(bytes_body(StatusCode::OK, "application/octet-stream", part), start, len, size)
+            }
+            Ok(None) => bytes_body(StatusCode::OK, "application/octet-stream", whole),
+            Err(e) => range_refused(&what, e, size),
+        };
+    }
     let be = backend.clone();
     let size = match blocking(move || be.size(t, &n)).await {
         Ok(s) => s,
         Err(e) => return backend_failure(&what, &e),
     };
-    let (start, len, partial) = match parse_range(range, size) {
+    let (start, len, ranged) = match parse_range(range, size) {
         Ok(Some((start, len))) => (start, len, true),
         Ok(None) => (0, size, false),
         Err(e) => return range_refused(&what, e, size),
     };
-    let mut resp = if !t.fanned_out() {
-        // Small objects (within their type's limit): whole.
-        let n = name.to_string();
-        let whole = match blocking(move || backend.read(t, &n)).await {
-            Ok(b) => b,
-            Err(e) => return backend_failure(&what, &e),
-        };
-        let Some(part) = whole.get(start as usize..(start + len) as usize) else {
-            return text(StatusCode::SERVICE_UNAVAILABLE, format!("{what} changed while it was read: retry"));
-        };
-        bytes_body(StatusCode::OK, "application/octet-stream", Bytes::copy_from_slice(part))
-    } else {
-        let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(AHEAD);
-        let n = name.to_string();
-        let piece = if backend.is_remote() { 4 * PIECE } else { PIECE } as u64;
-        tokio::task::spawn_blocking(move || {
-            let mut buf = ReadBuf::new();
-            let mut at = start;
-            while at < start + len {
-                let k = piece.min(start + len - at);
-                let item = match backend.read_range_into(t, &n, at, k, &mut buf) {
-                    Ok(()) => Ok(Bytes::copy_from_slice(&buf)),
-                    Err(e) => Err(std::io::Error::other(e.to_string())),
-                };
-                let failed = item.is_err();
-                if tx.blocking_send(item).is_err() || failed {
-                    return;
-                }
-                at += k;
+    // Pieces are read on the blocking pool one at a time and handed to
+    // the connection through a bounded channel; a client that stops
+    // reading for `stall` ends the stream, and no thread ever waits on it.
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(AHEAD);
+    let piece = if backend.is_remote() { 4 * PIECE } else { PIECE } as u64;
+    let n = name.to_string();
+    tokio::spawn(async move {
+        let mut at = start;
+        let mut buf = ReadBuf::new();
+        while at < start + len {
+            let k = piece.min(start + len - at);
+            let (be, n2) = (backend.clone(), n.clone());
+            let (got, back) = blocking(move || {
+                let r = be.read_range_into(t, &n2, at, k, &mut buf).map(|()| Bytes::copy_from_slice(&buf));
+                (r, buf)
+            })
+            .await;
+            buf = back;
+            let item = got.map_err(|e| {
+                crate::serve::log(&format!("storage error: {e}"));
+                std::io::Error::other("the server's storage failed reading the object")
+            });
+            let failed = item.is_err();
+            match tokio::time::timeout(stall, tx.send(item)).await {
+                Ok(Ok(())) if !failed => at += k,
+                _ => return,
             }
-        });
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item.map(Frame::data), rx))
-        });
-        let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-        r
-    };
-    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    resp.headers_mut().insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if partial {
-        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-        let cr = format!("bytes {start}-{}/{size}", start + len - 1);
-        resp.headers_mut().insert(header::CONTENT_RANGE, HeaderValue::from_str(&cr).expect("ascii"));
-    }
-    resp
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item.map(Frame::data), rx))
+    });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if ranged { partial(r, start, len, size) } else { r }
+}
+
+/// Makes `r` the `206` answer for `len` bytes at `start` of `size`.
+fn partial(mut r: Response<Body>, start: u64, len: u64, size: u64) -> Response<Body> {
+    *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+    let cr = format!("bytes {start}-{}/{size}", start + len - 1);
+    r.headers_mut().insert(header::CONTENT_RANGE, HeaderValue::from_str(&cr).expect("ascii"));
+    r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    r
 }
 
 /// Why an upload's body was not what it should be.
@@ -613,12 +817,13 @@ async fn put(
     t: FileType,
     name: &str,
     create: bool,
-    req: Request<Incoming>,
+    req: &hyper::http::request::Parts,
+    body: &mut Option<Incoming>,
     received: &mut u64,
 ) -> Response<Body> {
     let what = t.path(name);
     let idle = state.limits.body_timeout;
-    let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) else {
+    let Some(len) = req.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) else {
         return close(text(StatusCode::LENGTH_REQUIRED, format!("{what}: an upload must say its Content-Length")));
     };
     if len > t.max_len() {
@@ -627,15 +832,29 @@ async fn put(
             format!("{what}: {len} bytes, more than any {} can hold ({} at most)", t.noun(), t.max_len()),
         ));
     }
-    let body = req.into_body();
+    if !create && !matches!(t, FileType::Config | FileType::Lock) {
+        return text(
+            StatusCode::CONFLICT,
+            format!("{what}: a {} is never replaced (create it with If-None-Match: *)", t.noun()),
+        );
+    }
+    // Each upload holds a blocking thread while its body arrives, and
+    // memory for what its backend gathers before writing: both capped.
+    let Ok(_slot) = state.uploads.clone().try_acquire_owned() else {
+        let mut r = text(StatusCode::SERVICE_UNAVAILABLE, format!("{MAX_UPLOADS} uploads are in flight: retry later"));
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
+    let gathered = if backend.is_remote() { len.min(vault_store::backend::s3::MULTIPART_THRESHOLD as u64) } else { len.min(4 << 20) };
+    let kib = u32::try_from(gathered.div_ceil(1024)).expect("at most 32 MiB");
+    let memory = tokio::time::timeout(UPLOAD_MEMORY_WAIT, state.upload_kib.clone().acquire_many_owned(kib)).await;
+    let Ok(Ok(_memory)) = memory else {
+        let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "the server's memory for uploads is taken: retry later");
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
     if !create {
-        if !matches!(t, FileType::Config | FileType::Lock) {
-            let _ = pump(body, idle, None, received).await;
-            return text(
-                StatusCode::CONFLICT,
-                format!("{what}: a {} is never replaced (create it with If-None-Match: *)", t.noun()),
-            );
-        }
+        let body = body.take().expect("the body is read once");
         let (tx, rx) = mpsc::channel(AHEAD);
         let failure = Arc::new(Mutex::new(None));
         let mut reader = BodyReader { rx, cur: Bytes::new(), expect: None, failure: failure.clone() };
@@ -657,16 +876,11 @@ async fn put(
     // backend's own create stays the guard against a race).
     let (be, n) = (backend.clone(), name.to_string());
     match blocking(move || be.size(t, &n)).await {
-        Ok(_) => {
-            let _ = pump(body, idle, None, received).await;
-            return text(StatusCode::PRECONDITION_FAILED, format!("{what} exists already"));
-        }
+        Ok(_) => return text(StatusCode::PRECONDITION_FAILED, format!("{what} exists already")),
         Err(e) if e.is_not_found() => {}
-        Err(e) => {
-            let _ = pump(body, idle, None, received).await;
-            return backend_failure(&what, &e);
-        }
+        Err(e) => return backend_failure(&what, &e),
     }
+    let body = body.take().expect("the body is read once");
     let expect = if t.fanned_out() {
         let mut h = [0u8; 32];
         hex::decode_to_slice(name, &mut h).expect("pack names are checked to be 64 hex digits");
@@ -806,7 +1020,8 @@ mod tests {
         let status = |s: &str| range_refused("x", parse_range(Some(&v(s)), 10).err().unwrap(), 10).status();
         assert_eq!(status("bytes=10-11"), StatusCode::RANGE_NOT_SATISFIABLE);
         assert_eq!(status("bytes=18446744073709551615-"), StatusCode::RANGE_NOT_SATISFIABLE);
-        assert_eq!(status("bytes=5-2"), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(parse_range(Some(&v("bytes=5-2")), 10), Ok(None), "an inverted range is ignored");
+        assert_eq!(status("bytes=+5-6"), StatusCode::BAD_REQUEST);
         assert_eq!(status("bytes=a-b"), StatusCode::BAD_REQUEST);
         assert_eq!(status("bytes=0-1,3-4"), StatusCode::BAD_REQUEST);
         assert_eq!(status("items=0-1"), StatusCode::BAD_REQUEST);

@@ -110,6 +110,9 @@ pub async fn run(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
     let header_timeout = limits.header_timeout;
+    // Connections being turned away, each for at most half a second;
+    // beyond these a connection over the cap is closed at once.
+    let turning_away = Arc::new(Semaphore::new(64));
     tokio::pin!(shutdown);
     loop {
         let (sock, peer) = tokio::select! {
@@ -126,7 +129,13 @@ pub async fn run(
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             log(&format!("{peer} turned away: {} connections are open (max-connections)", limits.max_connections));
-            tokio::spawn(turn_away(sock, tls.is_none()));
+            if let Ok(permit) = turning_away.clone().try_acquire_owned() {
+                let plain = tls.is_none();
+                tokio::spawn(async move {
+                    turn_away(sock, plain).await;
+                    drop(permit);
+                });
+            }
             continue;
         };
         let _ = sock.set_nodelay(true);

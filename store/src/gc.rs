@@ -305,7 +305,10 @@ fn break_marker(held: &[u8]) -> String {
 fn break_stale(backend: &dyn Backend, held: &[u8], now: SystemTime) -> Result<Broken> {
     let marker = break_marker(held);
     let started = Instant::now();
-    match backend.write_new(FileType::Lock, &marker, b"") {
+    // Content of its own: S3 and a vault server take a create that finds
+    // the same bytes for their own retried create, and two breakers of
+    // one lease must not both believe they made the marker.
+    match backend.write_new(FileType::Lock, &marker, &crate::crypto::random_bytes::<16>()) {
         Ok(()) => {}
         Err(e) if e.kind == BackendErrorKind::AlreadyExists => {
             let stale = mtime_of(backend, FileType::Lock, &marker)?

@@ -620,6 +620,9 @@ impl Backend for LocalBackend {
         let dir = p.parent().expect("object paths have a parent").to_path_buf();
         if !dir.is_dir() {
             fs::create_dir_all(&dir).map_err(|e| self.err("creating", &dir, &e))?;
+            if let Some(up) = dir.parent() {
+                sync_dir(up).map_err(|e| self.err("syncing", up, &e))?;
+            }
         }
         let tmp = dir.join(format!(".tmp-{}", hex::encode(crate::crypto::random_bytes::<8>())));
         let mut copy = || -> io::Result<()> {

@@ -119,9 +119,10 @@ pub struct RestBackend {
     auth: Option<reqwest::header::HeaderValue>,
 }
 
-/// One failed attempt: worth another, or final.
+/// One failed attempt: worth another (after at least the wait the server
+/// asked for), or final.
 enum Failure {
-    Again(String),
+    Again(String, Option<Duration>),
     Final(BackendError),
 }
 
@@ -220,7 +221,9 @@ impl RestBackend {
     fn transport(&self, op: &'static str, location: &str, e: &reqwest::Error) -> Failure {
         let text = chain(e);
         let lower = text.to_ascii_lowercase();
-        if lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("tls handshake") {
+        // Only a certificate refused is final: a handshake cut short (a
+        // server at its connection cap closes new ones) is worth a retry.
+        if lower.contains("certificate") || lower.contains("unknownissuer") {
             return Failure::Final(BackendError {
                 kind: BackendErrorKind::Permanent,
                 op,
@@ -245,7 +248,7 @@ impl RestBackend {
         } else {
             format!("the request to {} timed out or was cut off", self.opts.base)
         };
-        Failure::Again(format!("{what} ({text})"))
+        Failure::Again(format!("{what} ({text})"), None)
     }
 
     /// What an unsuccessful status means, with the server's words.
@@ -284,10 +287,10 @@ impl RestBackend {
             StatusCode::TOO_MANY_REQUESTS
             | StatusCode::BAD_GATEWAY
             | StatusCode::SERVICE_UNAVAILABLE
-            | StatusCode::GATEWAY_TIMEOUT => {
-                let _ = retry_after;
-                Failure::Again(format!("{} answered {status}: {said}", self.opts.base))
-            }
+            | StatusCode::GATEWAY_TIMEOUT => Failure::Again(
+                format!("{} answered {status}: {said}", self.opts.base),
+                retry_after.map(|s| Duration::from_secs(s.min(10))),
+            ),
             _ => fail(BackendErrorKind::Permanent, format!("{} answered {status}: {said}", self.opts.base)),
         }
     }
@@ -305,13 +308,13 @@ impl RestBackend {
             match self.block_on(attempt()) {
                 Ok(v) => return Ok(v),
                 Err(Failure::Final(e)) => return Err(e),
-                Err(Failure::Again(why)) if (n as usize) < self.opts.retries => {
-                    let wait = backoff(n);
+                Err(Failure::Again(why, asked)) if (n as usize) < self.opts.retries => {
+                    let wait = backoff(n).max(asked.unwrap_or_default());
                     tracing::debug!("retrying {op} {location} in {wait:?}: {why}");
                     std::thread::sleep(wait);
                     n += 1;
                 }
-                Err(Failure::Again(why)) => {
+                Err(Failure::Again(why, _)) => {
                     return Err(BackendError {
                         kind: BackendErrorKind::Transient,
                         op,
@@ -359,21 +362,29 @@ impl RestBackend {
             }
             return Err(self.status_failure(op, location, resp).await);
         }
-        let Some(size) = resp.content_length() else {
-            return Err(Failure::Final(BackendError {
-                kind: BackendErrorKind::Permanent,
-                op,
-                location: location.to_string(),
-                message: format!("{} sent a body without its length", self.opts.base),
-            }));
+        // An object comes with its length; a listing is sent as it is made
+        // (chunked: its end is marked, so a listing cut short is an error).
+        let size = match resp.content_length() {
+            Some(size) => {
+                head(size).map_err(Failure::Final)?;
+                Some(size)
+            }
+            None if op == "listing" => None,
+            None => {
+                return Err(Failure::Final(BackendError {
+                    kind: BackendErrorKind::Permanent,
+                    op,
+                    location: location.to_string(),
+                    message: format!("{} sent a body without its length", self.opts.base),
+                }));
+            }
         };
-        head(size).map_err(Failure::Final)?;
         let mut got = 0u64;
         loop {
             match resp.chunk().await {
                 Ok(Some(piece)) => {
                     got += piece.len() as u64;
-                    if got > size {
+                    if size.is_some_and(|size| got > size) {
                         break;
                     }
                     sink(&piece).map_err(Failure::Final)?;
@@ -382,10 +393,12 @@ impl RestBackend {
                 Err(e) => return Err(self.transport(op, location, &e)),
             }
         }
-        if got != size {
-            return Err(Failure::Again(format!("the body held {got} of the {size} bytes its head said")));
+        match size {
+            Some(size) if got != size => {
+                Err(Failure::Again(format!("the body held {got} of the {size} bytes its head said"), None))
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// A request without a body to read: its success, with the length the
@@ -656,13 +669,19 @@ impl Backend for RestBackend {
         let data = Bytes::from(data);
         let url = self.object_url(t, name);
         let location = self.where_(t, name);
+        let mut attempts = 0;
         let res = self.retry("writing", &location, async || {
+            attempts += 1;
             self.simple("writing", &location, reqwest::Method::PUT, &url, Some(data.clone()), true).await
         });
         match res {
             Ok(_) => Ok(()),
-            // Ours if a reply got lost and the retry found our own object.
-            Err(e) if e.kind == BackendErrorKind::AlreadyExists => match self.is_ours(t, name, &data)? {
+            // After an attempt whose outcome is unknown (its reply lost,
+            // the connection cut), "exists" may be our own object: the
+            // same bytes are success. On the first attempt it is someone
+            // else's, whatever it holds: two creates of the same bytes
+            // must not both succeed (the lease's break markers rely on it).
+            Err(e) if e.kind == BackendErrorKind::AlreadyExists && attempts > 1 => match self.is_ours(t, name, &data)? {
                 Some(true) => Ok(()),
                 _ => Err(BackendError { message: "an object with other content exists already".into(), ..e }),
             },
@@ -695,5 +714,41 @@ impl Backend for RestBackend {
 
     fn is_remote(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rest_urls() {
+        let o = parse_url("rest:https://backup.example:8443/db1").unwrap().unwrap();
+        assert_eq!((o.base.as_str(), o.repo.as_str()), ("https://backup.example:8443", "db1"));
+        let o = parse_url("rest:http://127.0.0.1:8000/some/prefix/db-2/").unwrap().unwrap();
+        assert_eq!((o.base.as_str(), o.repo.as_str()), ("http://127.0.0.1:8000/some/prefix", "db-2"));
+        assert!(parse_url("/srv/repo").is_none());
+        for bad in ["rest:ftp://h/db1", "rest:https://host", "rest:https:///db1", "rest:https://h/../", "rest:db1"] {
+            assert!(parse_url(bad).unwrap().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn listings_parse_or_are_refused() {
+        let text = b"{\"name\":\"b\",\"size\":3,\"mtime_ns\":5}\n\n{\"name\":\"a\",\"size\":1,\"mtime_ns\":0}\n";
+        let l = parse_listing(text).unwrap();
+        assert_eq!(l[0].0, "a");
+        assert_eq!((l[1].0.as_str(), l[1].1), ("b", 3));
+        assert_eq!(l[1].2, SystemTime::UNIX_EPOCH + Duration::from_nanos(5));
+        let e = parse_listing(b"{\"name\":\"a\"}\nnot json\n").unwrap_err();
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    proptest::proptest! {
+        /// A listing from a hostile or broken server never panics the client.
+        #[test]
+        fn any_listing_parses_or_is_refused(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = parse_listing(&bytes);
+        }
     }
 }

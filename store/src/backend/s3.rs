@@ -611,6 +611,64 @@ impl Backend for S3Backend {
         }
     }
 
+    /// Up to [`MULTIPART_THRESHOLD`] gathered and written as one create;
+    /// above it a multipart upload fed one part at a time as `src` gives
+    /// them (after a `HEAD` found no object), completed only after `src`
+    /// has ended without an error, aborted otherwise. At most one part is
+    /// in memory.
+    fn write_new_from(&self, t: FileType, name: &str, len: u64, src: &mut dyn std::io::Read) -> BResult<()> {
+        let key = self.object_key(t, name);
+        let io_err = |e: std::io::Error| BackendError::from_io("writing", self.url(&key), &e);
+        if len <= MULTIPART_THRESHOLD as u64 {
+            let data = super::read_exactly(src, len).map_err(io_err)?;
+            return self.write_new_owned(t, name, data);
+        }
+        match self.block_on(self.store.head(&key)) {
+            Ok(_) => {
+                return Err(BackendError {
+                    kind: BackendErrorKind::AlreadyExists,
+                    op: "writing",
+                    location: self.url(&key),
+                    message: "the object exists already".into(),
+                });
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.err("writing", &key, e)),
+        }
+        let opts = PutMultipartOptions { attributes: self.attributes(t), ..Default::default() };
+        let mut upload =
+            self.block_on(self.store.put_multipart_opts(&key, opts)).map_err(|e| self.err("writing", &key, e))?;
+        let mut feed = || -> BResult<()> {
+            let mut left = len;
+            while left > 0 {
+                // At most PART_SIZE, which fits a usize.
+                let mut part = vec![0u8; PART_SIZE.min(left as usize)];
+                src.read_exact(&mut part).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => io_err(super::length_mismatch(len - left, len)),
+                    _ => io_err(e),
+                })?;
+                left -= part.len() as u64;
+                self.block_on(upload.put_part(PutPayload::from(part))).map_err(|e| self.err("writing", &key, e))?;
+            }
+            // The end of `src`: nothing more, and a checking reader's verdict.
+            let mut more = [0u8; 1];
+            match src.read(&mut more).map_err(io_err)? {
+                0 => Ok(()),
+                _ => Err(io_err(super::length_mismatch(len + 1, len))),
+            }
+        };
+        match feed() {
+            Ok(()) => self.block_on(upload.complete()).map(|_| ()).map_err(|e| {
+                let _ = self.block_on(upload.abort());
+                self.err("writing", &key, e)
+            }),
+            Err(e) => {
+                let _ = self.block_on(upload.abort());
+                Err(e)
+            }
+        }
+    }
+
     fn replace(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()> {
         let key = self.object_key(t, name);
         let opts = PutOptions { mode: PutMode::Overwrite, attributes: self.attributes(t), ..Default::default() };
