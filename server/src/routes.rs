@@ -296,10 +296,9 @@ fn backend_failure(what: &str, e: &BackendError) -> Response<Body> {
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             r
         }
-        _ if e.message.contains("No space left") || e.message.contains("Disk quota") => text(
-            StatusCode::INSUFFICIENT_STORAGE,
-            format!("the server's storage is full: {} {what} failed", e.op),
-        ),
+        _ if e.message.contains("No space left") || e.message.contains("Disk quota") => {
+            text(StatusCode::INSUFFICIENT_STORAGE, format!("the server's storage is full: {} {what} failed", e.op))
+        }
         _ => text(StatusCode::INTERNAL_SERVER_ERROR, msg),
     }
 }
@@ -694,9 +693,11 @@ async fn get(
             }
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item.map(Frame::data), rx))
-    });
+    let stream =
+        futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|item| (item.map(Frame::data), rx)) },
+        );
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -845,7 +846,11 @@ async fn put(
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return r;
     };
-    let gathered = if backend.is_remote() { len.min(vault_store::backend::s3::MULTIPART_THRESHOLD as u64) } else { len.min(4 << 20) };
+    let gathered = if backend.is_remote() {
+        len.min(vault_store::backend::s3::MULTIPART_THRESHOLD as u64)
+    } else {
+        len.min(4 << 20)
+    };
     let kib = u32::try_from(gathered.div_ceil(1024)).expect("at most 32 MiB");
     let memory = tokio::time::timeout(UPLOAD_MEMORY_WAIT, state.upload_kib.clone().acquire_many_owned(kib)).await;
     let Ok(Ok(_memory)) = memory else {

@@ -161,6 +161,7 @@ fn s3_backend_suite() {
     let p1 = pack_name(&pattern(100_000, 1));
     assert!(root.join(format!("data/{}/{p1}", &p1[..2])).is_file());
     assert!(root.join(format!("index/{}", hex_name(0x02))).is_file());
+    one_create_wins(&*b, false);
 }
 
 /// A repository on a vault server (over plain HTTP on 127.0.0.1), with an
@@ -177,4 +178,56 @@ fn rest_backend_suite() {
     suite(&*b);
     let p1 = pack_name(&pattern(100_000, 1));
     assert!(repo.join(format!("data/{}/{p1}", &p1[..2])).is_file(), "objects land at their paths on the server");
+    one_create_wins(&*b, true);
+}
+
+/// Racing creates of one name with different bytes: exactly one succeeds,
+/// and its bytes are stored. With `same_bytes`, also creates of the same
+/// bytes (a vault server over a directory tells them apart; S3 can't tell
+/// another's object with our bytes from our own retried create, which is
+/// why objects that must be created exclusively, the lease and its break
+/// markers, carry random bytes).
+fn one_create_wins(b: &dyn Backend, same_bytes: bool) {
+    for round in 0..5u8 {
+        let name = format!("race-{round}");
+        let wins: Vec<u8> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4u8)
+                .map(|i| {
+                    let name = &name;
+                    s.spawn(move || b.write_new(FileType::Lock, name, &[round, i]).is_ok().then_some(i))
+                })
+                .collect();
+            hs.into_iter().filter_map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(wins.len(), 1, "round {round}: one create wins: {wins:?}");
+        assert_eq!(b.read(FileType::Lock, &name).unwrap(), [round, wins[0]], "the winner's bytes are stored");
+    }
+    if same_bytes {
+        b.write_new(FileType::Lock, "twice", b"same").unwrap();
+        let e = b.write_new(FileType::Lock, "twice", b"same").unwrap_err();
+        assert_eq!(e.kind, BackendErrorKind::AlreadyExists, "{e}");
+    }
+}
+
+/// The suite through a server in front of an S3 bucket: the 40 MiB pack
+/// goes up as a streamed multipart upload, checked against its name.
+#[test]
+fn rest_over_s3_backend_suite() {
+    let s3 = S3Server::start();
+    s3.create_bucket("suite");
+    let server = common::ServerProc::start(&[("suite", "s3:suite/behind")], "", s3.env());
+    let token = server.token("suite", "admin", "suite-admin");
+    let access = backend::Access { token: Some(token.into()), cacert: None };
+    let b = backend::open_url_with(&server.url("suite"), &BackendOptions::default(), &access).unwrap();
+    suite(&*b);
+    let big = pattern(40 << 20, 7);
+    let bn = pack_name(&big);
+    assert!(s3.root().join(format!("suite/behind/data/{}/{bn}", &bn[..2])).is_file());
+    // A large pack whose bytes don't match its name is refused, and the
+    // multipart upload is abandoned: nothing under that name.
+    let wrong = pack_name(b"not these bytes");
+    let e = b.write_new(FileType::Data, &wrong, &big).unwrap_err();
+    assert!(e.to_string().contains("hash"), "{e}");
+    assert!(b.size(FileType::Data, &wrong).unwrap_err().is_not_found());
+    one_create_wins(&*b, false);
 }

@@ -324,6 +324,20 @@ fn sigterm_mid_upload_leaves_the_repository_valid_and_the_retry_finishes_the_sna
     let src = big_tree(&v, 96);
     let snap = v.cmd().args(["snapshot", "--json"]).arg(&src).spawn();
     assert!(server.wait_for_log("PUT /v1/repos/db1/data/", Duration::from_secs(60)), "{}", server.log());
+    // And an upload certainly in flight: half a pack sent, the rest held.
+    let pack = random_bytes(5, 1 << 20);
+    let name = blake3::hash(&pack).to_hex().to_string();
+    let mut held = TcpStream::connect(&server.addr).unwrap();
+    held.write_all(
+        format!(
+            "PUT /v1/repos/db1/data/{name} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\nIf-None-Match: *\r\nContent-Length: {}\r\n\r\n",
+            pack.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    held.write_all(&pack[..pack.len() / 2]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
     let st = server.stop(libc::SIGTERM);
     assert!(st.success(), "a SIGTERM stops the server cleanly: {st}\n{}", server.log());
     let log = server.log();
@@ -339,6 +353,8 @@ fn sigterm_mid_upload_leaves_the_repository_valid_and_the_retry_finishes_the_sna
         server.log()
     );
     // No half-written object is visible, and everything checks.
+    assert!(!dir.path().join(format!("db1/data/{}/{name}", &name[..2])).exists(), "the held upload stored nothing");
+    drop(held);
     let mut tmp = Vec::new();
     collect_named(&dir.path().join("db1"), ".tmp-", &mut tmp);
     assert!(tmp.is_empty(), "temporary files left: {tmp:?}");
@@ -456,6 +472,54 @@ fn limits_hold_and_bad_requests_get_clear_answers() {
         assert_eq!(s, want, "{head}: {body}");
         assert!(want == 200 || !body.trim().is_empty(), "{head}: the answer says why");
     }
+    // Ranges and sizes of a pack, as a client would ask for them.
+    let pack = fs::read_dir(dir.path().join("db1/data"))
+        .unwrap()
+        .flat_map(|d| fs::read_dir(d.unwrap().path()).unwrap())
+        .next()
+        .unwrap()
+        .unwrap();
+    let pack_bytes = fs::read(pack.path()).unwrap();
+    let pname = pack.file_name().to_str().unwrap().to_string();
+    let raw = |head: &str| -> String {
+        let mut c = TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        c.write_all(format!("{head}\r\nHost: x\r\n{auth}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let _ = c.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    let n = pack_bytes.len();
+    let head = raw(&format!("HEAD /v1/repos/db1/data/{pname} HTTP/1.1"));
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.to_ascii_lowercase().contains(&format!("content-length: {n}\r\n")),
+        "{head}"
+    );
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.write_all(format!("GET /v1/repos/db1/data/{pname} HTTP/1.1\r\nHost: x\r\n{auth}\r\nRange: bytes=-10\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    c.read_to_end(&mut buf).unwrap();
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&buf[..split]).to_ascii_lowercase();
+    assert!(
+        head.starts_with("http/1.1 206") && head.contains(&format!("content-range: bytes {}-{}/{n}", n - 10, n - 1)),
+        "{head}"
+    );
+    assert_eq!(&buf[split + 4..], &pack_bytes[n - 10..], "the last ten bytes");
+    // A client that stops reading a download is cut, and the log says so.
+    {
+        let mut c = TcpStream::connect(&addr).unwrap();
+        c.write_all(format!("GET /v1/repos/db1/data/{pname} HTTP/1.1\r\nHost: x\r\n{auth}\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut first = [0u8; 100];
+        c.read_exact(&mut first).unwrap();
+    }
+    assert!(
+        server.wait_for_log(&format!("GET /v1/repos/db1/data/{pname} 200"), Duration::from_secs(10)),
+        "{}",
+        server.log()
+    );
+
     // A body over its type's cap is refused before it is read.
     let mut big = TcpStream::connect(&addr).unwrap();
     big.write_all(

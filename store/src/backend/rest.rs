@@ -681,10 +681,12 @@ impl Backend for RestBackend {
             // same bytes are success. On the first attempt it is someone
             // else's, whatever it holds: two creates of the same bytes
             // must not both succeed (the lease's break markers rely on it).
-            Err(e) if e.kind == BackendErrorKind::AlreadyExists && attempts > 1 => match self.is_ours(t, name, &data)? {
-                Some(true) => Ok(()),
-                _ => Err(BackendError { message: "an object with other content exists already".into(), ..e }),
-            },
+            Err(e) if e.kind == BackendErrorKind::AlreadyExists && attempts > 1 => {
+                match self.is_ours(t, name, &data)? {
+                    Some(true) => Ok(()),
+                    _ => Err(BackendError { message: "an object with other content exists already".into(), ..e }),
+                }
+            }
             Err(e) => Err(e),
         }
     }

@@ -13,6 +13,10 @@
 //! - **cut writes**: the next N `PUT`s are stored, then their connections
 //!   cut before the reply.
 //!
+//! Conditional `PUT`s (`If-None-Match: *`) are served one at a time, so
+//! that racing creates of one key get S3's answer (one wins) although
+//! s3s-fs checks before it writes.
+//!
 //! Faults follow a fixed sequence over the order in which requests arrive
 //! (the n-th request always gets the same fault), so rates hold in every
 //! run, although which request is the n-th varies with concurrency. Every request is logged (method, key, query, storage class
@@ -182,6 +186,10 @@ struct Shared {
     root: PathBuf,
     faults: Faults,
     log: Mutex<Vec<Record>>,
+    /// Held by each conditional PUT (`If-None-Match`): s3s-fs checks and
+    /// then writes, so racing creates of one key could all succeed, where
+    /// S3 lets exactly one; taking them one at a time gives S3's answer.
+    conditional: tokio::sync::Mutex<()>,
 }
 
 /// A running server; stopped on drop.
@@ -354,7 +362,10 @@ async fn handle(
     }
     let get = req.method() == hyper::Method::GET && req.uri().query().is_none_or(|q| q.is_empty());
     let path = req.uri().path().to_string();
+    let conditional = req.method() == hyper::Method::PUT && req.headers().contains_key("if-none-match");
+    let _one_at_a_time = if conditional { Some(shared.conditional.lock().await) } else { None };
     let mut resp = s3.call(req.map(Body::from)).await.map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+    drop(_one_at_a_time);
     if get {
         resp = fast_body(&shared.root, &path, resp);
     }
