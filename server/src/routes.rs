@@ -16,10 +16,11 @@
 //!
 //! `TYPE` is a repository directory (`data`, `tree`, `index`, `snapshots`,
 //! `keys`, `locks`, `marks`); the config is `/v1/repos/R/config`. Bodies
-//! stream both ways in pieces of at most [`PIECE`]: an upload goes through
-//! a bounded channel to the backend's `write_new_from`, a download comes
-//! from `read_range` piece by piece, so a pack of any size never sits
-//! whole in the server's memory.
+//! stream both ways: an upload goes through a bounded channel to the
+//! backend's `write_new_from` (a local directory streams it through a
+//! temporary file; S3 gathers up to 32 MiB, larger ones go up part by
+//! part), a pack download is read piece by piece. Uploads are capped in
+//! number and in the memory they may gather (`docs/server.md`).
 //!
 //! What the server checks without the key: the token and its role; that a
 //! name has its type's shape (64 hex digits for content-addressed objects);
@@ -524,7 +525,7 @@ async fn authorized(
         (&Method::GET, Target::Object(_, t, name)) => {
             get(backend, t, name, req.headers.get(header::RANGE), state.limits.body_timeout).await
         }
-        (&Method::PUT, Target::Object(_, t, name)) => put(state, backend, t, name, create, req, body, received).await,
+        (&Method::PUT, Target::Object(_, t, name)) => put(state, backend, (t, name), create, req, body, received).await,
         (&Method::DELETE, Target::Object(_, t, name)) => {
             let n = name.to_string();
             match blocking(move || backend.remove(t, &n)).await {
@@ -815,8 +816,7 @@ async fn pump(
 async fn put(
     state: &Arc<State>,
     backend: Arc<dyn Backend>,
-    t: FileType,
-    name: &str,
+    (t, name): (FileType, &str),
     create: bool,
     req: &hyper::http::request::Parts,
     body: &mut Option<Incoming>,
