@@ -571,7 +571,7 @@ pub fn open_url_with(
     }
     if let Some((k, _)) = opts.0.first() {
         return Err(crate::error::Error::Invalid(format!(
-            "option {k} applies to S3 (s3:BUCKET/PREFIX) or vault server (rest:…) repositories, not to {url:?}"
+            "option {k} applies to S3 repositories (s3:BUCKET/PREFIX) or a vault server (rest:…), not to {url:?}"
         )));
     }
     if let Some(p) = url.strip_prefix("file://") {
