@@ -41,7 +41,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use vault_store::backend::{Backend, FileType, ReadBuf};
+use vault_store::backend::{Backend, FileType};
 use vault_store::error::{BackendError, BackendErrorKind};
 
 use crate::config::Limits;
@@ -673,16 +673,11 @@ async fn get(
     let n = name.to_string();
     tokio::spawn(async move {
         let mut at = start;
-        let mut buf = ReadBuf::new();
         while at < start + len {
             let k = piece.min(start + len - at);
             let (be, n2) = (backend.clone(), n.clone());
-            let (got, back) = blocking(move || {
-                let r = be.read_range_into(t, &n2, at, k, &mut buf).map(|()| Bytes::copy_from_slice(&buf));
-                (r, buf)
-            })
-            .await;
-            buf = back;
+            // Read into a buffer of its own, which becomes the frame as it is.
+            let got = blocking(move || be.read_range(t, &n2, at, k).map(Bytes::from)).await;
             let item = got.map_err(|e| {
                 crate::serve::log(&format!("storage error: {e}"));
                 std::io::Error::other("the server's storage failed reading the object")

@@ -67,6 +67,9 @@ fn init(vault: &Path, srv: &Server, work: &Path) -> Result<()> {
     if !st.success() {
         bail!("init through the server failed");
     }
+    // Init's probe of exclusive creates gets a 412 by design: the figures
+    // count the clients' requests only.
+    srv.log.lock().unwrap().clear();
     Ok(())
 }
 
@@ -236,6 +239,19 @@ fn main() -> Result<()> {
     );
     for f in failed.iter().take(5) {
         eprintln!("{f}");
+    }
+    for line in srv
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() >= 8 && f[5].parse::<u16>().is_ok_and(|s| s >= 400)
+        })
+        .take(10)
+    {
+        eprintln!("failed request: {line}");
     }
     Ok(())
 }

@@ -159,6 +159,29 @@ impl LocalBackend {
         self.open_packs.lock().expect("no panics while locked").retain(|(ft, n, ..)| !(*ft == t && n == name));
     }
 
+    /// The path of a new object and its directory, which exists from
+    /// `create` and is made again (and made durable) if it went missing.
+    fn new_object_path(&self, t: FileType, name: &str) -> BResult<(PathBuf, PathBuf)> {
+        let p = self.path(t, name);
+        let dir = p.parent().expect("object paths have a parent").to_path_buf();
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(|e| self.err("creating", &dir, &e))?;
+            if let Some(up) = dir.parent() {
+                sync_dir(up).map_err(|e| self.err("syncing", up, &e))?;
+            }
+        }
+        Ok((p, dir))
+    }
+
+    /// Links the synced temporary file `tmp` in as `p` (failing when `p`
+    /// exists: nothing is overwritten), removes `tmp` and syncs `dir`.
+    fn link_in(&self, tmp: &Path, p: &Path, dir: &Path) -> BResult<()> {
+        let res = fs::hard_link(tmp, p);
+        let _ = fs::remove_file(tmp);
+        res.map_err(|e| self.err("writing", p, &e))?;
+        sync_dir(dir).map_err(|e| self.err("syncing", dir, &e))
+    }
+
     fn path(&self, t: FileType, name: &str) -> PathBuf {
         self.root.join(t.path(name))
     }
@@ -596,34 +619,16 @@ impl Backend for LocalBackend {
     }
 
     fn write_new(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()> {
-        let p = self.path(t, name);
-        let dir = p.parent().expect("object paths have a parent").to_path_buf();
-        // Directories exist from `create`; make one only if it went missing.
-        if !dir.is_dir() {
-            fs::create_dir_all(&dir).map_err(|e| self.err("creating", &dir, &e))?;
-            if let Some(up) = dir.parent() {
-                sync_dir(up).map_err(|e| self.err("syncing", up, &e))?;
-            }
-        }
+        let (p, dir) = self.new_object_path(t, name)?;
         let tmp = write_temp(&dir, data, &self.direct).map_err(|e| self.err("writing", &p, &e))?;
-        let res = fs::hard_link(&tmp, &p);
-        let _ = fs::remove_file(&tmp);
-        res.map_err(|e| self.err("writing", &p, &e))?;
-        sync_dir(&dir).map_err(|e| self.err("syncing", &dir, &e))
+        self.link_in(&tmp, &p, &dir)
     }
 
     /// Streamed through the temporary file in pieces of 1 MiB, synced and
     /// linked in as [`Backend::write_new`] does, so memory stays at one
     /// piece whatever the size.
     fn write_new_from(&self, t: FileType, name: &str, len: u64, src: &mut dyn Read) -> BResult<()> {
-        let p = self.path(t, name);
-        let dir = p.parent().expect("object paths have a parent").to_path_buf();
-        if !dir.is_dir() {
-            fs::create_dir_all(&dir).map_err(|e| self.err("creating", &dir, &e))?;
-            if let Some(up) = dir.parent() {
-                sync_dir(up).map_err(|e| self.err("syncing", up, &e))?;
-            }
-        }
+        let (p, dir) = self.new_object_path(t, name)?;
         let tmp = dir.join(format!(".tmp-{}", hex::encode(crate::crypto::random_bytes::<8>())));
         let mut copy = || -> io::Result<()> {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
@@ -651,10 +656,7 @@ impl Backend for LocalBackend {
             let _ = fs::remove_file(&tmp);
             return Err(self.err("writing", &p, &e));
         }
-        let res = fs::hard_link(&tmp, &p);
-        let _ = fs::remove_file(&tmp);
-        res.map_err(|e| self.err("writing", &p, &e))?;
-        sync_dir(&dir).map_err(|e| self.err("syncing", &dir, &e))
+        self.link_in(&tmp, &p, &dir)
     }
 
     fn replace(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()> {

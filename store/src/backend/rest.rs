@@ -652,6 +652,10 @@ impl Backend for RestBackend {
                 Some((offset, len)),
                 &mut |size| short(size).map_or(Ok(()), Err),
                 &mut |p| {
+                    // One allocation of the range's length, no copies as it grows.
+                    if out.capacity() == 0 {
+                        out.reserve_exact(len as usize);
+                    }
                     out.extend_from_slice(p);
                     Ok(())
                 },
