@@ -22,6 +22,8 @@ pub mod checker;
 pub mod crypto;
 pub mod error;
 #[cfg(feature = "repository")]
+pub mod exclude;
+#[cfg(feature = "repository")]
 pub mod forget;
 pub mod format;
 #[cfg(feature = "repository")]

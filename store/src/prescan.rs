@@ -68,7 +68,7 @@ pub fn list_dir(dir: &Path, excludes: &GlobSet) -> Listing {
         match entry {
             Ok(e) => {
                 let name = e.file_name();
-                if excludes.is_empty() || !crate::archiver::is_excluded(excludes, &dir.join(&name)) {
+                if excludes.is_empty() || !crate::exclude::is_excluded(excludes, &dir.join(&name)) {
                     // `DirEntry::metadata` is an `fstatat` on the open directory.
                     listed.push((name, e.metadata()));
                 }
@@ -135,7 +135,7 @@ impl Prescan {
     /// The scan ends by itself when done, or when the returned value (or the
     /// reader taken from it) is dropped.
     pub fn start(paths: Vec<PathBuf>, excludes: Vec<String>, one_file_system: bool) -> Result<Prescan> {
-        let set = crate::archiver::exclude_matcher(&excludes)?;
+        let set = crate::exclude::exclude_matcher(&excludes)?;
         let shared = Arc::new(Shared { budget: Mutex::new(Budget::default()), changed: Condvar::new() });
         let (tx, rx) = unbounded();
         let (back_tx, back_rx) = unbounded();

@@ -102,7 +102,7 @@ struct PlannedFile {
 }
 
 fn glob_set(patterns: &[String]) -> Result<GlobSet> {
-    crate::archiver::exclude_matcher(patterns)
+    crate::exclude::exclude_matcher(patterns)
 }
 
 /// Files planned before a batch is restored: the plan's memory follows this,
