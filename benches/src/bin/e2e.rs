@@ -461,69 +461,91 @@ fn server_steps(b: &mut Bench, work: &Path, src: &Path, src_bytes: u64) -> Resul
     let root = work.join("server");
     let _ = fs::remove_dir_all(&root);
     let srv = server::Server::start(&b.vault, &root, &root.join("repo"), "")?;
-    let cache = work.join("cache-server");
-    let _ = fs::remove_dir_all(&cache);
-    let mut sb = Bench {
-        vault: b.vault.clone(),
-        repo: root.join("repo"),
-        cache,
-        location: srv.url.clone().into(),
-        env: srv.env(),
-        rows: Vec::new(),
-    };
-    let s = src.to_string_lossy().into_owned();
-    sb.run("server: init", 0, &["init", "-q"], None, false)?;
-    sb.run("server: snapshot, first", src_bytes, &["snapshot", "-q", &s], None, false)?;
-    sb.run("server: snapshot, unchanged", src_bytes, &["snapshot", "-q", &s], None, false)?;
-    sb.restore_to_tmpfs("server: restore to tmpfs", src_bytes)?;
-    let repo_bytes = du(&sb.repo);
-    sb.run("server: check --read-data (the tree only)", repo_bytes, &["check", "-q", "--read-data"], None, false)?;
+    remote_steps(
+        b,
+        "server",
+        &root.join("repo"),
+        srv.url.clone().into(),
+        srv.env(),
+        &work.join("cache-server"),
+        src,
+        src_bytes,
+    )?;
     eprintln!("server: peak RSS of the server process {:.0} MiB", srv.peak_rss_mib());
     drop(srv);
     let _ = fs::remove_dir_all(&root);
-    for (name, bytes, m) in sb.rows {
-        let local = name.trim_start_matches("server: ");
-        if let Some((_, _, lm)) = b.rows.iter().find(|(n, _, _)| n == local) {
-            eprintln!("{name}: {:.0} % of the local speed", 100.0 * lm.secs / m.secs);
-        }
-        b.rows.push((name, bytes, m));
-    }
     Ok(())
 }
 
+/// The first steps again on an S3 server in this process (s3s-fs on
+/// 127.0.0.1): what S3 costs against the local steps.
 fn s3_steps(b: &mut Bench, work: &Path, src: &Path, src_bytes: u64) -> Result<()> {
     let root = work.join("s3");
     let _ = fs::remove_dir_all(&root);
     fs::create_dir_all(root.join("bench"))?;
     let server = vault_s3_server::S3Server::start_in(&root);
-    let cache = work.join("cache-s3");
-    let _ = fs::remove_dir_all(&cache);
-    let mut s3 = Bench {
+    remote_steps(
+        b,
+        "S3",
+        &root.join("bench/repo"),
+        "s3:bench/repo".into(),
+        server.env(),
+        &work.join("cache-s3"),
+        src,
+        src_bytes,
+    )?;
+    drop(server);
+    let _ = fs::remove_dir_all(&root);
+    Ok(())
+}
+
+/// Init, first and unchanged snapshot, restore into tmpfs, `dump` of the
+/// largest file and `check --read-data` of a repository at `location`
+/// (stored at `repo`), each named `LABEL: step`, with its ratio to the
+/// local step of the same name printed.
+#[allow(clippy::too_many_arguments)]
+fn remote_steps(
+    b: &mut Bench,
+    label: &str,
+    repo: &Path,
+    location: std::ffi::OsString,
+    env: Vec<(&'static str, String)>,
+    cache: &Path,
+    src: &Path,
+    src_bytes: u64,
+) -> Result<()> {
+    let _ = fs::remove_dir_all(cache);
+    let mut r = Bench {
         vault: b.vault.clone(),
-        repo: root.join("bench/repo"),
-        cache,
-        location: "s3:bench/repo".into(),
-        env: server.env(),
+        repo: repo.to_path_buf(),
+        cache: cache.to_path_buf(),
+        location,
+        env,
         rows: Vec::new(),
     };
     let s = src.to_string_lossy().into_owned();
-    s3.run("S3: init", 0, &["init", "-q"], None, false)?;
-    s3.run("S3: snapshot, first", src_bytes, &["snapshot", "-q", &s], None, false)?;
-    s3.run("S3: snapshot, unchanged", src_bytes, &["snapshot", "-q", &s], None, false)?;
-    s3.restore_to_tmpfs("S3: restore to tmpfs", src_bytes)?;
+    r.run(&format!("{label}: init"), 0, &["init", "-q"], None, false)?;
+    r.run(&format!("{label}: snapshot, first"), src_bytes, &["snapshot", "-q", &s], None, false)?;
+    r.run(&format!("{label}: snapshot, unchanged"), src_bytes, &["snapshot", "-q", &s], None, false)?;
+    r.restore_to_tmpfs(&format!("{label}: restore to tmpfs"), src_bytes)?;
     // dump reads ahead a window of blobs over as many connections as the
     // backend has: its peak RSS is the figure to watch here.
     let (big, big_len) = largest_file(src)?;
     let big = big.to_string_lossy().into_owned();
-    s3.run("S3: dump, largest file", big_len, &["dump", "latest", &big], None, true)?;
-    // Every pack fetched whole over the connections while the cores verify.
-    let repo_bytes = du(&s3.repo);
-    s3.run("S3: check --read-data", repo_bytes, &["check", "-q", "--read-data"], None, false)?;
-    drop(server);
-    let _ = fs::remove_dir_all(&root);
-    // Ratios against the local steps of the same name.
-    for (name, bytes, m) in s3.rows {
-        let local = name.trim_start_matches("S3: ");
+    r.run(&format!("{label}: dump, largest file"), big_len, &["dump", "latest", &big], None, true)?;
+    // Every pack fetched whole over the connections while the cores
+    // verify; the tree only, so there is no local step to compare with.
+    let repo_bytes = du(&r.repo);
+    r.run(
+        &format!("{label}: check --read-data (the tree only)"),
+        repo_bytes,
+        &["check", "-q", "--read-data"],
+        None,
+        false,
+    )?;
+    let prefix = format!("{label}: ");
+    for (name, bytes, m) in r.rows {
+        let local = name.trim_start_matches(&prefix);
         if let Some((_, _, lm)) = b.rows.iter().find(|(n, _, _)| n == local) {
             eprintln!("{name}: {:.0} % of the local speed", 100.0 * lm.secs / m.secs);
         }
