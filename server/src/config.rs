@@ -154,10 +154,6 @@ impl Config {
             if r.url.starts_with("rest:") {
                 bail!("repository {:?}: a server serves local or S3 repositories, not another server's", r.name);
             }
-            if let Some(p) = &r.password_file {
-                std::fs::metadata(p)
-                    .with_context(|| format!("repository {:?}: password-file {}", r.name, p.display()))?;
-            }
         }
         let l = &self.limits;
         if l.max_connections == 0 || l.max_requests_per_token == 0 {

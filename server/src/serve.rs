@@ -46,7 +46,30 @@ pub fn log(line: &str) {
 pub fn open_repositories(config: &Config) -> Result<HashMap<String, Arc<dyn Backend>>> {
     let mut repos = HashMap::new();
     for r in &config.repositories {
-        let items: Vec<String> = r.options.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        // Serving never decrypts: the password is for server-side jobs,
+        // so one that can't be read is worth a warning, not a refusal.
+        if let Some(p) = &r.password_file
+            && let Err(e) = std::fs::metadata(p)
+        {
+            log(&format!(
+                "warning: repository {:?}: password-file {}: {e} (serving needs no password; server-side jobs will fail)",
+                r.name,
+                p.display()
+            ));
+        }
+        let mut items: Vec<String> = r.options.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        // The CLI refuses S3 options for a local path; a config may carry
+        // them for a repository that moved from S3 to a directory: said
+        // and left out, rather than a server that won't start.
+        if !r.url.starts_with("s3:") && !items.is_empty() {
+            log(&format!(
+                "warning: repository {:?}: options {} apply to S3 repositories; ignored for {}",
+                r.name,
+                r.options.keys().cloned().collect::<Vec<_>>().join(", "),
+                r.url
+            ));
+            items.clear();
+        }
         let opts = BackendOptions::parse(&items).with_context(|| format!("repository {:?}", r.name))?;
         let be = backend::open_url(&r.url, &opts).with_context(|| format!("repository {:?}", r.name))?;
         repos.insert(r.name.clone(), Arc::from(be));
@@ -218,4 +241,33 @@ pub fn main(config_path: &Path) -> Result<()> {
     rt.shutdown_timeout(Duration::from_secs(5));
     log("vault server: stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The interface's example: a local directory with S3 options and a
+    /// password file that isn't there. Serving needs neither: warned, and
+    /// the repository is served.
+    #[test]
+    fn the_interface_example_opens_with_warnings() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "listen = \"127.0.0.1:8000\"\nstate-dir = \"{0}/state\"\n[[repository]]\nname = \"db1\"\nurl = \"{0}/db1\"\n\
+             options = {{ \"s3.endpoint\" = \"http://127.0.0.1:9000\" }}\npassword-file = \"{0}/db1.pw\"\n",
+            dir.path().display()
+        );
+        let path = dir.path().join("vault-server.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = Config::load(&path).unwrap();
+        let repos = open_repositories(&config).unwrap();
+        assert_eq!(repos["db1"].location(), format!("{}/db1", dir.path().display()));
+        // An unknown option is still an error, not a warning.
+        let mut config = config;
+        config.repositories[0].url = "s3:bucket/db1".into();
+        config.repositories[0].options.insert("s3.endpointt".into(), "x".into());
+        let e = open_repositories(&config).err().unwrap();
+        assert!(format!("{e:#}").contains("s3.endpointt"), "{e:#}");
+    }
 }
