@@ -74,6 +74,18 @@ pub struct State {
     upload_kib: Arc<Semaphore>,
     /// The last readiness probe: when, and its answer.
     ready: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+    /// Tests only (`VAULT_SERVER_TEST_CUT_CREATES=N`): the next N creates
+    /// are stored, then their connections cut before the answer, as when
+    /// a reply is lost on the network.
+    cut_creates: std::sync::atomic::AtomicU64,
+}
+
+/// What `handle` does with a finished answer.
+pub enum Outcome {
+    /// Send it.
+    Answer(Response<Body>),
+    /// Cut the connection without an answer (tests only).
+    Cut,
 }
 
 /// Uploads in flight at once (the blocking pool has 128 threads).
@@ -96,7 +108,16 @@ impl State {
             uploads: Arc::new(Semaphore::new(MAX_UPLOADS)),
             upload_kib: Arc::new(Semaphore::new(UPLOAD_MEMORY_KIB)),
             ready: tokio::sync::Mutex::new(None),
+            cut_creates: std::sync::atomic::AtomicU64::new(
+                std::env::var("VAULT_SERVER_TEST_CUT_CREATES").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
+            ),
         }
+    }
+
+    /// Whether to cut this create's answer (tests only).
+    fn cut_this_create(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.cut_creates.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
     }
 
     fn permits(&self, token: &str) -> Arc<Semaphore> {
@@ -311,11 +332,15 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 /// Answers one request; its access-log line is written when the answer's
 /// body has gone out (see [`Logged`]).
-pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Outcome {
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let a = answer(&state, req).await;
+    if method == Method::PUT && a.resp.status() == StatusCode::CREATED && state.cut_this_create() {
+        crate::serve::log(&format!("{peer} {method} {path}: stored, connection cut before the answer (test)"));
+        return Outcome::Cut;
+    }
     let (parts, inner) = a.resp.into_parts();
     let expect = match method {
         Method::HEAD => 0,
@@ -336,7 +361,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr)
         received: (method == Method::PUT).then_some(a.received),
         _permit: a.permit,
     };
-    Response::from_parts(parts, BodyExt::boxed(body))
+    Outcome::Answer(Response::from_parts(parts, BodyExt::boxed(body)))
 }
 
 async fn answer(state: &Arc<State>, req: Request<Incoming>) -> Answer {

@@ -15,7 +15,6 @@
 //!   the client's retry finishes it against the restarted server.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::future::Future;
 use std::io::Write as _;
 use std::path::Path;
@@ -167,7 +166,12 @@ pub async fn run(
             let _slot = slot;
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(routes::handle(state, req, peer).await) }
+                async move {
+                    match routes::handle(state, req, peer).await {
+                        routes::Outcome::Answer(r) => Ok(r),
+                        routes::Outcome::Cut => Err(std::io::Error::other("cut for a test")),
+                    }
+                }
             });
             match tls {
                 Some(acceptor) => {

@@ -586,3 +586,34 @@ fn tokens_come_from_a_file_or_a_command_and_a_bad_one_is_named() {
         Cmd::vault().args(["--repo", "rest:ftp://host/db1", "snapshots"]).env("VAULT_PASSWORD", "x").run().failed();
     assert!(out.stderr_str().contains("rest:ftp://host/db1"), "{}", out.explain());
 }
+
+/// Replies lost after the server stored a create (the server is told to cut
+/// the connections of the first creates before answering): each client
+/// retry finds the object, takes it for its own only because its first
+/// attempt's outcome was unknown and the bytes are its own, and every
+/// command finishes with a whole repository. The exclusive-create probe
+/// of `init` still sees its second, different create refused.
+#[test]
+fn lost_replies_to_creates_are_retried_and_taken_for_what_they_were() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("db1");
+    let server =
+        ServerProc::start(&[("db1", repo.to_str().unwrap())], "", vec![("VAULT_SERVER_TEST_CUT_CREATES", "10".into())]);
+    let admin = server.token("db1", "admin", "ops");
+    let v = server.vault("db1", &admin).init_here();
+    let src = v.src("tree");
+    build_tree(&src);
+    v.snapshot(&[&src], &[]);
+    // Prune's clock probe and lease are creates too (init and the snapshot
+    // make 8 of this tree): the last cut replies fall on them.
+    v.cmd().args(["prune", "--grace", "0"]).run().ok();
+    let cuts = server.log().matches("connection cut before the answer (test)").count();
+    assert_eq!(cuts, 10, "{}", server.log());
+    assert!(server.log().contains("/locks/maintenance: stored, connection cut"), "{}", server.log());
+    v.cmd().args(["check", "--read-data"]).run().ok();
+    let target = v.path("restore");
+    v.restore("latest", &target, &[]).ok();
+    assert_trees_equal(&src, &restored(&target, &src), false);
+    // The lease was given back: another prune takes it at once.
+    v.cmd().args(["prune", "--grace", "0"]).run().ok();
+}
