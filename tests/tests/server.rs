@@ -92,6 +92,11 @@ fn commands_work_through_the_server_and_roles_decide_what_each_token_may_do() {
     let out = reader.cmd().args(["snapshot"]).arg(&src).run().failed();
     assert!(out.stderr_str().contains("read role"), "{}", out.explain());
 
+    // The admin token adds a key (another password opens the repository).
+    ops.cmd().args(["key", "add", "--new-password-file"]).arg(&pw2).run().ok();
+    let out = ops.cmd().env("VAULT_PASSWORD", "another password").args(["snapshots", "--json"]).run().ok();
+    assert_eq!(out.json().as_array().unwrap().len(), 3);
+
     // The admin token forgets and prunes through the server; what is kept
     // still restores and the repository checks.
     ops.cmd().args(["forget", "--keep-last", "1", "--prune", "--grace", "0"]).run().ok();
