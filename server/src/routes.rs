@@ -114,6 +114,16 @@ impl State {
         }
     }
 
+    /// Says so in the log when the test switch is on.
+    pub fn warn_test_switches(&self) {
+        let n = self.cut_creates.load(std::sync::atomic::Ordering::SeqCst);
+        if n > 0 {
+            crate::serve::log(&format!(
+                "warning: VAULT_SERVER_TEST_CUT_CREATES={n}: the next {n} creates will be stored and left unanswered (a test switch; unset it)"
+            ));
+        }
+    }
+
     /// Whether to cut this create's answer (tests only).
     fn cut_this_create(&self) -> bool {
         use std::sync::atomic::Ordering;
@@ -415,9 +425,12 @@ async fn answer(state: &Arc<State>, req: Request<Incoming>) -> Answer {
     let (parts, body) = req.into_parts();
     let mut body = Some(body);
     let mut resp = authorized(state, &entry, &parts, &mut body, &mut received).await;
-    if let Some(left) = body {
+    if let Some(left) = body
+        && !hyper::body::Body::is_end_stream(&left)
+    {
         // Refused before its body was read: read it (up to a bound), so
         // that the client, still sending, gets the answer and not a reset.
+        // (A request without a body keeps its connection.)
         resp = drain_refused(left, &parts, resp, state.limits.body_timeout, &mut received).await;
     }
     Answer { resp, who, received, permit: Some(permit) }
@@ -448,15 +461,22 @@ async fn drain_refused(
 /// Readiness, probed at most every [`READY_FOR`] and by one request at a
 /// time (the probe has no token in front of it).
 async fn ready(state: &Arc<State>) -> Response<Body> {
-    let mut cached = state.ready.lock().await;
-    let answer = match &*cached {
-        Some((at, answer)) if at.elapsed() < READY_FOR => answer.clone(),
-        _ => {
-            let answer = probe(state).await;
-            *cached = Some((Instant::now(), answer.clone()));
-            answer
+    // In a task of its own, which finishes (and fills the cache) even
+    // when the asking request is dropped: cancelled requests can't start
+    // probe after probe.
+    let st = state.clone();
+    let task = tokio::spawn(async move {
+        let mut cached = st.ready.lock().await;
+        match &*cached {
+            Some((at, answer)) if at.elapsed() < READY_FOR => answer.clone(),
+            _ => {
+                let answer = probe(&st).await;
+                *cached = Some((Instant::now(), answer.clone()));
+                answer
+            }
         }
-    };
+    });
+    let answer = task.await.unwrap_or_else(|_| Err("the readiness probe failed".to_string()));
     match answer {
         Ok(()) => text(StatusCode::OK, "ready"),
         Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, why),
@@ -571,7 +591,11 @@ async fn authorized(
 async fn list(backend: Arc<dyn Backend>, t: FileType) -> Response<Body> {
     match blocking(move || backend.list_times(t)).await {
         Ok(items) => {
-            let pieces = futures_util::stream::unfold(items.into_iter(), |mut items| async move {
+            let count = items.len() as u64;
+            let pieces = futures_util::stream::unfold(Some(items.into_iter()), move |items| async move {
+                // The end line says how many entries came: a listing cut
+                // short is never taken for a whole one.
+                let mut items = items?;
                 let mut out = Vec::with_capacity(64 << 10);
                 for (name, size, mtime) in items.by_ref() {
                     let mtime_ns = mtime.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
@@ -582,7 +606,13 @@ async fn list(backend: Arc<dyn Backend>, t: FileType) -> Response<Body> {
                         break;
                     }
                 }
-                (!out.is_empty()).then(|| (Ok(Frame::data(Bytes::from(out))), items))
+                if out.is_empty() {
+                    let end = vault_store::backend::rest::ListEnd { count };
+                    serde_json::to_writer(&mut out, &end).expect("the end line serializes");
+                    out.push(b'\n');
+                    return Some((Ok(Frame::data(Bytes::from(out))), None));
+                }
+                Some((Ok(Frame::data(Bytes::from(out))), Some(items)))
             });
             let mut r = Response::new(BodyExt::boxed(StreamBody::new(pieces)));
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
@@ -662,10 +692,11 @@ async fn get(
 ) -> Response<Body> {
     let what = t.path(name);
     let n = name.to_string();
-    if !t.fanned_out() {
-        // Small objects (within their type's limit): read once, whole, and
-        // the range taken from what was read (a `config` or lease replaced
-        // meanwhile is answered whole and consistent, old or new).
+    if matches!(t, FileType::Config | FileType::Lock | FileType::Key) {
+        // Objects of at most 64 KiB, the config and the lease replaceable:
+        // read once, whole, and the range taken from what was read (one
+        // replaced meanwhile is answered whole and consistent, old or
+        // new). Everything else is never replaced and is streamed.
         let whole = match blocking(move || backend.read(t, &n)).await {
             Ok(b) => Bytes::from(b),
             Err(e) => return backend_failure(&what, &e),
@@ -859,9 +890,21 @@ async fn put(
             format!("{what}: a {} is never replaced (create it with If-None-Match: *)", t.noun()),
         );
     }
+    // Create-only: an object that exists already is answered at once (the
+    // backend's own create stays the guard against a race).
+    if create {
+        let (be, n) = (backend.clone(), name.to_string());
+        match blocking(move || be.size(t, &n)).await {
+            Ok(_) => return text(StatusCode::PRECONDITION_FAILED, format!("{what} exists already")),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return backend_failure(&what, &e),
+        }
+    }
     // Each upload holds a blocking thread while its body arrives, and
-    // memory for what its backend gathers before writing: both capped.
-    let Ok(_slot) = state.uploads.clone().try_acquire_owned() else {
+    // memory for what its backend gathers before writing: both capped,
+    // and both held by the writer until it ends (not by this request,
+    // which is dropped when its client goes away).
+    let Ok(slot) = state.uploads.clone().try_acquire_owned() else {
         let mut r = text(StatusCode::SERVICE_UNAVAILABLE, format!("{MAX_UPLOADS} uploads are in flight: retry later"));
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return r;
@@ -873,7 +916,7 @@ async fn put(
     };
     let kib = u32::try_from(gathered.div_ceil(1024)).expect("at most 32 MiB");
     let memory = tokio::time::timeout(UPLOAD_MEMORY_WAIT, state.upload_kib.clone().acquire_many_owned(kib)).await;
-    let Ok(Ok(_memory)) = memory else {
+    let Ok(Ok(memory)) = memory else {
         let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "the server's memory for uploads is taken: retry later");
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return r;
@@ -885,6 +928,7 @@ async fn put(
         let mut reader = BodyReader { rx, cur: Bytes::new(), expect: None, failure: failure.clone() };
         let n = name.to_string();
         let write = tokio::task::spawn_blocking(move || {
+            let _held = (slot, memory);
             let data = vault_store::backend::read_exactly(&mut reader, len)
                 .map_err(|e| BackendError::from_io("writing", String::new(), &e))?;
             backend.replace(t, &n, &data)
@@ -896,14 +940,6 @@ async fn put(
             (_, Ok(())) => empty(StatusCode::NO_CONTENT),
             (_, Err(e)) => backend_failure(&what, &e),
         };
-    }
-    // Create-only: an object that exists already is answered at once (the
-    // backend's own create stays the guard against a race).
-    let (be, n) = (backend.clone(), name.to_string());
-    match blocking(move || be.size(t, &n)).await {
-        Ok(_) => return text(StatusCode::PRECONDITION_FAILED, format!("{what} exists already")),
-        Err(e) if e.is_not_found() => {}
-        Err(e) => return backend_failure(&what, &e),
     }
     let body = body.take().expect("the body is read once");
     let expect = if t.fanned_out() {
@@ -917,7 +953,10 @@ async fn put(
     let failure = Arc::new(Mutex::new(None));
     let mut reader = BodyReader { rx, cur: Bytes::new(), expect, failure: failure.clone() };
     let n = name.to_string();
-    let write = tokio::task::spawn_blocking(move || backend.write_new_from(t, &n, len, &mut reader));
+    let write = tokio::task::spawn_blocking(move || {
+        let _held = (slot, memory);
+        backend.write_new_from(t, &n, len, &mut reader)
+    });
     let pumped = pump(body, idle, Some(tx), received).await;
     let res = write.await.expect("backend calls do not panic");
     let failed = failure.lock().unwrap_or_else(|p| p.into_inner()).take();

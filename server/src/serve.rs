@@ -221,6 +221,7 @@ pub fn main(config_path: &Path) -> Result<()> {
         n
     };
     let state = Arc::new(State::new(repos, tokens, config.limits));
+    state.warn_test_switches();
     rt.block_on(async {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
         let local = listener.local_addr().context("reading the bound address")?;

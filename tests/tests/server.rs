@@ -326,10 +326,8 @@ fn big_tree(v: &Vault, mib: usize) -> std::path::PathBuf {
 fn sigterm_mid_upload_leaves_the_repository_valid_and_the_retry_finishes_the_snapshot() {
     let (mut server, dir, admin) = local_server("[limits]\nshutdown-timeout = \"1s\"\n");
     let v = server.vault("db1", &admin);
-    let src = big_tree(&v, 96);
-    let snap = v.cmd().args(["snapshot", "--json"]).arg(&src).spawn();
-    assert!(server.wait_for_log("PUT /v1/repos/db1/data/", Duration::from_secs(60)), "{}", server.log());
-    // And an upload certainly in flight: half a pack sent, the rest held.
+    let src = big_tree(&v, 160);
+    // An upload certainly in flight: half a pack sent, the rest held.
     let pack = random_bytes(5, 1 << 20);
     let name = blake3::hash(&pack).to_hex().to_string();
     let mut held = TcpStream::connect(&server.addr).unwrap();
@@ -342,7 +340,9 @@ fn sigterm_mid_upload_leaves_the_repository_valid_and_the_retry_finishes_the_sna
     )
     .unwrap();
     held.write_all(&pack[..pack.len() / 2]).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // And a snapshot under way: stopped at its first stored pack.
+    let snap = v.cmd().args(["snapshot", "--json"]).arg(&src).spawn();
+    assert!(server.wait_for_log("PUT /v1/repos/db1/data/", Duration::from_secs(60)), "{}", server.log());
     let st = server.stop(libc::SIGTERM);
     assert!(st.success(), "a SIGTERM stops the server cleanly: {st}\n{}", server.log());
     let log = server.log();
@@ -384,7 +384,7 @@ fn collect_named(dir: &Path, prefix: &str, out: &mut Vec<std::path::PathBuf>) {
 fn a_server_restart_in_the_middle_of_a_restore() {
     let (mut server, _dir, admin) = local_server("");
     let v = server.vault("db1", &admin);
-    let src = big_tree(&v, 96);
+    let src = big_tree(&v, 160);
     v.snapshot(&[&src], &[]);
     v.drop_cache();
     let target = v.path("restore");

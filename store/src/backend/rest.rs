@@ -531,14 +531,41 @@ pub struct ListEntry {
     pub mtime_ns: u64,
 }
 
+/// The last line of a listing: how many entries came before it. A listing
+/// without it was cut short (a connection closed behind a proxy that
+/// doesn't pass chunked framing on), and is never taken for a whole one.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct ListEnd {
+    /// Entries in the listing.
+    pub count: u64,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum ListLine {
+    Entry(ListEntry),
+    End(ListEnd),
+}
+
 fn parse_listing(text: &[u8]) -> Result<Vec<(String, u64, SystemTime)>, String> {
     let mut out = Vec::new();
+    let mut end = None;
     for (n, line) in text.split(|&b| b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let e: ListEntry = serde_json::from_slice(line).map_err(|e| format!("line {}: {e}", n + 1))?;
-        out.push((e.name, e.size, SystemTime::UNIX_EPOCH + Duration::from_nanos(e.mtime_ns)));
+        if end.is_some() {
+            return Err(format!("line {}: entries after the end line", n + 1));
+        }
+        match serde_json::from_slice(line).map_err(|e| format!("line {}: {e}", n + 1))? {
+            ListLine::Entry(e) => out.push((e.name, e.size, SystemTime::UNIX_EPOCH + Duration::from_nanos(e.mtime_ns))),
+            ListLine::End(e) => end = Some(e.count),
+        }
+    }
+    match end {
+        Some(count) if count == out.len() as u64 => {}
+        Some(count) => return Err(format!("{} entries where the end line says {count}", out.len())),
+        None => return Err(format!("no end line after {} entries: the listing was cut short", out.len())),
     }
     out.sort();
     Ok(out)
@@ -741,13 +768,19 @@ mod tests {
 
     #[test]
     fn listings_parse_or_are_refused() {
-        let text = b"{\"name\":\"b\",\"size\":3,\"mtime_ns\":5}\n\n{\"name\":\"a\",\"size\":1,\"mtime_ns\":0}\n";
+        let text = b"{\"name\":\"b\",\"size\":3,\"mtime_ns\":5}\n\n{\"name\":\"a\",\"size\":1,\"mtime_ns\":0}\n{\"count\":2}\n";
         let l = parse_listing(text).unwrap();
         assert_eq!(l[0].0, "a");
         assert_eq!((l[1].0.as_str(), l[1].1), ("b", 3));
         assert_eq!(l[1].2, SystemTime::UNIX_EPOCH + Duration::from_nanos(5));
         let e = parse_listing(b"{\"name\":\"a\"}\nnot json\n").unwrap_err();
         assert!(e.contains("line 1"), "{e}");
+        // Cut short, or the count wrong: never taken for a whole listing.
+        let e = parse_listing(b"{\"name\":\"a\",\"size\":1,\"mtime_ns\":0}\n").unwrap_err();
+        assert!(e.contains("cut short"), "{e}");
+        let e = parse_listing(b"{\"name\":\"a\",\"size\":1,\"mtime_ns\":0}\n{\"count\":2}\n").unwrap_err();
+        assert!(e.contains("says 2"), "{e}");
+        assert!(parse_listing(b"{\"count\":0}\n").unwrap().is_empty());
     }
 
     proptest::proptest! {
