@@ -213,26 +213,36 @@ impl Drop for Logged {
     }
 }
 
-fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
-    let mut msg = msg.into();
-    msg.push('\n');
-    let mut r = Response::new(Full::new(Bytes::from(msg)).map_err(|n| match n {}).boxed());
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    r
-}
-
-fn bytes_body(status: StatusCode, content_type: &'static str, b: Bytes) -> Response<Body> {
-    let mut r = Response::new(Full::new(b).map_err(|n| match n {}).boxed());
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
-}
-
 fn empty(status: StatusCode) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::new()).map_err(|n| match n {}).boxed());
     *r.status_mut() = status;
     r
+}
+
+fn bytes_body(status: StatusCode, content_type: &'static str, b: Bytes) -> Response<Body> {
+    let mut r = empty(status);
+    *r.body_mut() = Full::new(b).map_err(|n| match n {}).boxed();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// An answer of one line of text.
+fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
+    let mut msg = msg.into();
+    msg.push('\n');
+    bytes_body(status, "text/plain; charset=utf-8", Bytes::from(msg))
+}
+
+/// A `text` answer that asks the client to come back in a second (429, 503).
+fn retry_later(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
+    let mut r = text(status, msg);
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// The length a request announces, if it announces a valid one.
+fn content_length(headers: &hyper::HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
 }
 
 /// What a request addresses.
@@ -284,12 +294,7 @@ fn parse_path(path: &str) -> Result<Target<'_>, String> {
 fn valid_name(t: FileType, name: &str) -> bool {
     match t {
         FileType::Config => name == "config",
-        FileType::Lock | FileType::Marks => {
-            !name.is_empty()
-                && name.len() <= 128
-                && !name.starts_with('.')
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        }
+        FileType::Lock | FileType::Marks => vault_store::backend::rest::is_plain_word(name, 128),
         _ => name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
     }
 }
@@ -323,11 +328,7 @@ fn backend_failure(what: &str, e: &BackendError) -> Response<Body> {
     match e.kind {
         BackendErrorKind::NotFound => text(StatusCode::NOT_FOUND, format!("{what}: no such object")),
         BackendErrorKind::AlreadyExists => text(StatusCode::PRECONDITION_FAILED, format!("{what} exists already")),
-        BackendErrorKind::Transient => {
-            let mut r = text(StatusCode::SERVICE_UNAVAILABLE, msg);
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            r
-        }
+        BackendErrorKind::Transient => retry_later(StatusCode::SERVICE_UNAVAILABLE, msg),
         _ if e.message.contains("No space left") || e.message.contains("Disk quota") => {
             text(StatusCode::INSUFFICIENT_STORAGE, format!("the server's storage is full: {} {what} failed", e.op))
         }
@@ -354,12 +355,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr)
     let (parts, inner) = a.resp.into_parts();
     let expect = match method {
         Method::HEAD => 0,
-        _ => parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .or_else(|| hyper::body::Body::size_hint(&inner).exact())
-            .unwrap_or(0),
+        _ => content_length(&parts.headers).or_else(|| hyper::body::Body::size_hint(&inner).exact()).unwrap_or(0),
     };
     let line = format!("{peer} {} {method} {path} {}", a.who.as_deref().unwrap_or("-"), parts.status.as_u16());
     let body = Logged {
@@ -411,14 +407,13 @@ async fn answer(state: &Arc<State>, req: Request<Incoming>) -> Answer {
     let who = Some(entry.name.clone());
     let permits = state.permits(&entry.name);
     let Ok(permit) = permits.try_acquire_owned() else {
-        let mut r = text(
+        let r = retry_later(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
                 "token {:?} has {} requests in flight, the most allowed: retry later",
                 entry.name, state.limits.max_requests_per_token
             ),
         );
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return Answer { resp: r, who, received: 0, permit: None };
     };
     let mut received = 0;
@@ -447,8 +442,7 @@ async fn drain_refused(
     idle: Duration,
     received: &mut u64,
 ) -> Response<Body> {
-    let announced = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    match announced {
+    match content_length(&parts.headers) {
         Some(0) => resp,
         Some(n) if n <= DRAIN_LIMIT => {
             let _ = pump(body, idle, None, received).await;
@@ -875,7 +869,7 @@ async fn put(
 ) -> Response<Body> {
     let what = t.path(name);
     let idle = state.limits.body_timeout;
-    let Some(len) = req.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) else {
+    let Some(len) = content_length(&req.headers) else {
         return close(text(StatusCode::LENGTH_REQUIRED, format!("{what}: an upload must say its Content-Length")));
     };
     if len > t.max_len() {
@@ -905,9 +899,10 @@ async fn put(
     // and both held by the writer until it ends (not by this request,
     // which is dropped when its client goes away).
     let Ok(slot) = state.uploads.clone().try_acquire_owned() else {
-        let mut r = text(StatusCode::SERVICE_UNAVAILABLE, format!("{MAX_UPLOADS} uploads are in flight: retry later"));
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return r;
+        return retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_UPLOADS} uploads are in flight: retry later"),
+        );
     };
     let gathered = if backend.is_remote() {
         len.min(vault_store::backend::s3::MULTIPART_THRESHOLD as u64)
@@ -917,52 +912,36 @@ async fn put(
     let kib = u32::try_from(gathered.div_ceil(1024)).expect("at most 32 MiB");
     let memory = tokio::time::timeout(UPLOAD_MEMORY_WAIT, state.upload_kib.clone().acquire_many_owned(kib)).await;
     let Ok(Ok(memory)) = memory else {
-        let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "the server's memory for uploads is taken: retry later");
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return r;
+        return retry_later(StatusCode::SERVICE_UNAVAILABLE, "the server's memory for uploads is taken: retry later");
     };
-    if !create {
-        let body = body.take().expect("the body is read once");
-        let (tx, rx) = mpsc::channel(AHEAD);
-        let failure = Arc::new(Mutex::new(None));
-        let mut reader = BodyReader { rx, cur: Bytes::new(), expect: None, failure: failure.clone() };
-        let n = name.to_string();
-        let write = tokio::task::spawn_blocking(move || {
-            let _held = (slot, memory);
-            let data = vault_store::backend::read_exactly(&mut reader, len)
-                .map_err(|e| BackendError::from_io("writing", String::new(), &e))?;
-            backend.replace(t, &n, &data)
-        });
-        let pumped = pump(body, idle, Some(tx), received).await;
-        let res = write.await.expect("backend calls do not panic");
-        return match (pumped, res) {
-            (Err(f), _) => body_failure(&what, f),
-            (_, Ok(())) => empty(StatusCode::NO_CONTENT),
-            (_, Err(e)) => backend_failure(&what, &e),
-        };
-    }
     let body = body.take().expect("the body is read once");
-    let expect = if t.fanned_out() {
+    // A pack's bytes must hash to its name.
+    let expect = t.fanned_out().then(|| {
         let mut h = [0u8; 32];
         hex::decode_to_slice(name, &mut h).expect("pack names are checked to be 64 hex digits");
-        Some((blake3::Hasher::new(), blake3::Hash::from_bytes(h)))
-    } else {
-        None
-    };
+        (blake3::Hasher::new(), blake3::Hash::from_bytes(h))
+    });
     let (tx, rx) = mpsc::channel(AHEAD);
     let failure = Arc::new(Mutex::new(None));
     let mut reader = BodyReader { rx, cur: Bytes::new(), expect, failure: failure.clone() };
     let n = name.to_string();
     let write = tokio::task::spawn_blocking(move || {
         let _held = (slot, memory);
-        backend.write_new_from(t, &n, len, &mut reader)
+        if create {
+            backend.write_new_from(t, &n, len, &mut reader)
+        } else {
+            // Only the config and leases are replaced: small, whole.
+            let data = vault_store::backend::read_exactly(&mut reader, len)
+                .map_err(|e| BackendError::from_io("writing", String::new(), &e))?;
+            backend.replace(t, &n, &data)
+        }
     });
     let pumped = pump(body, idle, Some(tx), received).await;
     let res = write.await.expect("backend calls do not panic");
     let failed = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
     match (pumped, failed, res) {
         (Err(f), _, _) | (_, Some(f), _) => body_failure(&what, f),
-        (_, None, Ok(())) => empty(StatusCode::CREATED),
+        (_, None, Ok(())) => empty(if create { StatusCode::CREATED } else { StatusCode::NO_CONTENT }),
         (_, None, Err(e)) => backend_failure(&what, &e),
     }
 }

@@ -190,7 +190,8 @@ struct Cached {
     /// when it did not exist.
     stamp: Option<(u64, u64, u64, i64)>,
     loaded: bool,
-    entries: Vec<(blake3::Hash, Entry)>,
+    /// Shared with the requests checking against it: no copy per request.
+    entries: std::sync::Arc<Vec<(blake3::Hash, Entry)>>,
 }
 
 /// Why a token was not accepted.
@@ -208,14 +209,14 @@ impl TokenStore {
     pub fn open(state_dir: &Path) -> Result<TokenStore> {
         let store = TokenStore {
             path: tokens_path(state_dir),
-            cache: Mutex::new(Cached { stamp: None, loaded: false, entries: Vec::new() }),
+            cache: Mutex::new(Cached { stamp: None, loaded: false, entries: Default::default() }),
         };
         store.current().map_err(|e| anyhow::anyhow!(e))?;
         Ok(store)
     }
 
     /// The entries as the file has them now.
-    fn current(&self) -> Result<Vec<(blake3::Hash, Entry)>, String> {
+    fn current(&self) -> Result<std::sync::Arc<Vec<(blake3::Hash, Entry)>>, String> {
         let stamp = match fs::metadata(&self.path) {
             Ok(m) => Some((m.dev(), m.ino(), m.size(), m.mtime() * 1_000_000_000 + m.mtime_nsec())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -224,15 +225,16 @@ impl TokenStore {
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if !c.loaded || c.stamp != stamp {
             let f = read_file(&self.path).map_err(|e| format!("{e:#}"))?;
-            c.entries = f
-                .tokens
-                .into_iter()
-                .map(|e| {
-                    let mut h = [0u8; 32];
-                    hex::decode_to_slice(&e.hash, &mut h).expect("checked when read");
-                    (blake3::Hash::from_bytes(h), e)
-                })
-                .collect();
+            c.entries = std::sync::Arc::new(
+                f.tokens
+                    .into_iter()
+                    .map(|e| {
+                        let mut h = [0u8; 32];
+                        hex::decode_to_slice(&e.hash, &mut h).expect("checked when read");
+                        (blake3::Hash::from_bytes(h), e)
+                    })
+                    .collect(),
+            );
             c.stamp = stamp;
             c.loaded = true;
         }
@@ -247,7 +249,7 @@ impl TokenStore {
         };
         let presented = blake3::hash(token.as_bytes());
         let mut found = None;
-        for (hash, entry) in &entries {
+        for (hash, entry) in entries.iter() {
             // blake3::Hash compares in constant time.
             if *hash == presented {
                 found = Some(entry);

@@ -326,6 +326,31 @@ pub trait Backend: Send + Sync {
     }
 }
 
+/// How long a network backend waits before attempt `attempt + 1` of a
+/// request: exponential from 100 ms, at most 10 s, with jitter (the upper
+/// half of the step chosen at random), so clients that failed together
+/// don't retry together.
+pub(crate) fn backoff(attempt: u32) -> std::time::Duration {
+    let base = 100u64.saturating_mul(1 << attempt.min(10)).min(10_000);
+    let jitter = u64::from(u16::from_le_bytes(crate::crypto::random_bytes::<2>())) % (base / 2 + 1);
+    std::time::Duration::from_millis(base / 2 + jitter)
+}
+
+/// An error's text with the text of each cause that it doesn't already
+/// include, for messages that must say what actually failed.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let st = s.to_string();
+        if !text.contains(&st) {
+            text = format!("{text}: {st}");
+        }
+        src = s.source();
+    }
+    text
+}
+
 /// Reads `src` to its end, which must come after exactly `len` bytes.
 pub fn read_exactly(src: &mut dyn std::io::Read, len: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read as _;

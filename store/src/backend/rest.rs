@@ -28,7 +28,7 @@ use bytes::Bytes;
 use reqwest::StatusCode;
 use zeroize::Zeroizing;
 
-use super::{BResult, Backend, FileType};
+use super::{BResult, Backend, FileType, backoff};
 use crate::error::{BackendError, BackendErrorKind};
 
 /// The environment variable a token is read from when none is given.
@@ -102,8 +102,15 @@ pub fn parse_url(url: &str) -> Option<Result<RestOptions, crate::error::Error>> 
 /// Whether `name` may name a repository on a server: it is one segment of
 /// a URL path and one word in logs.
 pub fn valid_repo_name(name: &str) -> bool {
+    is_plain_word(name, 64)
+}
+
+/// Whether `name` is a plain word of at most `max` bytes: letters, digits,
+/// `.`, `_` and `-`, not starting with `.` (so never `.` or `..`). Such a
+/// word is one segment of a URL path and one file name, as it stands.
+pub fn is_plain_word(name: &str, max: usize) -> bool {
     !name.is_empty()
-        && name.len() <= 64
+        && name.len() <= max
         && !name.starts_with('.')
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
@@ -126,26 +133,9 @@ enum Failure {
     Final(BackendError),
 }
 
-/// How long to wait before attempt `attempt + 1`.
-fn backoff(attempt: u32) -> Duration {
-    let base = 100u64.saturating_mul(1 << attempt.min(10)).min(10_000);
-    let jitter = u64::from(u16::from_le_bytes(crate::crypto::random_bytes::<2>())) % (base / 2 + 1);
-    Duration::from_millis(base / 2 + jitter)
-}
-
 /// The text of a reqwest error with its causes.
 fn chain(e: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let mut text = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let st = s.to_string();
-        if !text.contains(&st) {
-            text = format!("{text}: {st}");
-        }
-        src = s.source();
-    }
-    text
+    super::error_chain(e)
 }
 
 impl RestBackend {

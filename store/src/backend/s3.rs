@@ -38,7 +38,9 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, RetryConfig,
 };
 
-use super::{BResult, Backend, FileType};
+// `object_store`'s own backoff handles requests it may repeat; creates cut
+// short are repeated here, waiting `backoff`.
+use super::{BResult, Backend, FileType, backoff};
 use crate::error::{BackendError, BackendErrorKind};
 
 /// Objects larger than this are uploaded in parts.
@@ -120,14 +122,6 @@ pub struct S3Backend {
     opts: S3Options,
     /// The endpoint, for messages.
     endpoint: String,
-}
-
-/// How the retry layer of this backend waits: `object_store`'s own backoff
-/// handles requests it may repeat; creates cut short are repeated here.
-fn backoff(attempt: u32) -> Duration {
-    let base = 100u64.saturating_mul(1 << attempt.min(10)).min(10_000);
-    let jitter = u64::from(u16::from_le_bytes(crate::crypto::random_bytes::<2>())) % (base / 2 + 1);
-    Duration::from_millis(base / 2 + jitter)
 }
 
 impl S3Backend {
@@ -378,17 +372,8 @@ fn is_cut(e: &object_store::Error) -> bool {
 /// Turns an `object_store` error into a [`BackendError`] that names the
 /// object and what to check.
 fn classify(op: &'static str, location: String, bucket: &str, endpoint: &str, e: object_store::Error) -> BackendError {
-    use std::error::Error as _;
-    let mut text = e.to_string();
+    let text = super::error_chain(&e);
     let http_kind = http_kind(&e);
-    let mut src = e.source();
-    while let Some(s) = src {
-        let st = s.to_string();
-        if !text.contains(&st) {
-            text = format!("{text}: {st}");
-        }
-        src = s.source();
-    }
     let (kind, hint) = match &e {
         _ if text.contains("NoSuchBucket") => (
             BackendErrorKind::Permanent,
