@@ -73,6 +73,8 @@ pub enum Command {
     Dump(DumpArgs),
     /// Restore a snapshot into a directory
     Restore(RestoreArgs),
+    /// A restore drill: restore a snapshot into a scratch directory (or read it all, --verify-only), verify every byte, time it, remove the copy
+    Drill(DrillArgs),
     /// Manage the passwords (keys) that open the repository
     #[command(subcommand)]
     Key(KeyCommand),
@@ -108,6 +110,24 @@ pub enum ServerCommand {
     /// Manage the access tokens of the server
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Show the scheduled jobs and their runs on record (--json: every run, as an array)
+    Jobs,
+    /// Run a job now, in this process, and wait for it (it is recorded as the server's runs are)
+    Run {
+        /// The job's name
+        job: String,
+    },
+}
+
+/// `--metrics-file`: the run's figures for node_exporter's textfile collector.
+#[derive(Debug, Args, Clone)]
+pub struct MetricsArgs {
+    /// Write this run's figures to FILE (Prometheus text, for node_exporter's textfile collector), atomically
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<std::path::PathBuf>,
+    /// The `job` label in --metrics-file [default: the command's name]
+    #[arg(long, value_name = "NAME", requires = "metrics_file")]
+    pub metrics_job: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -202,6 +222,8 @@ pub struct SnapshotArgs {
     /// The command for --stdin-from-command
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -216,6 +238,24 @@ pub struct SnapshotFilter {
 
 #[derive(Debug, Args)]
 pub struct SnapshotsArgs {
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// Snapshot id, unique prefix, or `latest`
+    #[arg(default_value = "latest")]
+    pub snapshot: String,
+    /// Restore into a new directory made in DIR, removed afterwards
+    #[arg(long, value_name = "DIR", required_unless_present = "verify_only")]
+    pub scratch_dir: Option<PathBuf>,
+    /// Write nothing: read, authenticate and hash every chunk of every file
+    #[arg(long, conflicts_with = "scratch_dir")]
+    pub verify_only: bool,
+    /// The recovery time objective: the drill fails when it takes longer (e.g. 15m, 1h)
+    #[arg(long, value_name = "DURATION", value_parser = vault_server::config::parse_long_duration)]
+    pub rto: Option<std::time::Duration>,
     #[command(flatten)]
     pub filter: SnapshotFilter,
 }
@@ -300,6 +340,8 @@ pub struct CheckArgs {
     /// of 7 fixed slices) or an amount (5G)
     #[arg(long, value_name = "SUBSET", conflicts_with = "read_data", value_parser = clap::value_parser!(vault_store::checker::DataSubset))]
     pub read_data_subset: Option<vault_store::checker::DataSubset>,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -407,6 +449,8 @@ pub struct PruneArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub opts: PruneOpts,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,7 @@
 //! What commands share: finding the repository, getting the password,
 //! opening the repository with the cache, and printing.
 
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use vault_store::backend::{self, Backend};
 use vault_store::index::CacheMode;
+use vault_store::secret::{read_first_line, read_password_file};
 use vault_store::{OpenOptions, Repository};
 use zeroize::Zeroizing;
 
@@ -25,31 +26,6 @@ impl std::fmt::Display for Exit {
     }
 }
 impl std::error::Error for Exit {}
-
-/// The variables vault reads the repository password from: the password,
-/// or where to find it (a file path or a command is not itself secret, but
-/// it leads to the secret, and no other program needs it).
-const PASSWORD_VARS: &[&str] = &[
-    "VAULT_PASSWORD",
-    "VAULT_PASSWORD_FILE",
-    "VAULT_PASSWORD_COMMAND",
-    "VAULT_TOKEN",
-    "VAULT_TOKEN_FILE",
-    "VAULT_TOKEN_COMMAND",
-];
-
-/// Removes vault's own secrets from the environment of a command vault
-/// runs for the user's data (`snapshot --stdin-from-command`): the
-/// password variables and every S3 credential variable the backend reads.
-/// The command keeps everything else (`PGPASSWORD`, `AWS_PROFILE`,
-/// `AWS_REGION`, ...): what it needs of its own it must be given under
-/// names vault doesn't read.
-pub fn without_vault_secrets(cmd: &mut std::process::Command) -> &mut std::process::Command {
-    for var in PASSWORD_VARS.iter().chain(vault_store::backend::s3::CREDENTIAL_VARS) {
-        cmd.env_remove(var);
-    }
-    cmd
-}
 
 /// Shared state of one invocation.
 pub struct Ctx {
@@ -78,7 +54,7 @@ impl Ctx {
         let be = backend::open_url_with(repo, &options, &access)?;
         // Crash tests only: die by SIGKILL before the (N+1)-th write.
         if let Some(n) = std::env::var("VAULT_TEST_KILL_AFTER_WRITES").ok().and_then(|v| v.parse().ok()) {
-            return Ok(Arc::new(backend::crash::KillAfterWrites::new(be, n)));
+            return Ok(Arc::new(backend::hook::Hooked::kill_after_writes(be.into(), n)));
         }
         Ok(be.into())
     }
@@ -112,7 +88,7 @@ impl Ctx {
     /// environment: removing it takes `unsafe`).
     pub fn password(&self) -> Result<Zeroizing<Vec<u8>>> {
         if let Some(f) = &self.global.password_file {
-            return read_password_file(f);
+            return Ok(read_password_file(f)?);
         }
         if let Some(cmd) = &self.global.password_command {
             // The password command keeps its environment (it may need
@@ -230,51 +206,6 @@ fn first_line_of_command(cmd: &str, what: &str, remove: &[&str]) -> Result<Zeroi
     Ok(first)
 }
 
-/// The longest first line read as a password from a file or a command.
-const MAX_PASSWORD_LINE: usize = 64 << 10;
-
-/// The first line of `r`, without its `\n`, as bytes (a password need not
-/// be UTF-8). Read straight into one buffer taken up front and wiped when
-/// dropped: a buffered reader or a growing `Vec` would leave copies of the
-/// password in freed memory. `what` names the source in errors.
-fn read_first_line(r: &mut impl Read, what: &str) -> Result<Zeroizing<Vec<u8>>> {
-    let mut buf = Zeroizing::new(vec![0u8; MAX_PASSWORD_LINE + 1]);
-    let mut len = 0;
-    loop {
-        if len == buf.len() {
-            bail!("{what}: the first line is longer than {} KiB", MAX_PASSWORD_LINE >> 10);
-        }
-        let n = match r.read(&mut buf[len..]) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading {what}")),
-        };
-        if n == 0 {
-            break;
-        }
-        if let Some(nl) = buf[len..len + n].iter().position(|&b| b == b'\n') {
-            len += nl;
-            break;
-        }
-        len += n;
-    }
-    // Shrinks the length only: the capacity, tail included, is wiped on drop.
-    buf.truncate(len);
-    Ok(buf)
-}
-
-pub fn read_password_file(f: &std::path::Path) -> Result<Zeroizing<Vec<u8>>> {
-    let mut file = std::fs::File::open(f).with_context(|| format!("reading password file {}", f.display()))?;
-    let mut p = read_first_line(&mut file, &format!("password file {}", f.display()))?;
-    while p.last() == Some(&b'\r') {
-        p.pop();
-    }
-    if p.is_empty() {
-        bail!("password file {} is empty", f.display());
-    }
-    Ok(p)
-}
-
 /// Prints a JSON array to stdout an element at a time, so that a long
 /// listing is never held whole as JSON values (100 000 snapshots took
 /// 450 MiB that way).
@@ -296,32 +227,4 @@ pub fn print_json(v: &impl serde::Serialize) -> Result<()> {
     // As an io::Error, so that a closed stdout is recognised (see `out!`).
     let written = serde_json::to_writer(&mut out, v).map_err(std::io::Error::from).and_then(|()| writeln!(out));
     Ok(crate::ignore_broken_pipe(written)?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn first_line(input: &[u8]) -> Result<Vec<u8>> {
-        read_first_line(&mut &input[..], "test input").map(|p| p.to_vec())
-    }
-
-    #[test]
-    fn first_line_is_the_bytes_before_the_newline() {
-        assert_eq!(first_line(b"pw\nmore\n").unwrap(), b"pw");
-        assert_eq!(first_line(b"\xff\xfepw").unwrap(), b"\xff\xfepw");
-        assert_eq!(first_line(b"pw\r\n").unwrap(), b"pw\r");
-        assert_eq!(first_line(b"").unwrap(), b"");
-    }
-
-    #[test]
-    fn first_line_longer_than_the_limit_is_refused() {
-        let mut long = vec![b'a'; MAX_PASSWORD_LINE];
-        assert_eq!(first_line(&long).unwrap().len(), MAX_PASSWORD_LINE);
-        long.push(b'\n');
-        assert_eq!(first_line(&long).unwrap().len(), MAX_PASSWORD_LINE);
-        long.insert(0, b'a');
-        let err = first_line(&long).unwrap_err().to_string();
-        assert!(err.contains("test input") && err.contains("longer than 64 KiB"), "{err}");
-    }
 }

@@ -49,17 +49,6 @@ pub fn human_bytes(n: u64) -> String {
     if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
-/// This machine's host name.
-pub fn hostname() -> String {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
-}
-
-/// The current user's name.
-pub fn username() -> String {
-    let uid = nix::unistd::getuid().as_raw();
-    vault_store::fsmeta::user_name(uid).or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| uid.to_string())
-}
-
 /// A timestamp in local time, to the second.
 pub fn local_time(t: &jiff::Timestamp) -> String {
     t.to_zoned(jiff::tz::TimeZone::system()).strftime("%Y-%m-%d %H:%M:%S").to_string()

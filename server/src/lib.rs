@@ -21,9 +21,15 @@
 //! - `serve`: listening, TLS, limits and graceful shutdown.
 
 pub mod config;
+mod files;
+pub mod history;
+pub mod jobs;
+pub mod metrics;
 mod routes;
+pub mod schedule;
 pub mod serve;
 pub mod tokens;
+pub mod work;
 
 pub use routes::State;
 pub use serve::{main, run};

@@ -74,6 +74,10 @@ pub struct State {
     upload_kib: Arc<Semaphore>,
     /// The last readiness probe: when, and its answer.
     ready: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+    /// Request counts and latencies, for the metrics.
+    pub http: Arc<crate::metrics::HttpStats>,
+    /// The job history, for `GET /v1/jobs` (none without jobs).
+    pub history: std::sync::OnceLock<crate::history::History>,
     /// Tests only (`VAULT_SERVER_TEST_CUT_CREATES=N`): the next N creates
     /// are stored, then their connections cut before the answer, as when
     /// a reply is lost on the network.
@@ -108,6 +112,8 @@ impl State {
             uploads: Arc::new(Semaphore::new(MAX_UPLOADS)),
             upload_kib: Arc::new(Semaphore::new(UPLOAD_MEMORY_KIB)),
             ready: tokio::sync::Mutex::new(None),
+            http: Arc::default(),
+            history: std::sync::OnceLock::new(),
             cut_creates: std::sync::atomic::AtomicU64::new(
                 std::env::var("VAULT_SERVER_TEST_CUT_CREATES").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
             ),
@@ -163,6 +169,8 @@ struct Logged {
     /// Bytes to log instead of `sent` (an upload's).
     received: Option<u64>,
     _permit: Option<OwnedSemaphorePermit>,
+    /// Where the request is counted, with its method and status.
+    stats: (Arc<crate::metrics::HttpStats>, Method, u16),
 }
 
 impl Logged {
@@ -170,6 +178,8 @@ impl Logged {
         if let Some(line) = self.line.take() {
             let bytes = self.received.unwrap_or(self.sent);
             let cut = if self.sent < self.expect { " cut" } else { "" };
+            let (stats, method, status) = &self.stats;
+            stats.observe(method.as_str(), *status, self.start.elapsed().as_secs_f64());
             crate::serve::log(&format!("{line} {bytes} {}ms{cut}", self.start.elapsed().as_millis()));
         }
     }
@@ -366,6 +376,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr)
         expect,
         received: (method == Method::PUT).then_some(a.received),
         _permit: a.permit,
+        stats: (state.http.clone(), method.clone(), parts.status.as_u16()),
     };
     Outcome::Answer(Response::from_parts(parts, BodyExt::boxed(body)))
 }
@@ -429,6 +440,30 @@ async fn answer(state: &Arc<State>, req: Request<Incoming>) -> Answer {
         resp = drain_refused(left, &parts, resp, state.limits.body_timeout, &mut received).await;
     }
     Answer { resp, who, received, permit: Some(permit) }
+}
+
+/// `GET /v1/jobs`: the runs on record of the jobs on the token's
+/// repository, oldest first, as a JSON array.
+async fn jobs(state: &Arc<State>, entry: &Entry, method: &Method) -> Response<Body> {
+    if method != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "/v1/jobs takes GET");
+    }
+    let Some(history) = state.history.get().cloned() else {
+        return bytes_body(StatusCode::OK, "application/json", Bytes::from_static(b"[]\n"));
+    };
+    let repo = entry.repo.clone();
+    match blocking(move || history.load()).await {
+        Ok(records) => {
+            let mine: Vec<_> = records.into_iter().filter(|r| r.repo == repo).collect();
+            let mut out = serde_json::to_vec(&mine).expect("records serialize");
+            out.push(b'\n');
+            bytes_body(StatusCode::OK, "application/json", Bytes::from(out))
+        }
+        Err(e) => {
+            crate::serve::log(&format!("reading the job history: {e:#}"));
+            text(StatusCode::INTERNAL_SERVER_ERROR, "the server could not read its job history (details in its log)")
+        }
+    }
 }
 
 /// The most of a refused upload's body that is read so that its answer
@@ -507,6 +542,9 @@ async fn authorized(
     received: &mut u64,
 ) -> Response<Body> {
     let path = req.uri.path().to_string();
+    if path == "/v1/jobs" {
+        return jobs(state, entry, &req.method).await;
+    }
     let target = match parse_path(&path) {
         Ok(t) => t,
         Err(why) => return text(StatusCode::BAD_REQUEST, why),

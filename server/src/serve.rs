@@ -30,8 +30,13 @@ use tokio_rustls::TlsAcceptor;
 use vault_store::backend::{self, Backend, BackendOptions};
 
 use crate::config::{Config, Limits};
+use crate::history::History;
+use crate::jobs::Scheduler;
+use crate::metrics::Metrics;
 use crate::routes::{self, State};
+use crate::schedule::SystemClock;
 use crate::tokens::TokenStore;
+use crate::work::StoreWork;
 
 /// Writes one line to standard error (the access log and the server's own
 /// events), with the time.
@@ -220,13 +225,57 @@ pub fn main(config_path: &Path) -> Result<()> {
         n.sort();
         n
     };
-    let state = Arc::new(State::new(repos, tokens, config.limits));
+    let jobs = crate::jobs::load(&config)?;
+    let history = History::new(&config.state_dir, config.job_settings.history_keep);
+    let metrics = Arc::new(Metrics::new(&config.jobs, &history, repos.clone(), Arc::default())?);
+    let mut state = State::new(repos, tokens, config.limits.clone());
+    state.http = metrics.http.clone();
+    let _ = state.history.set(history.clone());
+    let state = Arc::new(state);
     state.warn_test_switches();
     rt.block_on(async {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
         let local = listener.local_addr().context("reading the bound address")?;
+        let metrics_listener = match &config.metrics_listen {
+            Some(m) => Some(TcpListener::bind(m).await.with_context(|| format!("metrics-listen = {m:?}: listening"))?),
+            None => None,
+        };
         let scheme = if tls.is_some() { "https" } else { "http" };
         log(&format!("vault server: serving {} on {scheme}://{local}", names.join(", ")));
+        let m = metrics.clone();
+        let scheduler = Scheduler::new(
+            jobs,
+            config.job_settings.max_concurrent,
+            Arc::new(SystemClock),
+            Arc::new(StoreWork::new(&config)),
+            history,
+            Box::new(move |r| {
+                m.refresh_jobs();
+                m.refresh_repo(&r.repo);
+            }),
+        );
+        for name in state.repos.keys() {
+            metrics.refresh_repo(name);
+        }
+        scheduler.start()?;
+        for j in scheduler.jobs() {
+            let next = j.schedule.next_after(jiff::Timestamp::now()).map_or("never".to_string(), |t| t.to_string());
+            log(&format!(
+                "job {:?} ({} on {:?}): {}, next at {next}",
+                j.name(),
+                j.config.kind.name(),
+                j.config.repo,
+                j.schedule.describe()
+            ));
+        }
+        if let Some(ml) = metrics_listener {
+            let maddr = ml.local_addr().context("reading the bound address")?;
+            log(&format!("vault server: metrics on http://{maddr}/metrics"));
+            let (m, s) = (metrics.clone(), scheduler.clone());
+            let render: crate::metrics::Render =
+                Arc::new(move || m.render(&|name| s.job(name).map(|j| j.is_running())));
+            tokio::spawn(crate::metrics::serve(ml, render));
+        }
         let shutdown = async {
             use tokio::signal::unix::{SignalKind, signal};
             let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {

@@ -17,7 +17,6 @@
 //! (`503`) rather than keep accepting a token that may have been revoked.
 
 use std::fs;
-use std::io::Write as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -111,29 +110,12 @@ fn read_file(path: &Path) -> Result<File> {
 /// Runs `edit` on the token list under the lock and writes the result.
 fn edit<T>(state_dir: &Path, edit: impl FnOnce(&mut Vec<Entry>) -> Result<T>) -> Result<T> {
     fs::create_dir_all(state_dir).with_context(|| format!("creating state-dir {}", state_dir.display()))?;
-    let lock_path = state_dir.join("tokens.lock");
-    let lock = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("opening {}", lock_path.display()))?;
-    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", lock_path.display()))?;
+    let _lock = crate::files::lock(&state_dir.join("tokens.lock"), true)?;
     let path = tokens_path(state_dir);
     let mut f = read_file(&path)?;
     let out = edit(&mut f.tokens)?;
     f.version = VERSION;
-    let tmp = state_dir.join(format!(".tokens.json.{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        file.write_all(&serde_json::to_vec_pretty(&f).expect("token entries serialize"))?;
-        file.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        fs::File::open(state_dir)?.sync_all()
-    };
-    write().with_context(|| format!("writing {}", path.display()))?;
+    crate::files::write_atomic(&path, &serde_json::to_vec_pretty(&f).expect("token entries serialize"), 0o600)?;
     Ok(out)
 }
 

@@ -287,3 +287,103 @@ mod tests {
         assert!("hosts".parse::<GroupBy>().is_err());
     }
 }
+
+/// Which snapshots a policy is applied to: all when every list is empty.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Snapshots of one of these hosts.
+    pub hosts: Vec<String>,
+    /// Snapshots carrying every tag of one of these comma-separated lists.
+    pub tags: Vec<String>,
+    /// Snapshots whose source paths include all of these.
+    pub paths: Vec<String>,
+}
+
+impl Selection {
+    /// True when `s` is selected.
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        (self.hosts.is_empty() || self.hosts.contains(&s.host))
+            && (self.tags.is_empty()
+                || self
+                    .tags
+                    .iter()
+                    .any(|t| t.split(',').filter(|x| !x.is_empty()).all(|x| s.tags.iter().any(|y| y == x))))
+            && self.paths.iter().all(|p| s.paths.contains(p))
+    }
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Each group's plan.
+    pub groups: Vec<Group>,
+    /// Snapshots removed (0 on a dry run).
+    pub removed: usize,
+    /// Snapshots the policy would remove that the retention lock kept.
+    pub locked: usize,
+    /// Snapshots that could not be read, and were left alone.
+    pub unreadable: Vec<crate::Error>,
+}
+
+/// The repository's retention lock, measured from the earlier of this
+/// machine's clock and the backend's, so a clock set forward can't unlock
+/// anything. `None` when the repository has none.
+pub fn retention_lock(repo: &crate::Repository) -> crate::Result<Option<RetentionLock>> {
+    let Some(min) = &repo.config().min_retention else { return Ok(None) };
+    let min =
+        min.parse().map_err(|e: String| crate::Error::Invalid(format!("repository config: minimum retention: {e}")))?;
+    let backend = crate::gc::backend_now(repo.backend())?;
+    let backend = Timestamp::try_from(backend).unwrap_or(Timestamp::MAX);
+    Ok(Some(RetentionLock { min, now: backend.min(Timestamp::now()) }))
+}
+
+/// When each snapshot object was stored, by the backend's clock.
+pub fn stored_times(repo: &crate::Repository) -> crate::Result<HashMap<SnapshotId, Timestamp>> {
+    Ok(repo
+        .backend()
+        .list_times(crate::backend::FileType::Snapshot)?
+        .into_iter()
+        .filter_map(|(n, _, t)| Some((SnapshotId::from_hex(&n).ok()?, Timestamp::try_from(t).ok()?)))
+        .collect())
+}
+
+/// Applies `policy` to the snapshots `selection` picks, grouped by
+/// `group_by` in time zone `tz`, under the retention lock, and removes
+/// what it doesn't keep (unless `dry_run`). Each snapshot is taken into
+/// the plan as it is read: only its id, time, group and tags are held.
+pub fn apply(
+    repo: &crate::Repository,
+    selection: &Selection,
+    policy: &Policy,
+    group_by: GroupBy,
+    tz: &TimeZone,
+    dry_run: bool,
+) -> crate::Result<Outcome> {
+    if policy.is_empty() {
+        return Err(crate::Error::Invalid(
+            "no policy given: nothing would be removed (keep-last, keep-daily, keep-within, ...)".into(),
+        ));
+    }
+    let lock = retention_lock(repo)?;
+    let stored = stored_times(repo)?;
+    let mut planner = Planner::new(group_by);
+    let unreadable = repo.each_snapshot(|id, s| {
+        if selection.matches(&s) {
+            planner.add(id, &s);
+        }
+    })?;
+    let groups = planner.plan(policy, tz, lock, &|id| stored.get(id).copied(), Timestamp::now());
+    let mut removed = 0;
+    if !dry_run {
+        for (id, _) in groups.iter().flat_map(|g| &g.remove) {
+            repo.backend().remove(crate::backend::FileType::Snapshot, &id.to_hex())?;
+            removed += 1;
+        }
+    }
+    let locked = groups
+        .iter()
+        .flat_map(|g| &g.keep)
+        .filter(|k| k.reasons.iter().any(|r| r.starts_with("retention lock")))
+        .count();
+    Ok(Outcome { groups, removed, locked, unreadable })
+}

@@ -190,3 +190,14 @@ pub fn apply_metadata(target: MetaTarget<'_>, node: &Node, owner: bool) -> Resul
         Some(e) => Err(e),
     }
 }
+
+/// This machine's host name.
+pub fn host_name() -> String {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+}
+
+/// The current user's name.
+pub fn user_name_of_process() -> String {
+    let uid = nix::unistd::getuid().as_raw();
+    user_name(uid).or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| uid.to_string())
+}

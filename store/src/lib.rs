@@ -20,6 +20,8 @@ pub mod budget;
 #[cfg(feature = "repository")]
 pub mod checker;
 pub mod crypto;
+#[cfg(feature = "repository")]
+pub mod drill;
 pub mod error;
 #[cfg(feature = "repository")]
 pub mod exclude;
@@ -45,6 +47,8 @@ pub mod repository;
 #[cfg(feature = "repository")]
 pub mod restorer;
 pub mod retention;
+#[cfg(feature = "repository")]
+pub mod secret;
 
 pub use error::{Error, Result};
 

@@ -16,7 +16,11 @@ use crate::util::{escape, human_bytes};
 const SHOWN_PATHS: usize = 20;
 
 pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<u8> {
-    let report = match check(ctx, &a) {
+    super::with_metrics(ctx, &a.metrics, vault_server::config::JobKind::Check, || run_check(ctx, &a))
+}
+
+fn run_check(ctx: &Ctx, a: &CheckArgs) -> Result<(u8, vault_server::jobs::Details)> {
+    let report = match check(ctx, a) {
         Ok(r) => r,
         Err(e) => {
             crate::say!("error: the check could not run: {e:#}");
@@ -28,7 +32,9 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<u8> {
     } else {
         print_report(ctx, &report)?;
     }
-    Ok(if report.errors() > 0 { 1 } else { 0 })
+    let errors = report.errors() as u64;
+    let details = vault_server::jobs::Details { check_errors: Some(errors), ..Default::default() };
+    Ok((if errors > 0 { 1 } else { 0 }, details))
 }
 
 fn check(ctx: &Ctx, a: &CheckArgs) -> Result<Report> {

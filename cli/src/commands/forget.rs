@@ -2,10 +2,10 @@
 
 use anyhow::{Result, bail};
 use serde_json::json;
+use vault_store::SnapshotId;
 use vault_store::backend::FileType;
-use vault_store::forget::{self, RetentionLock};
+use vault_store::forget;
 use vault_store::retention::Policy;
-use vault_store::{Repository, SnapshotId};
 
 use crate::args::ForgetArgs;
 use crate::context::{Ctx, print_json_seq};
@@ -33,33 +33,17 @@ fn policy(a: &ForgetArgs) -> Policy {
     }
 }
 
-/// The retention lock, measured from the earlier of this machine's clock
-/// and the backend's, so a clock set forward can't unlock anything.
-fn retention_lock(repo: &Repository) -> Result<Option<RetentionLock>> {
-    let Some(min) = &repo.config().min_retention else { return Ok(None) };
-    let min = min.parse().map_err(|e: String| anyhow::anyhow!("repository config: minimum retention: {e}"))?;
-    let backend = vault_store::gc::backend_now(repo.backend())?;
-    let backend = jiff::Timestamp::try_from(backend).unwrap_or(jiff::Timestamp::MAX);
-    Ok(Some(RetentionLock { min, now: backend.min(jiff::Timestamp::now()) }))
-}
-
 pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<u8> {
     let mut repo = if a.prune { ctx.open()? } else { ctx.open_without_index()? };
     let policy = policy(&a);
-    let lock = retention_lock(&repo)?;
-    // When each snapshot object was stored, by the backend's clock.
-    let stored: std::collections::HashMap<SnapshotId, jiff::Timestamp> = repo
-        .backend()
-        .list_times(FileType::Snapshot)?
-        .into_iter()
-        .filter_map(|(n, _, t)| Some((SnapshotId::from_hex(&n).ok()?, jiff::Timestamp::try_from(t).ok()?)))
-        .collect();
-    let stored_at = |id: &SnapshotId| stored.get(id).copied();
     let mut removed = 0usize;
     if !a.snapshots.is_empty() {
         if !policy.is_empty() {
             bail!("give either snapshot ids or a --keep-* policy, not both");
         }
+        let lock = forget::retention_lock(&repo)?;
+        let stored = forget::stored_times(&repo)?;
+        let stored_at = |id: &SnapshotId| stored.get(id).copied();
         let mut ids: Vec<(SnapshotId, jiff::Timestamp)> = Vec::new();
         for spec in &a.snapshots {
             let (id, s) = repo.find_snapshot(spec, None, &[])?;
@@ -92,25 +76,13 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<u8> {
                 "no policy given: nothing would be removed (use --keep-last, --keep-daily, --keep-within, ... or name snapshots)"
             );
         }
-        // Each snapshot is taken into the plan as it is read: only its id,
-        // time, group and tags are held.
-        let mut planner = forget::Planner::new(a.group_by);
-        let bad = repo.each_snapshot(|id, s| {
-            let chosen = (a.hosts.is_empty() || a.hosts.contains(&s.host))
-                && (a.tags.is_empty()
-                    || a.tags
-                        .iter()
-                        .any(|t| t.split(',').filter(|x| !x.is_empty()).all(|x| s.tags.iter().any(|y| y == x))))
-                && a.paths.iter().all(|p| s.paths.contains(p));
-            if chosen {
-                planner.add(id, &s);
-            }
-        })?;
-        for e in &bad {
+        let selection = forget::Selection { hosts: a.hosts.clone(), tags: a.tags.clone(), paths: a.paths.clone() };
+        let tz = jiff::tz::TimeZone::system();
+        let outcome = forget::apply(&repo, &selection, &policy, a.group_by, &tz, a.dry_run)?;
+        for e in &outcome.unreadable {
             crate::say!("warning: skipping a snapshot: {e}");
         }
-        let tz = jiff::tz::TimeZone::system();
-        let groups = planner.plan(&policy, &tz, lock, &stored_at, jiff::Timestamp::now());
+        let groups = &outcome.groups;
         if ctx.global.json {
             print_json_seq(groups.iter().map(|g| {
                 json!({
@@ -120,7 +92,7 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<u8> {
                 })
             }))?;
         }
-        for g in &groups {
+        for g in groups {
             if !ctx.global.json && !ctx.global.quiet {
                 let mut what = Vec::new();
                 if let Some(h) = &g.host {
@@ -142,18 +114,9 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<u8> {
                     crate::out!("  {}  {}", id.short(), local_time(t))?;
                 }
             }
-            if !a.dry_run {
-                for (id, _) in &g.remove {
-                    repo.backend().remove(FileType::Snapshot, &id.to_hex())?;
-                    removed += 1;
-                }
-            }
         }
-        let locked: usize = groups
-            .iter()
-            .flat_map(|g| &g.keep)
-            .filter(|k| k.reasons.iter().any(|r| r.starts_with("retention lock")))
-            .count();
+        removed = outcome.removed;
+        let locked = outcome.locked;
         if locked > 0 {
             crate::say!(
                 "note: {locked} snapshots the policy would remove are kept by the repository's retention lock ({})",

@@ -16,8 +16,8 @@ pub fn run(ctx: &Ctx, a: InitArgs) -> Result<u8> {
     }
     let mut opts = InitOptions {
         compression_level: a.compression.level(),
-        host: crate::util::hostname(),
-        user: crate::util::username(),
+        host: vault_store::fsmeta::host_name(),
+        user: vault_store::fsmeta::user_name_of_process(),
         ..Default::default()
     };
     if let Some(avg) = a.chunk_size {

@@ -3,16 +3,17 @@
 use anyhow::{Result, bail};
 use serde_json::json;
 use vault_store::crypto::KdfParams;
+use vault_store::secret::read_password_file;
 use zeroize::Zeroizing;
 
 use crate::args::{KeyCommand, NewPassword};
-use crate::context::{Ctx, print_json, read_password_file};
+use crate::context::{Ctx, print_json};
 use crate::util::escape;
 
 /// The new password, wiped when dropped.
 fn new_password(a: &NewPassword) -> Result<Zeroizing<Vec<u8>>> {
     if let Some(f) = &a.new_password_file {
-        return read_password_file(f);
+        return Ok(read_password_file(f)?);
     }
     if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         bail!("no new password given: use --new-password-file or run on a terminal");
@@ -30,8 +31,8 @@ fn new_password(a: &NewPassword) -> Result<Zeroizing<Vec<u8>>> {
 
 pub fn run(ctx: &Ctx, k: KeyCommand) -> Result<u8> {
     let repo = ctx.open_without_index()?;
-    let host = crate::util::hostname();
-    let user = crate::util::username();
+    let host = vault_store::fsmeta::host_name();
+    let user = vault_store::fsmeta::user_name_of_process();
     match k {
         KeyCommand::List => {
             let keys = repo.list_keys()?;

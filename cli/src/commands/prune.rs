@@ -13,8 +13,10 @@ use crate::progress::{Display, wanted};
 use crate::util::human_bytes;
 
 pub fn run(ctx: &Ctx, a: PruneArgs) -> Result<u8> {
-    let mut repo = ctx.open()?;
-    run_on(ctx, &mut repo, &a.opts, a.dry_run)
+    super::with_metrics(ctx, &a.metrics, vault_server::config::JobKind::Prune, || {
+        let mut repo = ctx.open()?;
+        Ok((run_on(ctx, &mut repo, &a.opts, a.dry_run)?, Default::default()))
+    })
 }
 
 /// Prunes an open repository (also used by `forget --prune`).
@@ -24,8 +26,8 @@ pub fn run_on(ctx: &Ctx, repo: &mut Repository, o: &PruneOpts, dry_run: bool) ->
         max_unused: o.max_unused,
         max_repack: o.max_repack_size,
         grace: o.grace,
-        host: crate::util::hostname(),
-        user: crate::util::username(),
+        host: vault_store::fsmeta::host_name(),
+        user: vault_store::fsmeta::user_name_of_process(),
         temp_dir: ctx.cache_dir().map(|d| d.join("tmp")),
         pause_after_lease: std::env::var("VAULT_TEST_PAUSE_AFTER_LEASE")
             .ok()

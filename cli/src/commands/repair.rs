@@ -24,7 +24,12 @@ fn index(ctx: &Ctx) -> Result<u8> {
     let p2 = progress.clone();
     let display =
         Display::start(wanted(ctx.global.quiet, ctx.global.json), move || (p2.load(Ordering::Relaxed), 0, 0, 0, false));
-    let r = repair::repair_index(&mut repo, &crate::util::hostname(), &crate::util::username(), &progress)?;
+    let r = repair::repair_index(
+        &mut repo,
+        &vault_store::fsmeta::host_name(),
+        &vault_store::fsmeta::user_name_of_process(),
+        &progress,
+    )?;
     drop(display);
     if ctx.global.json {
         print_json(&r)?;
@@ -52,8 +57,14 @@ fn snapshots_cmd(ctx: &Ctx, forget: bool, dry_run: bool, specs: &[String]) -> Re
     for s in specs {
         ids.push(repo.find_snapshot(s, None, &[])?.0);
     }
-    let results =
-        repair::repair_snapshots(&repo, &ids, forget, dry_run, &crate::util::hostname(), &crate::util::username())?;
+    let results = repair::repair_snapshots(
+        &repo,
+        &ids,
+        forget,
+        dry_run,
+        &vault_store::fsmeta::host_name(),
+        &vault_store::fsmeta::user_name_of_process(),
+    )?;
     let unrepairable = results.iter().filter(|r| r.unrepairable.is_some()).count();
     if ctx.global.json {
         print_json(&results)?;

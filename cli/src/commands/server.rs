@@ -3,6 +3,7 @@
 use anyhow::{Context as _, Result, bail};
 use serde_json::json;
 use vault_server::config::Config;
+use vault_server::history::{History, Record, Status};
 use vault_server::tokens::{self, Role};
 
 use crate::args::{ServerArgs, ServerCommand, TokenCommand};
@@ -13,9 +14,14 @@ pub fn run(ctx: &Ctx, a: ServerArgs) -> Result<u8> {
     let Some(path) = a.config else {
         bail!("no server configuration given: use --config FILE (or set VAULT_SERVER_CONFIG)");
     };
-    let Some(ServerCommand::Token(t)) = a.command else {
-        vault_server::main(&path)?;
-        return Ok(0);
+    let t = match a.command {
+        None => {
+            vault_server::main(&path)?;
+            return Ok(0);
+        }
+        Some(ServerCommand::Jobs) => return jobs(ctx, &Config::load(&path)?),
+        Some(ServerCommand::Run { job }) => return run_job(ctx, &Config::load(&path)?, &job),
+        Some(ServerCommand::Token(t)) => t,
     };
     let config = Config::load(&path)?;
     match t {
@@ -60,4 +66,68 @@ pub fn run(ctx: &Ctx, a: ServerArgs) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// `vault server jobs`: each job, its schedule, its last run and its
+/// next; `--json`: every run on record.
+fn jobs(ctx: &Ctx, config: &Config) -> Result<u8> {
+    let history = History::new(&config.state_dir, config.job_settings.history_keep);
+    let records = history.load()?;
+    if ctx.global.json {
+        print_json(&records)?;
+        return Ok(0);
+    }
+    let jobs = vault_server::jobs::load(config)?;
+    if jobs.is_empty() {
+        ctx.info("no [[job]] in the config");
+    }
+    let now = jiff::Timestamp::now();
+    for j in &jobs {
+        let mine: Vec<&Record> = records.iter().filter(|r| r.job == j.name()).collect();
+        crate::out!(
+            "{} ({} on {}), {}",
+            escape_text(j.name()),
+            j.config.kind.name(),
+            escape_text(&j.config.repo),
+            j.schedule.describe()
+        )?;
+        match mine.iter().rev().find(|r| r.status != Status::Skipped) {
+            Some(r) => {
+                crate::out!("  last run: {} at {}, {:.1}s", r.status.name(), r.end, r.duration_secs())?;
+                let what = r.error.as_deref().unwrap_or(&r.summary);
+                if let Some(line) = what.lines().next().filter(|l| !l.is_empty()) {
+                    crate::out!("    {}", escape_text(line))?;
+                }
+            }
+            None => crate::out!("  last run: none on record")?,
+        }
+        if let Some(ok) = mine.iter().rev().find(|r| r.status == Status::Success) {
+            crate::out!("  last success: {}", ok.end)?;
+        }
+        let skipped = mine.iter().filter(|r| r.status == Status::Skipped).count();
+        if skipped > 0 {
+            crate::out!("  skipped (previous run still going): {skipped} of the {} runs on record", mine.len())?;
+        }
+        let next = j.schedule.next_after(now).map_or("never".to_string(), |t| t.to_string());
+        crate::out!("  next run: {next}")?;
+    }
+    Ok(0)
+}
+
+/// `vault server run JOB`: runs it now in this process (a run going in the
+/// server makes this one `skipped`), records it, prints its outcome.
+fn run_job(ctx: &Ctx, config: &Config, name: &str) -> Result<u8> {
+    let r = vault_server::jobs::run_now_in_process(config, name)?;
+    if ctx.global.json {
+        print_json(&r)?;
+    } else {
+        if !r.summary.is_empty() {
+            crate::out!("{}", r.summary)?;
+        }
+        if let Some(e) = &r.error {
+            crate::say!("error: job {name:?}: {e}");
+        }
+        ctx.info(format!("job {name:?}: {} after {:.1}s", r.status.name(), r.duration_secs()));
+    }
+    Ok(if r.status == Status::Success { 0 } else { 1 })
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::json;
+use vault_server::jobs::Details;
 use vault_store::archiver::{self, ParentChoice, Progress, SnapshotOptions, SnapshotResult, Source};
 use vault_store::prescan::Prescan;
 
@@ -25,6 +26,11 @@ fn read_exclude_files(a: &SnapshotArgs) -> Result<Vec<String>> {
 }
 
 pub fn run(ctx: &Ctx, a: SnapshotArgs) -> Result<u8> {
+    let m = a.metrics.clone();
+    super::with_metrics(ctx, &m, vault_server::config::JobKind::Snapshot, || snapshot(ctx, a))
+}
+
+fn snapshot(ctx: &Ctx, a: SnapshotArgs) -> Result<(u8, Details)> {
     if a.stdin_from_command && a.command.is_empty() {
         bail!(
             "--stdin-from-command needs the command after `--`, e.g. `vault snapshot --stdin-from-command --stdin-name db.sql -- pg_dump mydb`"
@@ -64,8 +70,8 @@ pub fn run(ctx: &Ctx, a: SnapshotArgs) -> Result<u8> {
         ParentChoice::Auto
     };
     let opts = SnapshotOptions {
-        host: a.host.clone().unwrap_or_else(crate::util::hostname),
-        user: crate::util::username(),
+        host: a.host.clone().unwrap_or_else(vault_store::fsmeta::host_name),
+        user: vault_store::fsmeta::user_name_of_process(),
         tags: a.tags.clone(),
         excludes: excludes.clone(),
         one_file_system: a.one_file_system,
@@ -101,7 +107,7 @@ pub fn run(ctx: &Ctx, a: SnapshotArgs) -> Result<u8> {
             || Ok(()),
         )?
     } else if a.stdin_from_command {
-        let mut child = crate::context::without_vault_secrets(&mut Command::new(&a.command[0]))
+        let mut child = vault_store::secret::without_vault_secrets(&mut Command::new(&a.command[0]))
             .args(&a.command[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -146,7 +152,18 @@ pub fn run(ctx: &Ctx, a: SnapshotArgs) -> Result<u8> {
     };
     drop(display);
     report(ctx, &result)?;
-    Ok(if result.errors.is_empty() { 0 } else { 3 })
+    let s = result.snapshot.summary.clone().unwrap_or_default();
+    let files = s.files_new + s.files_changed + s.files_unmodified;
+    let details = Details {
+        summary: format!("snapshot {}", result.id.short()),
+        bytes_read: Some(s.bytes_read),
+        bytes_added: Some(s.bytes_added),
+        source_bytes: Some(s.bytes_total),
+        files: Some(files),
+        snapshot: Some(result.id.to_hex()),
+        ..Details::default()
+    };
+    Ok((if result.errors.is_empty() { 0 } else { 3 }, details))
 }
 
 fn report(ctx: &Ctx, r: &SnapshotResult) -> Result<()> {

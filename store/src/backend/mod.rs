@@ -3,7 +3,7 @@
 //! caching or rate limits are wrappers implementing the same trait.
 
 pub mod cache;
-pub mod crash;
+pub mod hook;
 pub mod local;
 pub mod memory;
 pub mod rest;

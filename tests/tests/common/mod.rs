@@ -970,6 +970,14 @@ impl ServerProc {
         out.stdout_str().lines().last().expect("a token").to_string()
     }
 
+    /// The `metrics-listen` address, from the start-up log.
+    pub fn metrics_addr(&self) -> String {
+        let log = self.log();
+        let marker = "metrics on http://";
+        let at = log.find(marker).unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"));
+        log[at + marker.len()..].split('/').next().unwrap().to_string()
+    }
+
     /// The repository URL of `repo` on this server.
     pub fn url(&self, repo: &str) -> String {
         format!("rest:{}://{}/{repo}", self.scheme, self.addr)
