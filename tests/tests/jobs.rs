@@ -87,13 +87,16 @@ fn a_server_runs_snapshot_and_drill_jobs_and_reports_them_in_metrics() {
     let scratch = v.path("scratch");
     let jobs = format!(
         "[[job]]\nname = \"etc\"\nkind = \"snapshot\"\nrepo = \"r\"\nschedule = \"*/2 * * * * *\"\npaths = [\"{}\"]\nrpo = \"5m\"\ntags = [\"sched\"]\n\
-         [[job]]\nname = \"etc-drill\"\nkind = \"drill\"\nrepo = \"r\"\nschedule = \"*/3 * * * * *\"\nscratch-dir = \"{}\"\nrto = \"15m\"\ntags = [\"sched\"]\n",
+         [[job]]\nname = \"etc-drill\"\nkind = \"drill\"\nrepo = \"r\"\nschedule = \"*/3 * * * * *\"\nscratch-dir = \"{}\"\nrto = \"15m\"\ntags = [\"sched\"]\n\
+         [[job]]\nname = \"etc-check\"\nkind = \"check\"\nrepo = \"r\"\nschedule = \"*/4 * * * * *\"\nread-data-subset = \"n/7\"\n",
         src.display(),
         scratch.display()
     );
     let mut server = ServerProc::start(&[], &config(&v, &jobs), vec![]);
     let h = wait_history(&server, "two snapshots and a drill", |h| {
-        count(h, "etc", "success") >= 2 && count(h, "etc-drill", "success") >= 1
+        count(h, "etc", "success") >= 2
+            && count(h, "etc-drill", "success") >= 1
+            && count(h, "etc-check", "success") >= 1
     });
     // What the snapshot job stored is the source.
     let snap = h.iter().find(|r| r["job"] == "etc" && r["status"] == "success").unwrap();
@@ -138,6 +141,21 @@ fn a_server_runs_snapshot_and_drill_jobs_and_reports_them_in_metrics() {
     // The repository's figures come from a listing made after each job.
     assert!(value(&m, "vault_repository_snapshots", &[("repo", "r")]) >= 1.0);
     assert!(value(&m, "vault_repository_size_bytes", &[("repo", "r")]) > 0.0);
+    assert_eq!(value(&m, "vault_check_last_errors", &[("job", "etc-check")]), 0.0);
+    // Every metric the alert rules use is one the server exports.
+    let rules = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/alerts.yml")).unwrap();
+    let exported: std::collections::BTreeSet<&str> = m.samples.iter().map(|x| x.metric.as_str()).collect();
+    let mut used = 0;
+    for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("vault_") {
+            used += 1;
+            assert!(
+                exported.contains(word),
+                "docs/alerts.yml uses {word}, which the server does not export: {exported:?}"
+            );
+        }
+    }
+    assert!(used >= 8, "{used}");
 
     // The history survives a restart, and the metrics read it back.
     server.stop(libc::SIGTERM);
