@@ -292,14 +292,14 @@ impl Scheduler {
         }
         let (me, job) = (self.clone(), job.clone());
         tokio::spawn(async move {
+            let _claimed = Claimed(&job.running);
             let r = me.run_claimed(&job, scheduled, trigger).await;
             me.record(r);
-            job.running.store(false, Ordering::SeqCst);
         });
     }
 
-    /// Runs `job` now and waits for it (`vault server run`, `POST
-    /// /v1/jobs/NAME/run`); a run already going makes this one `skipped`.
+    /// Runs `job` now and waits for it (`vault server run`); a run already
+    /// going makes this one `skipped`.
     pub async fn run_now(self: &Arc<Self>, job: &Arc<Job>) -> Record {
         let now = self.clock.now();
         let r = if job.running.swap(true, Ordering::SeqCst) {
@@ -310,9 +310,8 @@ impl Scheduler {
                 ..empty_record(job, "manual", now)
             }
         } else {
-            let r = self.run_claimed(job, now, "manual").await;
-            job.running.store(false, Ordering::SeqCst);
-            r
+            let _claimed = Claimed(&job.running);
+            self.run_claimed(job, now, "manual").await
         };
         self.record(r.clone());
         r
@@ -418,6 +417,16 @@ impl Scheduler {
         };
         Record { scheduled: Some(scheduled), end, status, attempts, error, ..empty_record(job, trigger, start) }
             .with_details(d)
+    }
+}
+
+/// A job's claim to run: released when dropped, so that a run that ends
+/// in any way (a panic included) never leaves its job marked running.
+struct Claimed<'a>(&'a AtomicBool);
+
+impl Drop for Claimed<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 

@@ -288,6 +288,12 @@ pub fn main(config_path: &Path) -> Result<()> {
             }
         };
         run(listener, state, tls, shutdown).await;
+        for j in scheduler.jobs().iter().filter(|j| j.is_running()) {
+            log(&format!(
+                "stopping: the run of job {:?} is cut, as a crash would cut it (caught up at the next start unless catch-up = false)",
+                j.name()
+            ));
+        }
         Ok::<_, anyhow::Error>(())
     })?;
     // Uploads still being written finish or fail on their own; wait a

@@ -22,7 +22,7 @@ use crate::jobs::{Attempt, Details, Failure, Job, Work, WorkFuture, human};
 /// Runs jobs against the repositories of a config.
 pub struct StoreWork {
     repos: HashMap<String, RepoConfig>,
-    /// The jobs' index cache and temporary files.
+    /// The jobs' index caches and temporary files, a directory per job.
     cache_dir: PathBuf,
 }
 
@@ -40,7 +40,10 @@ impl StoreWork {
 impl Work for StoreWork {
     fn run(&self, job: Arc<Job>, attempt: Attempt) -> WorkFuture {
         let repo = self.repos.get(&job.config.repo).cloned();
-        let cache_dir = self.cache_dir.clone();
+        // A cache of its own per job: two jobs of one repository may run
+        // at once, and an index cache is opened by one at a time (the
+        // other would rebuild a temporary one from the repository).
+        let cache_dir = self.cache_dir.join(job.name());
         Box::pin(async move {
             let Some(repo) = repo else {
                 return Err(Failure::fatal(format!("no repository {:?}", job.config.repo), Details::default()));
@@ -415,4 +418,25 @@ RTO {}: {}",
         return Err(Failure::fatal(format!("drill took {took:.1}s, over its RTO of {}", human(rto)), details));
     }
     Ok(details)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotating_subset_reads_every_slice_once_in_m_days() {
+        let mut seen: Vec<u32> = (100..130)
+            .map(|day| match data_subset("n/30", day).unwrap() {
+                DataSubset::Slice { n, of: 30 } => n,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        seen.sort();
+        assert_eq!(seen, (1..=30).collect::<Vec<_>>());
+        assert!(matches!(data_subset("all", 3).unwrap(), DataSubset::All));
+        assert!(matches!(data_subset("3/7", 3).unwrap(), DataSubset::Slice { n: 3, of: 7 }));
+        assert!(data_subset("n/0", 1).is_err());
+        assert!(data_subset("sometimes", 1).is_err());
+    }
 }

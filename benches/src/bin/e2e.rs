@@ -362,6 +362,19 @@ fn main() -> Result<()> {
     // The same restore into tmpfs: what the file system's inode allocation
     // costs on ext4 (see benches/README.md) is left out.
     b.restore_to_tmpfs("restore to tmpfs", src_bytes)?;
+    // A restore drill: the same restore into tmpfs, then every file read
+    // back and hashed against the snapshot (the RTO a drill measures);
+    // and the drill that writes nothing.
+    if Path::new("/dev/shm").is_dir() {
+        b.run(
+            "drill into tmpfs (restore + verify)",
+            src_bytes,
+            &["drill", "-q", "latest", "--scratch-dir", "/dev/shm"],
+            None,
+            true,
+        )?;
+    }
+    b.run("drill --verify-only", src_bytes, &["drill", "-q", "latest", "--verify-only"], None, true)?;
     b.run(
         "snapshot --stdin, 500 MiB SQL",
         sql_size,
