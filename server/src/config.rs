@@ -321,6 +321,21 @@ pub struct RepoConfig {
     pub password_file: Option<PathBuf>,
 }
 
+impl RepoConfig {
+    /// Opens its backend (no request is made yet). `options` apply to S3
+    /// repositories; a local directory's are left out (see
+    /// `serve::open_repositories`, which says so in the log).
+    pub fn open_backend(&self) -> vault_store::Result<Box<dyn vault_store::backend::Backend>> {
+        let items: Vec<String> = if self.url.starts_with("s3:") {
+            self.options.iter().map(|(k, v)| format!("{k}={v}")).collect()
+        } else {
+            Vec::new()
+        };
+        let opts = vault_store::backend::BackendOptions::parse(&items)?;
+        vault_store::backend::open_url(&self.url, &opts)
+    }
+}
+
 /// `[limits]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]

@@ -27,7 +27,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-use vault_store::backend::{self, Backend, BackendOptions};
+use vault_store::backend::Backend;
 
 use crate::config::{Config, Limits};
 use crate::history::History;
@@ -61,21 +61,18 @@ pub fn open_repositories(config: &Config) -> Result<HashMap<String, Arc<dyn Back
                 p.display()
             ));
         }
-        let mut items: Vec<String> = r.options.iter().map(|(k, v)| format!("{k}={v}")).collect();
         // The CLI refuses S3 options for a local path; a config may carry
         // them for a repository that moved from S3 to a directory: said
         // and left out, rather than a server that won't start.
-        if !r.url.starts_with("s3:") && !items.is_empty() {
+        if !r.url.starts_with("s3:") && !r.options.is_empty() {
             log(&format!(
                 "warning: repository {:?}: options {} apply to S3 repositories; ignored for {}",
                 r.name,
                 r.options.keys().cloned().collect::<Vec<_>>().join(", "),
                 r.url
             ));
-            items.clear();
         }
-        let opts = BackendOptions::parse(&items).with_context(|| format!("repository {:?}", r.name))?;
-        let be = backend::open_url(&r.url, &opts).with_context(|| format!("repository {:?}", r.name))?;
+        let be = r.open_backend().with_context(|| format!("repository {:?}", r.name))?;
         repos.insert(r.name.clone(), Arc::from(be));
     }
     Ok(repos)

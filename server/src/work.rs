@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vault_store::archiver::{self, ParentChoice, Progress, SnapshotOptions, Source};
-use vault_store::backend::{self, Backend, BackendOptions};
+use vault_store::backend::{self, Backend};
 use vault_store::checker::{self, CheckOptions, CheckProgress, DataSubset, Severity};
 use vault_store::drill;
 use vault_store::forget::{self, GroupBy, Selection};
@@ -142,13 +142,7 @@ fn prune_options(j: &JobConfig, cache_dir: &std::path::Path) -> Result<PruneOpti
 /// Opens the job's backend, wrapped so that setting `attempt.stop` makes
 /// every further operation fail.
 pub fn open_backend(repo: &RepoConfig, attempt: &Attempt) -> Result<Arc<dyn Backend>, StoreError> {
-    let items: Vec<String> = if repo.url.starts_with("s3:") {
-        repo.options.iter().map(|(k, v)| format!("{k}={v}")).collect()
-    } else {
-        Vec::new()
-    };
-    let opts = BackendOptions::parse(&items)?;
-    let inner: Arc<dyn Backend> = backend::open_url(&repo.url, &opts)?.into();
+    let inner: Arc<dyn Backend> = repo.open_backend()?.into();
     let why = format!("the job's attempt took longer than its timeout of {}", human(attempt.timeout));
     Ok(Arc::new(backend::hook::Hooked::cancellable(inner, attempt.stop.clone(), why)))
 }
@@ -157,7 +151,9 @@ pub fn open_backend(repo: &RepoConfig, attempt: &Attempt) -> Result<Arc<dyn Back
 fn retryable(e: &StoreError) -> bool {
     use vault_store::error::BackendErrorKind as K;
     match e {
-        StoreError::Backend(b) => matches!(b.kind, K::Transient | K::Permanent | K::NotFound),
+        // A vanished object may be a concurrent prune's doing; permission
+        // denied or a full disk won't mend in a minute.
+        StoreError::Backend(b) => matches!(b.kind, K::Transient | K::NotFound),
         StoreError::Io { .. } | StoreError::Locked(_) | StoreError::Cache { .. } | StoreError::Pipeline(_) => true,
         _ => false,
     }
