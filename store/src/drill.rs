@@ -18,8 +18,8 @@ use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
 use crate::id::{BlobId, PackId, SnapshotId};
 use crate::pack::open_blob_in_place;
-use crate::repository::{Repository, pack_file_type};
-use crate::restorer::{self, RestoreOptions, RestoreProgress};
+use crate::repository::Repository;
+use crate::restorer::{self, RestoreOptions, RestoreProgress, SourcePack, coalesce};
 
 /// Errors kept in a report; the count says how many there were.
 pub const ERRORS_KEPT: usize = 20;
@@ -253,33 +253,16 @@ fn verify_files(repo: &Repository, files: &[(PathBuf, Node)], report: &mut Repor
 /// Reads the needed blobs of one pack in ranges and checks each; returns
 /// the blobs that failed, and why (naming the pack).
 fn verify_pack(repo: &Repository, pack: &PackId, entries: &[BlobEntry]) -> Vec<(BlobId, String)> {
-    let all = |why: String| entries.iter().map(|e| (e.id, why.clone())).collect();
-    let info = match repo.index().pack(pack) {
-        Ok(Some(i)) => i,
-        Ok(None) => return all(format!("pack {pack} is not in the index")),
-        Err(e) => return all(e.to_string()),
+    let src = match SourcePack::open(repo, pack) {
+        Ok(s) => s,
+        Err(why) => return entries.iter().map(|e| (e.id, why.clone())).collect(),
     };
-    let ft = pack_file_type(info.kind);
-    let name = pack.to_hex();
-    let what = format!("pack {}", ft.path(&name));
-    let cipher = repo.keys().pack_cipher(&info.salt);
-    let mut order: Vec<&BlobEntry> = entries.iter().collect();
-    order.sort_by_key(|e| e.offset);
-    let mut ranges: Vec<(u64, u64, Vec<&BlobEntry>)> = Vec::new();
-    for e in order {
-        let (start, end) = (e.offset as u64, e.end());
-        match ranges.last_mut() {
-            Some((s, last, members)) if start <= *last + VERIFY_GAP && end - *s <= VERIFY_READ => {
-                *last = (*last).max(end);
-                members.push(e);
-            }
-            _ => ranges.push((start, end, vec![e])),
-        }
-    }
+    let (what, name) = (&src.what, &src.name);
+    let ranges = coalesce(entries.iter().collect(), |e| e, VERIFY_GAP, VERIFY_READ);
     let mut failed = Vec::new();
     let mut scratch = Vec::new();
     for (start, end, members) in ranges {
-        let mut data = match repo.backend().read_range(ft, &name, start, end - start) {
+        let mut data = match repo.backend().read_range(src.ft, name, start, end - start) {
             Ok(d) if d.len() as u64 == end - start => d,
             Ok(d) => {
                 let why = format!("{what}: short read, {} of {} bytes at offset {start}", d.len(), end - start);
@@ -297,7 +280,7 @@ fn verify_pack(repo: &Repository, pack: &PackId, entries: &[BlobEntry]) -> Vec<(
                 failed.push((e.id, format!("{what}: blob {} lies outside what was read (damaged index)", e.id)));
                 continue;
             };
-            match open_blob_in_place(&cipher, info.kind, e, sealed, &what, &mut scratch) {
+            match open_blob_in_place(&src.cipher, src.kind, e, sealed, what, &mut scratch) {
                 Ok(plain) if repo.keys().blob_id(plain) == e.id => {}
                 Ok(_) => failed.push((e.id, format!("{what}: blob {} decrypts to other content", e.id))),
                 Err(err) => failed.push((e.id, err.to_string())),

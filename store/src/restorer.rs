@@ -852,34 +852,11 @@ fn restore_pack(
     written: &AtomicU64,
 ) -> Vec<(usize, String)> {
     let all_targets = |msg: String| blobs.iter().flat_map(|(_, t)| t.iter().map(|t| (t.file, msg.clone()))).collect();
-    let info = match repo.index().pack(pack) {
-        Ok(Some(i)) => i,
-        Ok(None) => return all_targets(format!("pack {pack} is not in the index")),
-        Err(e) => return all_targets(e.to_string()),
+    let src = match SourcePack::open(repo, pack) {
+        Ok(s) => s,
+        Err(msg) => return all_targets(msg),
     };
-    let ft = pack_file_type(info.kind);
-    let name = pack.to_hex();
-    let src = SourcePack {
-        what: format!("pack {}", ft.path(&name)),
-        name,
-        ft,
-        kind: info.kind,
-        cipher: repo.keys().pack_cipher(&info.salt),
-    };
-    let mut order: Vec<&BlobTargets> = blobs.iter().collect();
-    order.sort_by_key(|(e, _)| e.offset);
-    // Coalesce neighbours into ranged reads.
-    let mut ranges: Vec<(u64, u64, Vec<&BlobTargets>)> = Vec::new();
-    for b in order {
-        let (start, end) = (b.0.offset as u64, b.0.end());
-        match ranges.last_mut() {
-            Some((s, e, v)) if start <= *e + COALESCE_GAP && end - *s <= reads.max_read => {
-                *e = (*e).max(end);
-                v.push(b);
-            }
-            _ => ranges.push((start, end, vec![b])),
-        }
-    }
+    let ranges = coalesce(blobs.iter().collect(), |(e, _)| e, COALESCE_GAP, reads.max_read);
     // The ranges are read and restored in parallel, each one start to end
     // by one thread, which never waits on another: so a thread holds one
     // read buffer at a time.
@@ -891,13 +868,58 @@ fn restore_pack(
         .collect()
 }
 
-/// A pack being restored from: its name, its key, and how messages name it.
-struct SourcePack {
-    name: String,
-    ft: FileType,
-    kind: BlobKind,
-    what: String,
-    cipher: Cipher,
+/// A pack being read from: its name, its key, and how messages name it.
+pub(crate) struct SourcePack {
+    pub(crate) name: String,
+    pub(crate) ft: FileType,
+    pub(crate) kind: BlobKind,
+    pub(crate) what: String,
+    pub(crate) cipher: Cipher,
+}
+
+impl SourcePack {
+    /// Looks `pack` up in the index; the error names why it can't be read.
+    pub(crate) fn open(repo: &Repository, pack: &PackId) -> std::result::Result<SourcePack, String> {
+        let info = match repo.index().pack(pack) {
+            Ok(Some(i)) => i,
+            Ok(None) => return Err(format!("pack {pack} is not in the index")),
+            Err(e) => return Err(e.to_string()),
+        };
+        let ft = pack_file_type(info.kind);
+        let name = pack.to_hex();
+        Ok(SourcePack {
+            what: format!("pack {}", ft.path(&name)),
+            name,
+            ft,
+            kind: info.kind,
+            cipher: repo.keys().pack_cipher(&info.salt),
+        })
+    }
+}
+
+/// The ranges a pack's needed blobs are read in, in offset order:
+/// neighbours less than `gap` apart share a read of at most `max` bytes (a
+/// larger blob is read alone). `entry` gives each item's blob.
+pub(crate) fn coalesce<'a, T>(
+    mut items: Vec<&'a T>,
+    entry: impl Fn(&T) -> &BlobEntry,
+    gap: u64,
+    max: u64,
+) -> Vec<(u64, u64, Vec<&'a T>)> {
+    items.sort_by_key(|t| entry(t).offset);
+    let mut ranges: Vec<(u64, u64, Vec<&'a T>)> = Vec::new();
+    for t in items {
+        let e = entry(t);
+        let (start, end) = (e.offset as u64, e.end());
+        match ranges.last_mut() {
+            Some((s, last, members)) if start <= *last + gap && end - *s <= max => {
+                *last = (*last).max(end);
+                members.push(t);
+            }
+            _ => ranges.push((start, end, vec![t])),
+        }
+    }
+    ranges
 }
 
 /// Reads one range of a pack and restores the blobs in it, in order.
