@@ -237,6 +237,12 @@ pub fn main(config_path: &Path) -> Result<()> {
             Some(m) => Some(TcpListener::bind(m).await.with_context(|| format!("metrics-listen = {m:?}: listening"))?),
             None => None,
         };
+        // Said before the serving line, which tells scripts (and the tests)
+        // that the server is up.
+        if let Some(ml) = &metrics_listener {
+            let maddr = ml.local_addr().context("reading the bound address")?;
+            log(&format!("vault server: metrics at http://{maddr}/metrics"));
+        }
         let scheme = if tls.is_some() { "https" } else { "http" };
         log(&format!("vault server: serving {} on {scheme}://{local}", names.join(", ")));
         let m = metrics.clone();
@@ -266,8 +272,6 @@ pub fn main(config_path: &Path) -> Result<()> {
             ));
         }
         if let Some(ml) = metrics_listener {
-            let maddr = ml.local_addr().context("reading the bound address")?;
-            log(&format!("vault server: metrics on http://{maddr}/metrics"));
             let (m, s) = (metrics.clone(), scheduler.clone());
             let render: crate::metrics::Render =
                 Arc::new(move || m.render(&|name| s.job(name).map(|j| j.is_running())));

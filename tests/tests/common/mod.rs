@@ -973,7 +973,7 @@ impl ServerProc {
     /// The `metrics-listen` address, from the start-up log.
     pub fn metrics_addr(&self) -> String {
         let log = self.log();
-        let marker = "metrics on http://";
+        let marker = "metrics at http://";
         let at = log.find(marker).unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"));
         log[at + marker.len()..].split('/').next().unwrap().to_string()
     }
