@@ -108,7 +108,8 @@ pub struct JobConfig {
     /// The recovery time objective a drill must meet.
     #[serde(default, with = "opt_long_duration")]
     pub rto: Option<Duration>,
-    /// An attempt taking longer is stopped and the run fails (default 12h).
+    /// A run (retries included) taking longer is stopped and fails
+    /// (default 12h).
     #[serde(default, with = "opt_duration")]
     pub timeout: Option<Duration>,
     /// Further attempts after a failure worth retrying (default 2).

@@ -15,12 +15,12 @@ pub fn lock(path: &Path, wait: bool) -> Result<Option<Flock<fs::File>>> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
+    // Read-only is enough for flock, and works on a lock file another user
+    // (root running `vault server run`) made.
+    if !path.exists() {
+        let _ = fs::OpenOptions::new().create(true).truncate(false).write(true).open(path);
+    }
+    let file = fs::OpenOptions::new().read(true).open(path).with_context(|| format!("opening {}", path.display()))?;
     let arg = if wait { FlockArg::LockExclusive } else { FlockArg::LockExclusiveNonblock };
     match Flock::lock(file, arg) {
         Ok(l) => Ok(Some(l)),
@@ -39,6 +39,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        // The file keeps its owner (a root run of `vault server run` must
+        // not leave the server a history it can't append to).
+        if let Ok(old) = fs::metadata(path) {
+            use std::os::unix::fs::MetadataExt as _;
+            let _ = std::os::unix::fs::fchown(&file, Some(old.uid()), Some(old.gid()));
+        }
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;

@@ -197,10 +197,20 @@ impl History {
     fn compact(&self, records: Vec<Record>) -> Result<()> {
         let mut per_job: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         let mut keep = vec![false; records.len()];
+        // Each job's newest success and newest scheduled run stay whatever
+        // came after them: the RPO and the catch-up at start read them.
+        let mut success_kept = std::collections::HashSet::new();
+        let mut scheduled_kept = std::collections::HashSet::new();
         for (i, r) in records.iter().enumerate().rev() {
             let n = per_job.entry(r.job.as_str()).or_default();
             if *n < self.keep {
                 *n += 1;
+                keep[i] = true;
+            }
+            if r.status == Status::Success && success_kept.insert(r.job.as_str()) {
+                keep[i] = true;
+            }
+            if r.trigger != "manual" && r.scheduled.is_some() && scheduled_kept.insert(r.job.as_str()) {
                 keep[i] = true;
             }
         }
@@ -234,11 +244,15 @@ fn ends_with_newline(path: &Path, len: u64) -> bool {
 /// The records in `path` from byte `offset` on, and the offset after the
 /// last whole line read.
 fn read_from(path: &Path, offset: u64) -> Result<(Vec<Record>, u64)> {
-    let mut f = match fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
+    match fs::File::open(path) {
+        Ok(mut f) => read_open(&mut f, path, offset),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Vec::new(), 0)),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// [`read_from`] on a file opened already.
+fn read_open(f: &mut fs::File, path: &Path, offset: u64) -> Result<(Vec<Record>, u64)> {
     f.seek(SeekFrom::Start(offset)).with_context(|| format!("reading {}", path.display()))?;
     let mut text = Vec::new();
     f.read_to_end(&mut text).with_context(|| format!("reading {}", path.display()))?;
@@ -276,14 +290,20 @@ impl Tail {
 
     /// The runs appended since the last call.
     pub fn read_new(&mut self) -> Result<Vec<Record>> {
-        let meta = fs::metadata(&self.path).ok();
-        let inode = meta.as_ref().map(|m| m.ino());
-        let replaced = inode != self.inode || meta.as_ref().is_some_and(|m| m.len() < self.offset);
+        // The file's identity and length come from the handle read, so a
+        // compaction between the two can't mix old offsets with new bytes.
+        let mut f = match fs::File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", self.path.display())),
+        };
+        let meta = f.metadata().with_context(|| format!("reading {}", self.path.display()))?;
+        let replaced = Some(meta.ino()) != self.inode || meta.len() < self.offset;
         if replaced {
-            self.inode = inode;
+            self.inode = Some(meta.ino());
             self.offset = 0;
         }
-        let (mut records, offset) = read_from(&self.path, self.offset)?;
+        let (mut records, offset) = read_open(&mut f, &self.path, self.offset)?;
         self.offset = offset;
         if replaced && let Some(seen) = self.last_end {
             records.retain(|r| r.end > seen);

@@ -9,10 +9,11 @@
 //! - **One limit.** At most `max-concurrent` runs at once, and the
 //!   maintenance kinds (check, forget, prune, drill) take at most one
 //!   less: a long drill never holds the slot the 5-minute snapshots need.
-//! - **Timeout.** An attempt past its `timeout` is told to stop: its
-//!   backend refuses every further operation, so it ends at its next read
-//!   or write, as a crash there would (which the repository's protocols
-//!   make harmless). The run counts as running until it has ended.
+//! - **Timeout.** A run past its `timeout` (retries included) is told to
+//!   stop: its backend refuses every further operation, so it ends at its
+//!   next read or write, as a crash there would (which the repository's
+//!   protocols make harmless). One blocked elsewhere is recorded as failed
+//!   after a grace period; the job counts as running until it has ended.
 //! - **Retries.** A failure worth retrying (the backend, the network) is
 //!   tried again up to `retries` times, after `retry-delay`, doubling.
 //!   Damage found, a timeout or a missed objective is not retried.
@@ -38,6 +39,13 @@ use crate::schedule::{Clock, Schedule};
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
 const DEFAULT_RETRIES: u32 = 2;
 const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(30);
+/// How long a stopped attempt may take to end before its run is recorded
+/// as failed anyway (the job stays running until the attempt has ended).
+const STOP_GRACE: Duration = Duration::from_secs(60);
+
+/// What is left of a run whose attempt did not end when told to stop: it
+/// holds the run's slot, lock file and claim until the attempt has ended.
+type Leftover = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A configured job and its state in this process.
 pub struct Job {
@@ -47,6 +55,8 @@ pub struct Job {
     pub schedule: Schedule,
     /// True from the moment a run is started until it has ended.
     running: AtomicBool,
+    /// The stop flag of the attempt going, if any.
+    stop: std::sync::Mutex<Option<Arc<AtomicBool>>>,
 }
 
 impl Job {
@@ -54,7 +64,7 @@ impl Job {
     pub fn new(config: JobConfig) -> Result<Job> {
         let schedule = Schedule::parse(&config.schedule, config.time_zone.as_deref())
             .map_err(|e| anyhow::anyhow!("job {:?}: {e}", config.name))?;
-        Ok(Job { config, schedule, running: AtomicBool::new(false) })
+        Ok(Job { config, schedule, running: AtomicBool::new(false), stop: Default::default() })
     }
 
     /// The job's name.
@@ -69,6 +79,13 @@ impl Job {
 
     fn timeout(&self) -> Duration {
         self.config.timeout.unwrap_or(DEFAULT_TIMEOUT)
+    }
+
+    /// Tells the attempt going, if any, to stop (server shutdown).
+    pub fn stop(&self) {
+        if let Some(s) = self.stop.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            s.store(true, Ordering::SeqCst);
+        }
     }
 }
 
@@ -226,6 +243,19 @@ impl Scheduler {
         &self.jobs
     }
 
+    /// Tells every attempt going to stop, and waits up to `limit` for the
+    /// runs to end (server shutdown): each ends at its next backend
+    /// operation, as a crash there would end it, and is recorded.
+    pub async fn stop_all(&self, limit: Duration) {
+        for j in &self.jobs {
+            j.stop();
+        }
+        let until = tokio::time::Instant::now() + limit;
+        while self.jobs.iter().any(|j| j.is_running()) && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The job named `name`.
     pub fn job(&self, name: &str) -> Option<&Arc<Job>> {
         self.jobs.iter().find(|j| j.name() == name)
@@ -293,8 +323,11 @@ impl Scheduler {
         let (me, job) = (self.clone(), job.clone());
         tokio::spawn(async move {
             let _claimed = Claimed(&job.running);
-            let r = me.run_claimed(&job, scheduled, trigger).await;
+            let (r, leftover) = me.run_claimed(&job, scheduled, trigger).await;
             me.record(r);
+            if let Some(rest) = leftover {
+                rest.await;
+            }
         });
     }
 
@@ -311,7 +344,9 @@ impl Scheduler {
             }
         } else {
             let _claimed = Claimed(&job.running);
-            self.run_claimed(job, now, "manual").await
+            // What is left of an attempt that would not stop is let go:
+            // the process ends with this run.
+            self.run_claimed(job, now, "manual").await.0
         };
         self.record(r.clone());
         r
@@ -339,7 +374,12 @@ impl Scheduler {
 
     /// A run of a job this process has claimed: jitter, a slot, the lock
     /// file, then the attempts.
-    async fn run_claimed(&self, job: &Arc<Job>, scheduled: Timestamp, trigger: &'static str) -> Record {
+    async fn run_claimed(
+        &self,
+        job: &Arc<Job>,
+        scheduled: Timestamp,
+        trigger: &'static str,
+    ) -> (Record, Option<Leftover>) {
         if let Some(j) = job.config.jitter.filter(|j| !j.is_zero() && trigger != "manual") {
             let r = u64::from_le_bytes(vault_store::crypto::random_bytes::<8>());
             tokio::time::sleep(Duration::from_millis(r % (j.as_millis() as u64).max(1))).await;
@@ -354,50 +394,65 @@ impl Scheduler {
         let _lock = match crate::files::lock(&self.history.run_lock(job.name()), false) {
             Ok(Some(l)) => l,
             Ok(None) => {
-                return Record {
+                let r = Record {
                     scheduled: Some(scheduled),
                     status: Status::Skipped,
                     attempts: 0,
                     error: Some("a run of this job is going in another process (vault server run)".into()),
                     ..empty_record(job, trigger, start)
                 };
+                return (r, None);
             }
             Err(e) => {
-                return Record {
+                let r = Record {
                     scheduled: Some(scheduled),
                     status: Status::Failure,
                     attempts: 0,
                     error: Some(format!("{e:#}")),
                     ..empty_record(job, trigger, start)
                 };
+                return (r, None);
             }
         };
         let retries = job.config.retries.unwrap_or(DEFAULT_RETRIES);
         let mut delay = job.config.retry_delay.unwrap_or(DEFAULT_RETRY_DELAY);
         let mut attempts = 0;
+        // The timeout is the run's, retries included.
+        let deadline = tokio::time::Instant::now() + job.timeout();
+        let mut leftover = None;
         let outcome = loop {
             attempts += 1;
-            let attempt = Attempt { scheduled, stop: Arc::new(AtomicBool::new(false)), timeout: job.timeout() };
-            let stop = attempt.stop.clone();
+            let stop = Arc::new(AtomicBool::new(false));
+            *job.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop.clone());
+            let attempt = Attempt { scheduled, stop: stop.clone(), timeout: job.timeout() };
             let mut work = self.work.run(job.clone(), attempt);
             let result = tokio::select! {
                 r = &mut work => r,
-                () = tokio::time::sleep(job.timeout()) => {
+                () = tokio::time::sleep_until(deadline) => {
                     stop.store(true, Ordering::SeqCst);
-                    // It ends at its next backend operation; until then the
-                    // job is still running (no overlap).
-                    let details = match work.await {
-                        Ok(d) => d,
-                        Err(f) => *f.details,
-                    };
-                    Err(Failure::fatal(
-                        format!("stopped: the attempt took longer than its timeout of {}", human(job.timeout())),
-                        details,
-                    ))
+                    let why = format!("stopped: the run took longer than its timeout of {}", human(job.timeout()));
+                    // It ends at its next backend operation, normally at
+                    // once. One blocked elsewhere (a source that doesn't
+                    // answer) is recorded as failed after a grace period,
+                    // and keeps the job running until it ends.
+                    match tokio::time::timeout(STOP_GRACE, &mut work).await {
+                        Ok(r) => Err(Failure::fatal(why, r.unwrap_or_else(|f| *f.details))),
+                        Err(_) => {
+                            leftover = Some(work);
+                            Err(Failure::fatal(
+                                format!(
+                                    "{why}; the attempt had not ended {} later (blocked outside the repository, \
+                                     e.g. reading a source): the job counts as running until it does",
+                                    human(STOP_GRACE)
+                                ),
+                                Details::default(),
+                            ))
+                        }
+                    }
                 }
             };
             match result {
-                Err(f) if f.retry && attempts <= retries => {
+                Err(f) if f.retry && attempts <= retries && tokio::time::Instant::now() + delay < deadline => {
                     crate::serve::log(&format!(
                         "job {:?}: attempt {attempts} failed, retrying in {}: {}",
                         job.name(),
@@ -410,13 +465,22 @@ impl Scheduler {
                 r => break r,
             }
         };
+        *job.stop.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let end = self.clock.now();
         let (status, error, d) = match outcome {
             Ok(d) => (Status::Success, None, d),
             Err(f) => (Status::Failure, Some(f.message), *f.details),
         };
-        Record { scheduled: Some(scheduled), end, status, attempts, error, ..empty_record(job, trigger, start) }
-            .with_details(d)
+        let r =
+            Record { scheduled: Some(scheduled), end, status, attempts, error, ..empty_record(job, trigger, start) }
+                .with_details(d);
+        let leftover = leftover.map(|work: WorkFuture| -> Leftover {
+            Box::pin(async move {
+                let _ = work.await;
+                drop((_lock, _slot, _maintenance));
+            })
+        });
+        (r, leftover)
     }
 }
 
@@ -591,10 +655,41 @@ mod tests {
         assert_eq!(r[0].status, Status::Failure);
         assert_eq!(r[0].attempts, 1);
         assert!(r[0].error.as_deref().unwrap().contains("timeout of 10m"), "{:?}", r[0].error);
+        assert!(!r[0].error.as_deref().unwrap().contains("had not ended"), "{:?}", r[0].error);
         let took = r[0].end.duration_since(r[0].start);
         assert!(took >= jiff::SignedDuration::from_mins(10) && took <= jiff::SignedDuration::from_secs(601), "{took}");
         assert_eq!(work.starts.lock().unwrap().len(), 1);
         assert!(!j.is_running());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_that_ignores_the_stop_is_recorded_and_keeps_its_job_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = job(
+            "name = \"hung\"\nkind = \"snapshot\"\nrepo = \"r\"\nschedule = \"0 * * * *\"\npaths = [\"/\"]\ntimeout = \"10m\"\n",
+        );
+        // Blocked for a day, deaf to the stop (a source that never answers).
+        let (s, work, history) = setup(dir.path(), vec![j.clone()], 2, "2026-01-01T00:59:00Z", |_, _, _| {
+            sleeping(Duration::from_secs(86400))
+        });
+        s.start().unwrap();
+        pass(Duration::from_secs(2 * 3600 + 120)).await;
+        let r = history.load().unwrap();
+        // 01:00 fails at 01:11 (timeout and grace), the job stays running:
+        // 02:00 and 03:00 are skipped, and no second attempt started.
+        let got: Vec<(Status, Option<Timestamp>)> = r.iter().map(|r| (r.status, r.scheduled)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Status::Failure, Some(at("2026-01-01T01:00:00Z"))),
+                (Status::Skipped, Some(at("2026-01-01T02:00:00Z"))),
+                (Status::Skipped, Some(at("2026-01-01T03:00:00Z"))),
+            ]
+        );
+        assert_eq!(r[0].end, at("2026-01-01T01:11:00Z"));
+        assert!(r[0].error.as_deref().unwrap().contains("had not ended"), "{:?}", r[0].error);
+        assert!(j.is_running());
+        assert_eq!(work.starts.lock().unwrap().len(), 1);
     }
 
     #[tokio::test(start_paused = true)]

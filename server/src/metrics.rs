@@ -107,6 +107,10 @@ impl JobFigures {
             self.drill_ok = Some(d.ok);
             self.drill_bytes = Some(d.bytes);
             self.drill_rate = Some(d.bytes_per_sec);
+        } else if r.kind == JobKind::Drill && r.status == Status::Failure {
+            // A drill that could not even start (no snapshot, the
+            // repository unreadable) failed too.
+            self.drill_ok = Some(false);
         }
     }
 }
@@ -253,6 +257,12 @@ struct HttpInner {
 impl HttpStats {
     /// Counts a request answered with `status` after `secs`.
     pub fn observe(&self, method: &str, status: u16, secs: f64) {
+        // Methods the API doesn't know are one label value, whatever a
+        // client sends.
+        let method = match method {
+            "GET" | "HEAD" | "PUT" | "POST" | "DELETE" => method,
+            _ => "other",
+        };
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         *g.requests.entry((method.to_string(), status)).or_default() += 1;
         let h = g.latency.entry(method.to_string()).or_insert(([0; BUCKETS.len()], 0, 0.0));

@@ -6,8 +6,9 @@
 //! hour happens twice (at the first pass) and right after the gap when its
 //! hour is skipped; a job that runs every few minutes runs by real time,
 //! through both passes of a repeated hour, and has no runs in a skipped
-//! one. So a daily job never runs twice nor is skipped, and a 5-minute job
-//! keeps its 5 minutes.
+//! one. So a daily job at one time never runs twice nor is skipped, and a
+//! 5-minute job keeps its 5 minutes. (A schedule listing several hours,
+//! `30 1,13 * * *`, is of the second kind; docs/server.md says so.)
 
 use std::future::Future;
 use std::pin::Pin;

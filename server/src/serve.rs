@@ -257,8 +257,10 @@ pub fn main(config_path: &Path) -> Result<()> {
                 m.refresh_repo(&r.repo);
             }),
         );
-        for name in state.repos.keys() {
-            metrics.refresh_repo(name);
+        if metrics_listener.is_some() {
+            for name in state.repos.keys() {
+                metrics.refresh_repo(name);
+            }
         }
         scheduler.start()?;
         for j in scheduler.jobs() {
@@ -289,9 +291,15 @@ pub fn main(config_path: &Path) -> Result<()> {
             }
         };
         run(listener, state, tls, shutdown).await;
+        // Jobs running are told to stop: each ends at its next backend
+        // operation, as a crash there would end it, and is recorded.
+        if scheduler.jobs().iter().any(|j| j.is_running()) {
+            log("stopping: telling the jobs running to stop");
+            scheduler.stop_all(Duration::from_secs(10)).await;
+        }
         for j in scheduler.jobs().iter().filter(|j| j.is_running()) {
             log(&format!(
-                "stopping: the run of job {:?} is cut, as a crash would cut it (caught up at the next start unless catch-up = false)",
+                "stopping: the run of job {:?} did not end in 10 s and is cut (caught up at the next start unless catch-up = false)",
                 j.name()
             ));
         }

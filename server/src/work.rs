@@ -185,7 +185,7 @@ fn run_blocking(
     drop(password);
     let sf: &dyn Fn(StoreError) -> Failure = &store_failure;
     match j.kind {
-        JobKind::Snapshot => snapshot(j, &mut repo, sf),
+        JobKind::Snapshot => snapshot(j, &mut repo, a, sf),
         JobKind::Check => check(job, &mut repo, a, sf),
         JobKind::Forget => forget_run(j, &mut repo, cache_dir, sf),
         JobKind::Prune => {
@@ -206,7 +206,7 @@ fn prune_summary(r: &prune::PruneReport) -> String {
 
 type StoreFailure<'a> = &'a dyn Fn(StoreError) -> Failure;
 
-fn snapshot(j: &JobConfig, repo: &mut Repository, sf: StoreFailure<'_>) -> Result<Details, Failure> {
+fn snapshot(j: &JobConfig, repo: &mut Repository, a: &Attempt, sf: StoreFailure<'_>) -> Result<Details, Failure> {
     let compression = j
         .compression
         .as_deref()
@@ -246,6 +246,21 @@ fn snapshot(j: &JobConfig, repo: &mut Repository, sf: StoreFailure<'_>) -> Resul
             .spawn()
             .map_err(|e| Failure::fatal(format!("starting {:?}: {e}", argv[0]), Details::default()))?;
         let stdout = child.stdout.take().expect("stdout was piped");
+        // A command that stops sending (pg_dump waiting on a lock) would
+        // keep the snapshot waiting on the pipe, where no backend
+        // operation notices the stop: it is killed when the stop comes.
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let (stop, done) = (a.stop.clone(), Arc::new(std::sync::atomic::AtomicBool::new(false)));
+        let done2 = done.clone();
+        let watcher = std::thread::spawn(move || {
+            while !done2.load(std::sync::atomic::Ordering::SeqCst) {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
         let name = j.stdin_name.clone().unwrap_or_else(|| "stdin".into());
         let source = Source::Stream { name, reader: Box::new(stdout) };
         let res = archiver::run_snapshot(repo, source, &opts, &progress, || {
@@ -256,6 +271,8 @@ fn snapshot(j: &JobConfig, repo: &mut Repository, sf: StoreFailure<'_>) -> Resul
                 Err(StoreError::Pipeline(format!("command {cmd_name:?} failed ({status}): no snapshot was recorded")))
             }
         });
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = watcher.join();
         match res {
             Ok(r) => r,
             Err(e) => {
@@ -358,16 +375,21 @@ fn forget_run(
     if out.locked > 0 {
         summary.push_str(&format!(" ({} kept by the retention lock)", out.locked));
     }
-    if !out.unreadable.is_empty() {
-        summary.push_str(&format!("; {} snapshots could not be read and were left alone", out.unreadable.len()));
-    }
     if j.prune == Some(true) {
         let opts = prune_options(j, cache_dir).map_err(bad)?;
         let r = prune::prune(repo, &opts, &PruneProgress::default()).map_err(sf)?;
         summary.push_str("; prune: ");
         summary.push_str(&prune_summary(&r));
     }
-    Ok(Details { summary, removed: Some(out.removed as u64), ..Details::default() })
+    let details = Details { summary, removed: Some(out.removed as u64), ..Details::default() };
+    if let Some(first) = out.unreadable.first() {
+        // Left alone, and the run fails: damage must reach the alerts.
+        return Err(Failure::fatal(
+            format!("{} snapshots could not be read and were left alone; the first: {first}", out.unreadable.len()),
+            details,
+        ));
+    }
+    Ok(details)
 }
 
 fn drill_run(j: &JobConfig, repo: &Repository, sf: StoreFailure<'_>) -> Result<Details, Failure> {

@@ -137,8 +137,11 @@ pub fn drill(repo: &Repository, id: &SnapshotId, snap: &Snapshot, mode: &Mode) -
                 Err(e) => report.error(Path::new("/"), &e.to_string()),
             }
             // The scratch copy goes whatever happened; failing to remove
-            // it is said, since it holds a copy of the data.
+            // it is said, since it holds a copy of the data. Directories
+            // restored read-only are opened up first, or their entries
+            // could not be removed.
             let at = scratch.path().to_path_buf();
+            open_up_dirs(&at);
             if let Err(e) = scratch.close() {
                 report.error(&at, &format!("the scratch copy could not be removed: {e}"));
             }
@@ -151,6 +154,27 @@ pub fn drill(repo: &Repository, id: &SnapshotId, snap: &Snapshot, mode: &Mode) -
     report.bytes_per_sec = report.bytes as f64 / report.duration_secs.max(1e-6);
     report.ok = report.errors_total == 0;
     Ok(report)
+}
+
+/// Gives the owner full access to every directory below `dir` (not
+/// following symbolic links), so that the tree can be removed.
+fn open_up_dirs(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Ok(meta) = std::fs::symlink_metadata(dir) else { return };
+    if !meta.is_dir() {
+        return;
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o700 != 0o700 {
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o700));
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                open_up_dirs(&e.path());
+            }
+        }
+    }
 }
 
 /// Files verified together: their chunks are looked up in one sorted run
@@ -169,7 +193,10 @@ fn verify_tree(repo: &Repository, root: &Node, root_path: &Path, report: &mut Re
     let mut batch: Vec<(PathBuf, Node)> = Vec::new();
     let mut dirs: Vec<(PathBuf, Node)> = vec![(root_path.to_path_buf(), root.clone())];
     while let Some((path, node)) = dirs.pop() {
-        let Some(sub) = node.subtree else { continue };
+        let Some(sub) = node.subtree else {
+            report.error(&path, "directory has no subtree");
+            continue;
+        };
         let tree = match repo.load_tree(&sub) {
             Ok(t) => t,
             Err(e) => {

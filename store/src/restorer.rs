@@ -1025,6 +1025,9 @@ fn verify_file(repo: &Repository, path: &Path, node: &Node) -> std::result::Resu
         }
         offset += buf.len() as u64;
     }
+    if offset != node.size {
+        return Err(format!("the chunks hold {offset} bytes, the file has {}", node.size));
+    }
     Ok(())
 }
 
