@@ -103,7 +103,7 @@ impl JobFigures {
             self.check_errors = r.check_errors;
         }
         if let Some(d) = &r.drill {
-            self.drill_duration = Some(d.duration_secs);
+            self.drill_duration = Some(d.rto_secs());
             self.drill_ok = Some(d.ok);
             self.drill_bytes = Some(d.bytes);
             self.drill_rate = Some(d.bytes_per_sec);

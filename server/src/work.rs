@@ -173,6 +173,7 @@ fn run_blocking(
     let password_file = repo_cfg.password_file.as_ref().expect("checked with the config");
     let password = vault_store::secret::read_password_file(password_file)
         .map_err(|e| Failure::fatal(format!("repository {:?}: {e}", repo_cfg.name), Details::default()))?;
+    let opening = std::time::Instant::now();
     let backend = open_backend(repo_cfg, a).map_err(store_failure)?;
     let opts = OpenOptions {
         cache_dir: Some(cache_dir.to_path_buf()),
@@ -193,7 +194,7 @@ fn run_blocking(
             let r = prune::prune(&mut repo, &opts, &PruneProgress::default()).map_err(sf)?;
             Ok(Details { summary: prune_summary(&r), ..Details::default() })
         }
-        JobKind::Drill => drill_run(j, &repo, sf),
+        JobKind::Drill => drill_run(j, &repo, opening, sf),
     }
 }
 
@@ -392,7 +393,12 @@ fn forget_run(
     Ok(details)
 }
 
-fn drill_run(j: &JobConfig, repo: &Repository, sf: StoreFailure<'_>) -> Result<Details, Failure> {
+fn drill_run(
+    j: &JobConfig,
+    repo: &Repository,
+    opening: std::time::Instant,
+    sf: StoreFailure<'_>,
+) -> Result<Details, Failure> {
     let spec = j.snapshot.as_deref().unwrap_or("latest");
     let (id, snap) = repo
         .find_snapshot(spec, j.host.as_deref(), &j.tags)
@@ -401,9 +407,11 @@ fn drill_run(j: &JobConfig, repo: &Repository, sf: StoreFailure<'_>) -> Result<D
         Some(d) if j.verify_only != Some(true) => drill::Mode::Scratch(d.clone()),
         _ => drill::Mode::VerifyOnly,
     };
-    let report = drill::drill(repo, &id, &snap, &mode).map_err(sf)?;
+    let open_secs = opening.elapsed().as_secs_f64();
+    let mut report = drill::drill(repo, &id, &snap, &mode).map_err(sf)?;
+    report.open_secs = open_secs;
     let mut summary = report.summary();
-    let over = j.rto.filter(|rto| report.duration_secs > rto.as_secs_f64());
+    let over = j.rto.filter(|rto| report.rto_secs() > rto.as_secs_f64());
     if let Some(rto) = j.rto {
         summary.push_str(&format!(
             "
@@ -432,7 +440,7 @@ RTO {}: {}",
         ));
     }
     if let Some(rto) = over {
-        let took = details.drill.as_ref().map_or(0.0, |d| d.duration_secs);
+        let took = details.drill.as_ref().map_or(0.0, |d| d.rto_secs());
         return Err(Failure::fatal(format!("drill took {took:.1}s, over its RTO of {}", human(rto)), details));
     }
     Ok(details)

@@ -110,6 +110,10 @@ fn a_server_runs_snapshot_and_drill_jobs_and_reports_them_in_metrics() {
     assert_eq!(drill["drill"]["ok"], true, "{drill:#}");
     assert_eq!(drill["drill"]["verified"], 2, "{drill:#}");
     assert!(drill["drill"]["bytes"].as_u64().unwrap() >= 300_000);
+    // The RTO measured includes opening the repository.
+    let (open, restore) =
+        (drill["drill"]["open_secs"].as_f64().unwrap(), drill["drill"]["duration_secs"].as_f64().unwrap());
+    assert!(open > 0.0 && restore > 0.0, "{drill:#}");
     assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0, "the scratch copy is gone");
 
     // A request through the API, so the request metrics have something.

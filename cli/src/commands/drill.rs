@@ -9,14 +9,17 @@ use crate::args::DrillArgs;
 use crate::context::{Ctx, print_json};
 
 pub fn run(ctx: &Ctx, a: DrillArgs) -> Result<u8> {
+    let opening = std::time::Instant::now();
     let repo = ctx.open()?;
     let (id, snap) = repo.find_snapshot(&a.snapshot, a.filter.host.as_deref(), &a.filter.tags)?;
+    let open_secs = opening.elapsed().as_secs_f64();
     let mode = match &a.scratch_dir {
         Some(d) => Mode::Scratch(d.clone()),
         None => Mode::VerifyOnly,
     };
-    let report = drill::drill(&repo, &id, &snap, &mode)?;
-    let over = a.rto.filter(|rto| report.duration_secs > rto.as_secs_f64());
+    let mut report = drill::drill(&repo, &id, &snap, &mode)?;
+    report.open_secs = open_secs;
+    let over = a.rto.filter(|rto| report.rto_secs() > rto.as_secs_f64());
     if ctx.global.json {
         let mut v = serde_json::to_value(&report)?;
         if let Some(rto) = a.rto {
