@@ -68,7 +68,15 @@ pub struct Record {
     /// Why it failed or was skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// What it did, in a line or a few.
+    /// What it did.
+    #[serde(flatten)]
+    pub details: Details,
+}
+
+/// What a run did: the part of its record its work fills in.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Details {
+    /// A line or a few for people.
     #[serde(default)]
     pub summary: String,
     /// Snapshot: source bytes read.
@@ -97,6 +105,30 @@ pub struct Record {
     pub drill: Option<DrillReport>,
 }
 
+impl Details {
+    /// The figures of a snapshot run, from its result (the CLI's
+    /// `--metrics-file` and the server's snapshot jobs alike).
+    pub fn of_snapshot(r: &vault_store::archiver::SnapshotResult) -> Self {
+        let s = r.snapshot.summary.clone().unwrap_or_default();
+        let files = s.files_new + s.files_changed + s.files_unmodified;
+        Details {
+            summary: format!(
+                "snapshot {}: {files} files, read {} bytes of {}, added {} bytes",
+                r.id.short(),
+                s.bytes_read,
+                s.bytes_total,
+                s.bytes_added
+            ),
+            bytes_read: Some(s.bytes_read),
+            bytes_added: Some(s.bytes_added),
+            source_bytes: Some(s.bytes_total),
+            files: Some(files),
+            snapshot: Some(r.id.to_hex()),
+            ..Details::default()
+        }
+    }
+}
+
 impl Record {
     /// A run of `job` starting and ending at `at`, with nothing done yet.
     pub fn new(job: &str, kind: JobKind, repo: &str, trigger: &str, at: Timestamp) -> Self {
@@ -111,30 +143,8 @@ impl Record {
             status: Status::Success,
             attempts: 0,
             error: None,
-            summary: String::new(),
-            bytes_read: None,
-            bytes_added: None,
-            source_bytes: None,
-            files: None,
-            snapshot: None,
-            check_errors: None,
-            removed: None,
-            drill: None,
+            details: Details::default(),
         }
-    }
-
-    /// Fills in what a run did.
-    pub fn with_details(mut self, d: crate::jobs::Details) -> Self {
-        self.summary = d.summary;
-        self.bytes_read = d.bytes_read;
-        self.bytes_added = d.bytes_added;
-        self.source_bytes = d.source_bytes;
-        self.files = d.files;
-        self.snapshot = d.snapshot;
-        self.check_errors = d.check_errors;
-        self.removed = d.removed;
-        self.drill = d.drill;
-        self
     }
 
     /// Seconds from start to end.
@@ -324,7 +334,7 @@ mod tests {
         Record {
             scheduled: Some(t),
             attempts: 1,
-            bytes_read: Some(n as u64),
+            details: Details { bytes_read: Some(n as u64), ..Details::default() },
             ..Record::new(job, JobKind::Snapshot, "r", "schedule", t)
         }
     }
@@ -367,7 +377,7 @@ mod tests {
             h.append(&record("a", i)).unwrap();
             seen.extend(tail.read_new().unwrap());
         }
-        let ns: Vec<u64> = seen.iter().map(|r| r.bytes_read.unwrap()).collect();
+        let ns: Vec<u64> = seen.iter().map(|r| r.details.bytes_read.unwrap()).collect();
         assert_eq!(ns, (1..=10).collect::<Vec<_>>());
         assert!(tail.read_new().unwrap().is_empty());
     }

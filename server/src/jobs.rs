@@ -32,6 +32,7 @@ use jiff::Timestamp;
 use tokio::sync::Semaphore;
 
 use crate::config::{JobConfig, JobKind};
+pub use crate::history::Details;
 use crate::history::{History, Record, Status};
 use crate::schedule::{Clock, Schedule};
 
@@ -126,29 +127,6 @@ pub fn run_now_in_process(config: &crate::config::Config, name: &str) -> Result<
         Box::new(|_| {}),
     );
     Ok(rt.block_on(scheduler.run_now(&job)))
-}
-
-/// What a run did, for its record.
-#[derive(Debug, Default, Clone)]
-pub struct Details {
-    /// A line or a few for people.
-    pub summary: String,
-    /// Snapshot figures.
-    pub bytes_read: Option<u64>,
-    /// Bytes added to the repository.
-    pub bytes_added: Option<u64>,
-    /// The source's size.
-    pub source_bytes: Option<u64>,
-    /// Files in the snapshot.
-    pub files: Option<u64>,
-    /// The snapshot made.
-    pub snapshot: Option<String>,
-    /// Check: errors found.
-    pub check_errors: Option<u64>,
-    /// Forget: snapshots removed.
-    pub removed: Option<u64>,
-    /// Drill: its report.
-    pub drill: Option<vault_store::drill::Report>,
 }
 
 /// A failed attempt.
@@ -357,7 +335,7 @@ impl Scheduler {
             crate::serve::log(&format!("job {:?}: its run could not be recorded: {e:#}", r.job));
         }
         let what = match (&r.status, &r.error) {
-            (Status::Success, _) => r.summary.clone(),
+            (Status::Success, _) => r.details.summary.clone(),
             (_, Some(e)) => e.clone(),
             (_, None) => String::new(),
         };
@@ -467,13 +445,19 @@ impl Scheduler {
         };
         *job.stop.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let end = self.clock.now();
-        let (status, error, d) = match outcome {
+        let (status, error, details) = match outcome {
             Ok(d) => (Status::Success, None, d),
             Err(f) => (Status::Failure, Some(f.message), *f.details),
         };
-        let r =
-            Record { scheduled: Some(scheduled), end, status, attempts, error, ..empty_record(job, trigger, start) }
-                .with_details(d);
+        let r = Record {
+            scheduled: Some(scheduled),
+            end,
+            status,
+            attempts,
+            error,
+            details,
+            ..empty_record(job, trigger, start)
+        };
         let leftover = leftover.map(|work: WorkFuture| -> Leftover {
             Box::pin(async move {
                 let _ = work.await;

@@ -93,16 +93,17 @@ impl JobFigures {
             self.last_success = Some(secs(r.end));
             self.last_success_start = Some(secs(r.start));
         }
-        if r.snapshot.is_some() {
-            self.added = r.bytes_added;
-            self.source = r.source_bytes;
-            self.read = r.bytes_read;
-            self.files = r.files;
+        let d = &r.details;
+        if d.snapshot.is_some() {
+            self.added = d.bytes_added;
+            self.source = d.source_bytes;
+            self.read = d.bytes_read;
+            self.files = d.files;
         }
-        if r.check_errors.is_some() {
-            self.check_errors = r.check_errors;
+        if d.check_errors.is_some() {
+            self.check_errors = d.check_errors;
         }
-        if let Some(d) = &r.drill {
+        if let Some(d) = &d.drill {
             self.drill_duration = Some(d.rto_secs());
             self.drill_ok = Some(d.ok);
             self.drill_bytes = Some(d.bytes);

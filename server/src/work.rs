@@ -283,23 +283,7 @@ fn snapshot(j: &JobConfig, repo: &mut Repository, a: &Attempt, sf: StoreFailure<
             }
         }
     };
-    let s = result.snapshot.summary.clone().unwrap_or_default();
-    let details = Details {
-        summary: format!(
-            "snapshot {}: {} files, read {} bytes of {}, added {} bytes",
-            result.id.short(),
-            s.files_new + s.files_changed + s.files_unmodified,
-            s.bytes_read,
-            s.bytes_total,
-            s.bytes_added
-        ),
-        bytes_read: Some(s.bytes_read),
-        bytes_added: Some(s.bytes_added),
-        source_bytes: Some(s.bytes_total),
-        files: Some(s.files_new + s.files_changed + s.files_unmodified),
-        snapshot: Some(result.id.to_hex()),
-        ..Details::default()
-    };
+    let details = Details::of_snapshot(&result);
     if result.errors.is_empty() {
         return Ok(details);
     }

@@ -76,9 +76,9 @@ fn with_metrics(ctx: &Ctx, m: &MetricsArgs, kind: JobKind, f: impl FnOnce() -> R
             status,
             attempts: 1,
             error,
+            details: d,
             ..Record::new(job, kind, repo, "cli", start)
-        }
-        .with_details(d);
+        };
         if let Err(e) = vault_server::metrics::write_textfile(path, &r) {
             crate::say!("warning: --metrics-file: {e:#}");
         }

@@ -94,7 +94,7 @@ fn jobs(ctx: &Ctx, config: &Config) -> Result<u8> {
         match mine.iter().rev().find(|r| r.status != Status::Skipped) {
             Some(r) => {
                 crate::out!("  last run: {} at {}, {:.1}s", r.status.name(), r.end, r.duration_secs())?;
-                let what = r.error.as_deref().unwrap_or(&r.summary);
+                let what = r.error.as_deref().unwrap_or(&r.details.summary);
                 if let Some(line) = what.lines().next().filter(|l| !l.is_empty()) {
                     crate::out!("    {}", escape_text(line))?;
                 }
@@ -121,8 +121,8 @@ fn run_job(ctx: &Ctx, config: &Config, name: &str) -> Result<u8> {
     if ctx.global.json {
         print_json(&r)?;
     } else {
-        if !r.summary.is_empty() {
-            crate::out!("{}", r.summary)?;
+        if !r.details.summary.is_empty() {
+            crate::out!("{}", r.details.summary)?;
         }
         if let Some(e) = &r.error {
             crate::say!("error: job {name:?}: {e}");

@@ -152,17 +152,7 @@ fn snapshot(ctx: &Ctx, a: SnapshotArgs) -> Result<(u8, Details)> {
     };
     drop(display);
     report(ctx, &result)?;
-    let s = result.snapshot.summary.clone().unwrap_or_default();
-    let files = s.files_new + s.files_changed + s.files_unmodified;
-    let details = Details {
-        summary: format!("snapshot {}", result.id.short()),
-        bytes_read: Some(s.bytes_read),
-        bytes_added: Some(s.bytes_added),
-        source_bytes: Some(s.bytes_total),
-        files: Some(files),
-        snapshot: Some(result.id.to_hex()),
-        ..Details::default()
-    };
+    let details = Details::of_snapshot(&result);
     Ok((if result.errors.is_empty() { 0 } else { 3 }, details))
 }
 
