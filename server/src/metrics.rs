@@ -126,14 +126,19 @@ impl Families {
         Families { out: BTreeMap::new() }
     }
 
+    /// One sample of family `name`: `name{labels} value`.
     fn add(&mut self, name: &'static str, kind: &'static str, help: &'static str, labels: &str, value: f64) {
-        let e = self.out.entry(name).or_insert_with(|| (kind, help, String::new()));
         let v = if value.is_infinite() { "+Inf".to_string() } else { format!("{value}") };
-        if labels.is_empty() {
-            let _ = writeln!(e.2, "{name} {v}");
-        } else {
-            let _ = writeln!(e.2, "{name}{{{labels}}} {v}");
-        }
+        let line = if labels.is_empty() { format!("{name} {v}") } else { format!("{name}{{{labels}}} {v}") };
+        self.add_raw(name, kind, help, &line);
+    }
+
+    /// One line of family `name` as given (a histogram's `_bucket`,
+    /// `_sum` and `_count` lines).
+    fn add_raw(&mut self, name: &'static str, kind: &'static str, help: &'static str, line: &str) {
+        let e = self.out.entry(name).or_insert_with(|| (kind, help, String::new()));
+        e.2.push_str(line);
+        e.2.push('\n');
     }
 
     fn text(self) -> String {
@@ -298,14 +303,6 @@ impl HttpStats {
             fam.add_raw(name, kind, help, &format!("{name}_sum{{method=\"{m}\"}} {sum}"));
             fam.add_raw(name, kind, help, &format!("{name}_count{{method=\"{m}\"}} {count}"));
         }
-    }
-}
-
-impl Families {
-    fn add_raw(&mut self, name: &'static str, kind: &'static str, help: &'static str, line: &str) {
-        let e = self.out.entry(name).or_insert_with(|| (kind, help, String::new()));
-        e.2.push_str(line);
-        e.2.push('\n');
     }
 }
 
